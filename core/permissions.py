@@ -1,0 +1,45 @@
+"""Who may do what: staff users may do everything; an agent key only within its scopes and agents."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, permissions
+
+from core.models import AgentKey
+
+SAFE_ALIASES = {"HEAD": "GET"}
+
+
+def is_staff(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_active and user.is_staff)
+
+
+class HasScope(permissions.BasePermission):
+    """Checks the scope a view names for the request's method in `required_scopes`."""
+
+    def has_permission(self, request, view) -> bool:
+        if is_staff(request.user):
+            return True
+        key = request.auth
+        if not isinstance(key, AgentKey):
+            self.message = "Log in as staff or send an agent key with this scope."
+            return False
+        method = SAFE_ALIASES.get(request.method, request.method)
+        scope = getattr(view, "required_scopes", {}).get(method)
+        if scope is None:
+            return method == "OPTIONS"
+        if not key.has_scope(scope):
+            self.message = f"This key lacks the '{scope}' scope."
+            self.code = "missing_scope"
+            return False
+        return True
+
+
+def may_act_as(request, agent_id: str) -> bool:
+    if is_staff(request.user):
+        return True
+    return isinstance(request.auth, AgentKey) and request.auth.may_act_as(agent_id)
+
+
+def ensure_may_act_as(request, agent_id: str) -> None:
+    if not may_act_as(request, agent_id):
+        raise exceptions.PermissionDenied(f"This key may not act as agent '{agent_id}'.", code="agent_forbidden")

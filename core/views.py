@@ -1,0 +1,76 @@
+"""Health and the JSON error pages of the API paths."""
+
+from __future__ import annotations
+
+import time
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views import defaults
+from django.views.decorators.http import require_GET
+
+from core.api import error_body
+from core.redis import get_redis
+from core.tasks import BACKGROUND_TICK_KEY
+
+VERSION = "1.0.0"
+BACKGROUND_LATE_AFTER = 60  # seconds: beat ticks every 15 s
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        result = check()
+    except Exception as exc:  # noqa: BLE001 - any failure means "down", with its reason
+        return {"status": "down", "error": f"{type(exc).__name__}: {exc}"}
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2), **(result or {})}
+
+
+def _database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"vendor": connection.vendor}
+
+
+def _background(redis_ok: bool) -> dict:
+    """Worker and beat: ok when the worker recently ran the tick beat schedules."""
+    if not redis_ok:
+        return {"status": "unknown"}
+    tick = get_redis().get(BACKGROUND_TICK_KEY)
+    if tick is None:
+        return {"status": "never", "hint": "start the Celery worker and beat (make run does)"}
+    age = timezone.now().timestamp() - float(tick)
+    return {"status": "ok" if age < BACKGROUND_LATE_AFTER else "late", "last_tick_seconds_ago": round(age, 1)}
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """200 when the database and Redis answer, 503 when either does not."""
+    database = _timed(_database)
+    redis = _timed(lambda: get_redis().ping() and None)
+    healthy = database["status"] == redis["status"] == "ok"
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "version": VERSION,
+        "database": database,
+        "redis": redis,
+        "worker_and_beat": _background(redis["status"] == "ok"),
+    }
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or request.path == "/health"
+
+
+def not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
+    if _wants_json(request):
+        return JsonResponse(error_body("not_found", f"No such path: {request.path}"), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    if _wants_json(request):
+        return JsonResponse(error_body("server_error", "Internal server error; the details are in the server log."), status=500)
+    return defaults.server_error(request)

@@ -1,0 +1,96 @@
+import csv
+import json
+
+from django.contrib import admin, messages
+from django.forms.models import BaseInlineFormSet
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+
+from runs import services
+from runs.models import Run, RunEvent
+from runs.schemas import RunOut, run_json
+
+EXPORT_FIELDS = list(RunOut.model_fields)
+INLINE_EVENTS = 50
+
+
+class LatestEventsFormSet(BaseInlineFormSet):
+    """Only the latest events: a run may hold many thousands."""
+
+    def get_queryset(self):
+        return super().get_queryset().order_by("-timestamp", "-id")[:INLINE_EVENTS]
+
+
+class RunEventInline(admin.TabularInline):
+    model = RunEvent
+    formset = LatestEventsFormSet
+    fields = ["timestamp", "event_type", "payload", "event_id"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = f"events (latest {INLINE_EVENTS})"
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_rows(queryset):
+    writer = csv.writer(_Echo())
+    yield writer.writerow(EXPORT_FIELDS)
+    for run in queryset.iterator(chunk_size=1000):
+        row = run_json(run)
+        yield writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in (row[f] for f in EXPORT_FIELDS)])
+
+
+def _json_rows(queryset):
+    yield "["
+    for index, run in enumerate(queryset.iterator(chunk_size=1000)):
+        yield ("," if index else "") + json.dumps(run_json(run))
+    yield "]\n"
+
+
+def _download(rows, content_type: str, extension: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(rows, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="runs-{timezone.now():%Y%m%d-%H%M%S}.{extension}"'
+    return response
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["run_id", "agent_name", "job_type", "status", "start_time", "duration_ms", "items_succeeded", "items_failed"]
+    list_filter = ["status", "job_type", "agent_name", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["=event_id", "=run_id", "^agent_name", "^job_type", "git_commit_hash"]
+    list_per_page = 100
+    list_max_show_all = 1000
+    show_full_result_count = False
+    ordering = ["-created_at", "-id"]
+    readonly_fields = ["event_id", "run_id", "created_at", "updated_at", "commit_url"]
+    inlines = [RunEventInline]
+    actions = ["mark_cancelled", "export_csv", "export_json"]
+
+    @admin.action(description="Mark selected running runs as cancelled")
+    def mark_cancelled(self, request, queryset):
+        count = services.mark_cancelled(queryset, f"Cancelled in the admin by {request.user.get_username()}")
+        self.message_user(request, f"Cancelled {count} running run(s); the others had ended already.", messages.SUCCESS)
+
+    @admin.action(description="Export selected runs as CSV")
+    def export_csv(self, request, queryset):
+        return _download(_csv_rows(queryset), "text/csv", "csv")
+
+    @admin.action(description="Export selected runs as JSON")
+    def export_json(self, request, queryset):
+        return _download(_json_rows(queryset), "application/json", "json")
+
+
+@admin.register(RunEvent)
+class RunEventAdmin(admin.ModelAdmin):
+    list_display = ["event_type", "run", "timestamp"]
+    list_select_related = ["run"]
+    list_filter = ["event_type", ("timestamp", admin.DateFieldListFilter)]
+    search_fields = ["=event_id", "=run__event_id", "^event_type"]
+    raw_id_fields = ["run"]
+    show_full_result_count = False
+    list_per_page = 100

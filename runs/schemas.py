@@ -1,0 +1,221 @@
+"""The shapes the runs API accepts and returns (pydantic: one lean validator for single and batch).
+
+String lengths come from the model's columns; the summary limits are seed 003's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints
+
+from runs.models import CommitSource, Run, RunStatus
+
+# Older clients (local-telemetry) send these; we store the canonical value.
+STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success"}
+SUMMARY_LIMITS = {"error_summary": 500, "output_summary": 1000, "error_details": 5000, "input_summary": 5000}
+
+
+def _canonical_status(value: Any) -> Any:
+    return STATUS_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def _none_to_blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _json_object(value: Any) -> Any:
+    """A JSON object, also when sent as a string holding one (as local-telemetry's clients do)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON object or a string holding one") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def text(field: str) -> Any:
+    """A string for `field`, no longer than its column (or its seed 003 limit); null means blank."""
+    limit = SUMMARY_LIMITS.get(field) or Run._meta.get_field(field).max_length
+    return Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=limit)]
+
+
+Status = Annotated[RunStatus, BeforeValidator(_canonical_status)]
+Count = Annotated[int, Field(ge=0)]
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+JsonObject = Annotated[dict[str, Any] | None, BeforeValidator(_json_object)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+
+class RunIn(Strict):
+    """A run as agents send it (POST /api/v1/runs and each item of the batch)."""
+
+    event_id: Identifier
+    run_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    agent_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    job_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    start_time: Timestamp
+    created_at: Timestamp | None = None
+    end_time: Timestamp | None = None
+    status: Status = RunStatus.RUNNING
+    duration_ms: Annotated[Count, BeforeValidator(lambda v: 0 if v is None else v)] = 0
+    items_discovered: Count = 0
+    items_succeeded: Count = 0
+    items_failed: Count = 0
+    items_skipped: Count = 0
+    parent_run_id: text("parent_run_id") = ""
+    agent_owner: text("agent_owner") = ""
+    trigger_type: text("trigger_type") = ""
+    input_summary: text("input_summary") = ""
+    output_summary: text("output_summary") = ""
+    error_summary: text("error_summary") = ""
+    error_details: text("error_details") = ""
+    source_ref: text("source_ref") = ""
+    target_ref: text("target_ref") = ""
+    metrics_json: JsonObject = None
+    context_json: JsonObject = None
+    insight_id: text("insight_id") = ""
+    product: text("product") = ""
+    product_family: text("product_family") = ""
+    platform: text("platform") = ""
+    subdomain: text("subdomain") = ""
+    website: text("website") = ""
+    website_section: text("website_section") = ""
+    item_name: text("item_name") = ""
+    git_repo: text("git_repo") = ""
+    git_branch: text("git_branch") = ""
+    git_run_tag: text("git_run_tag") = ""
+    git_commit_hash: text("git_commit_hash") = ""
+    git_commit_source: Annotated[CommitSource | None, BeforeValidator(lambda v: v or None)] = None
+    git_commit_author: text("git_commit_author") = ""
+    git_commit_timestamp: Timestamp | None = None
+    host: text("host") = ""
+    environment: text("environment") = ""
+
+    def model_fields_for_db(self) -> dict[str, Any]:
+        fields = self.model_dump(exclude_none=True)
+        fields.setdefault("git_commit_source", "")
+        for nullable in ("metrics_json", "context_json", "end_time", "git_commit_timestamp"):
+            fields.setdefault(nullable, None)
+        if self.created_at is None:
+            fields.pop("created_at", None)
+        return fields
+
+
+class RunOut(RunIn):
+    """A stored run as the API returns it."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True, use_enum_values=True)
+
+    id: int
+    created_at: datetime
+    updated_at: datetime
+    git_commit_source: str = ""
+    commit_url: str | None = None
+    repo_url: str | None = None
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return RunOut.model_validate(run).model_dump(mode="json")
+
+
+class RunPatch(Strict):
+    """PATCH /api/v1/runs/{event_id}: exactly seed 003's 11 editable fields. Null clears a
+    text, time or JSON field; status and counts cannot be null."""
+
+    status: Status = None
+    end_time: Timestamp | None = None
+    duration_ms: Count = None
+    error_summary: text("error_summary") = None
+    error_details: text("error_details") = None
+    output_summary: text("output_summary") = None
+    items_succeeded: Count = None
+    items_failed: Count = None
+    items_skipped: Count = None
+    metrics_json: JsonObject = None
+    context_json: JsonObject = None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(include=self.model_fields_set)
+
+
+class CommitIn(Strict):
+    """POST /api/v1/runs/{event_id}/associate-commit."""
+
+    commit_hash: Annotated[str, StringConstraints(min_length=7, max_length=40, pattern=r"^[0-9a-fA-F]+$")]
+    commit_source: CommitSource
+    commit_author: text("git_commit_author") = ""
+    commit_timestamp: Timestamp | None = None
+
+
+class EventIn(Strict):
+    """An event inside a run (`log_event`). `event_id` makes retries idempotent."""
+
+    event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    timestamp: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
+    payload: Any = None
+
+
+class BatchEventIn(EventIn):
+    """An item of POST /api/v1/events/batch: an event and the event_id of its run."""
+
+    run_event_id: Identifier
+
+
+class EventOut(EventIn):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class CreatedOut(BaseModel):
+    status: str = Field(description="created, or duplicate when this event_id was stored before")
+    event_id: str
+    run_id: str | None = None
+    message: str | None = None
+
+
+class UpdatedOut(BaseModel):
+    event_id: str
+    updated: bool
+    fields_updated: list[str]
+
+
+class CommitOut(BaseModel):
+    status: str
+    event_id: str
+    run_id: str
+    commit_hash: str
+
+
+# Lists, for the OpenAPI schema of the batch endpoints and list responses.
+class RunInList(RootModel[list[RunIn]]):
+    pass
+
+
+class RunOutList(RootModel[list[RunOut]]):
+    pass
+
+
+class EventInList(RootModel[list[EventIn]]):
+    pass
+
+
+class EventOutList(RootModel[list[EventOut]]):
+    pass
+
+
+class BatchEventInList(RootModel[list[BatchEventIn]]):
+    pass

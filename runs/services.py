@@ -1,0 +1,86 @@
+"""Writes to runs, shared by the API, the admin and commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.batch import Batch
+from runs.models import Run, RunEvent, RunStatus
+from runs.schemas import BatchEventIn, CommitIn, EventIn, RunIn, RunPatch
+
+MayActAs = Callable[[str], bool]
+
+
+def create_run(data: RunIn) -> tuple[Run, bool]:
+    """The run for `data.event_id`, and whether this call stored it (False: a duplicate)."""
+    try:
+        with transaction.atomic():
+            return Run.objects.create(**data.model_fields_for_db()), True
+    except IntegrityError:
+        existing = Run.objects.filter(event_id=data.event_id).first()
+        if existing is None:
+            raise
+        return existing, False
+
+
+def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
+    batch = Batch(items, RunIn)
+    for index, item in list(batch.valid.items()):
+        if not may_act_as(item.agent_name):
+            batch.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
+    batch.store(Run, lambda item: Run(**item.model_fields_for_db()))
+    return batch
+
+
+def update_run(run: Run, patch: RunPatch) -> list[str]:
+    """Apply a PATCH; returns the names of the fields it set, in the model's order."""
+    changes = patch.changes()
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.save(update_fields=[*changes, "updated_at"])
+    return [f.name for f in Run._meta.fields if f.name in changes]
+
+
+def associate_commit(run: Run, commit: CommitIn) -> None:
+    run.git_commit_hash = commit.commit_hash.lower()
+    run.git_commit_source = commit.commit_source
+    run.git_commit_author = commit.commit_author
+    run.git_commit_timestamp = commit.commit_timestamp
+    run.save(update_fields=["git_commit_hash", "git_commit_source", "git_commit_author", "git_commit_timestamp", "updated_at"])
+
+
+def mark_cancelled(runs, reason: str) -> int:
+    """Cancel the runs among `runs` still running (the admin's bulk action); returns how many."""
+    now = timezone.now()
+    return runs.filter(status=RunStatus.RUNNING).update(
+        status=RunStatus.CANCELLED, end_time=now, error_summary=reason[:500], updated_at=now
+    )
+
+
+def _event(run: Run, item: EventIn) -> RunEvent:
+    return RunEvent(run=run, event_id=item.event_id, event_type=item.event_type, timestamp=item.timestamp, payload=item.payload)
+
+
+def record_events(run: Run, items: list) -> Batch:
+    """Events of one run (the key was checked against the run's agent by the caller)."""
+    batch = Batch(items, EventIn)
+    batch.store(RunEvent, lambda item: _event(run, item))
+    return batch
+
+
+def ingest_events(items: list, may_act_as: MayActAs) -> Batch:
+    """Events of any runs, each naming its run by `run_event_id`."""
+    batch = Batch(items, BatchEventIn)
+    wanted = {item.run_event_id for item in batch.valid.values()}
+    runs = {run.event_id: run for run in Run.objects.filter(event_id__in=wanted).only("id", "event_id", "agent_name")}
+    for index, item in list(batch.valid.items()):
+        run = runs.get(item.run_event_id)
+        if run is None:
+            batch.reject(index, "run_not_found", f"No run has event_id '{item.run_event_id}'.")
+        elif not may_act_as(run.agent_name):
+            batch.reject(index, "agent_forbidden", f"This key may not act as agent '{run.agent_name}'.")
+    batch.store(RunEvent, lambda item: _event(runs[item.run_event_id], item))
+    return batch

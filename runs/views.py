@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api import LimitOffsetPage, validate
+from core.permissions import ensure_may_act_as, may_act_as
+from runs import services
+from runs.filters import RunFilter
+from runs.models import Run
+from runs.schemas import (
+    BatchEventInList,
+    CommitIn,
+    CommitOut,
+    CreatedOut,
+    EventInList,
+    EventOut,
+    EventOutList,
+    RunIn,
+    RunInList,
+    RunOut,
+    RunOutList,
+    RunPatch,
+    UpdatedOut,
+    run_json,
+)
+
+READ_WRITE = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
+BATCH_RESPONSES = {
+    200: OpenApiResponse(description="every item stored or a duplicate"),
+    207: OpenApiResponse(description="some items rejected; see results"),
+}
+
+
+def items_of(data, *, allow_single: bool = False, key: str = "runs") -> list:
+    """The list a batch body carries: a bare JSON array, or {"<key>": [...]}; capped at BATCH_MAX_ITEMS."""
+    if isinstance(data, dict) and key in data and len(data) == 1:
+        data = data[key]
+    elif allow_single and isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise exceptions.ValidationError({"body": [f'Expected a JSON array of items (or {{"{key}": [...]}}).']})
+    if len(data) > settings.BATCH_MAX_ITEMS:
+        raise exceptions.ValidationError({"body": [f"At most {settings.BATCH_MAX_ITEMS} items per batch; got {len(data)}."]})
+    return data
+
+
+def writable_run(request, event_id: str) -> Run:
+    run = get_object_or_404(Run, event_id=event_id)
+    ensure_may_act_as(request, run.agent_name)
+    return run
+
+
+class RunListCreate(GenericAPIView):
+    required_scopes = READ_WRITE
+    queryset = Run.objects.all()
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = RunFilter
+
+    @extend_schema(
+        operation_id="runs_list", responses=RunOutList, summary="Runs, newest first; ?limit= (1-1000, default 100) and ?offset="
+    )
+    def get(self, request):
+        page = LimitOffsetPage(request)
+        return page.response([run_json(run) for run in page.rows(self.filter_queryset(self.get_queryset()))])
+
+    @extend_schema(request=RunIn, responses={201: CreatedOut, 200: CreatedOut}, summary="Record a run (idempotent on event_id)")
+    def post(self, request):
+        data = validate(RunIn, request.data)
+        ensure_may_act_as(request, data.agent_name)
+        run, created = services.create_run(data)
+        if created:
+            return Response({"status": "created", "event_id": run.event_id, "run_id": run.run_id}, status=status.HTTP_201_CREATED)
+        return Response({"status": "duplicate", "event_id": data.event_id, "message": "Event already exists (idempotent)"})
+
+
+class RunBatch(APIView):
+    required_scopes = READ_WRITE
+    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
+
+    @extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs, per-item results")
+    def post(self, request):
+        batch = services.ingest_runs(items_of(request.data), lambda agent: may_act_as(request, agent))
+        return Response(batch.body(), status=batch.status_code)
+
+
+class RunDetail(APIView):
+    required_scopes = READ_WRITE
+
+    @extend_schema(responses=RunOut)
+    def get(self, request, event_id: str):
+        return Response(run_json(get_object_or_404(Run, event_id=event_id)))
+
+    @extend_schema(request=RunPatch, responses=UpdatedOut, summary="Update the 11 editable fields")
+    def patch(self, request, event_id: str):
+        run = writable_run(request, event_id)
+        patch = validate(RunPatch, request.data)
+        if not patch.model_fields_set:
+            raise exceptions.ValidationError({"body": ["No fields to update; editable: " + ", ".join(RunPatch.model_fields)]})
+        fields = services.update_run(run, patch)
+        return Response({"event_id": run.event_id, "updated": True, "fields_updated": fields})
+
+
+class AssociateCommit(APIView):
+    required_scopes = READ_WRITE
+
+    @extend_schema(request=CommitIn, responses=CommitOut, summary="Link a run to the git commit it produced")
+    def post(self, request, event_id: str):
+        run = writable_run(request, event_id)
+        services.associate_commit(run, validate(CommitIn, request.data))
+        return Response({"status": "success", "event_id": run.event_id, "run_id": run.run_id, "commit_hash": run.git_commit_hash})
+
+
+class RunEvents(APIView):
+    required_scopes = READ_WRITE
+    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
+
+    @extend_schema(responses=EventOutList, summary="Events of a run, oldest first; ?limit= and ?offset=")
+    def get(self, request, event_id: str):
+        run = get_object_or_404(Run, event_id=event_id)
+        page = LimitOffsetPage(request)
+        return page.response([EventOut.model_validate(e).model_dump(mode="json") for e in page.rows(run.events.all())])
+
+    @extend_schema(request=EventInList, responses=BATCH_RESPONSES, summary="Record one event or a list of events")
+    def post(self, request, event_id: str):
+        batch = services.record_events(writable_run(request, event_id), items_of(request.data, allow_single=True, key="events"))
+        return Response(batch.body(), status=batch.status_code)
+
+
+class EventBatch(APIView):
+    required_scopes = READ_WRITE
+    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
+
+    @extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs")
+    def post(self, request):
+        batch = services.ingest_events(items_of(request.data, key="events"), lambda agent: may_act_as(request, agent))
+        return Response(batch.body(), status=batch.status_code)

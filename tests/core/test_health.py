@@ -1,0 +1,49 @@
+import pytest
+
+from core.tasks import record_worker_heartbeat
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_reports_database_and_redis(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"]["status"] == "ok"
+    assert body["redis"]["status"] == "ok"
+    assert body["worker_and_beat"]["status"] == "never"
+
+
+def test_health_sees_the_worker_tick(client):
+    record_worker_heartbeat()
+    assert client.get("/health").json()["worker_and_beat"]["status"] == "ok"
+
+
+def test_health_is_503_when_redis_is_down(client, settings):
+    from core.embedded_redis import free_port
+
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["redis"]["status"] == "down"
+    assert response.json()["database"]["status"] == "ok"
+
+
+def test_unknown_api_paths_are_json_404s(client):
+    response = client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_the_openapi_schema_and_docs_are_served(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/v1/runs/batch" in schema.content
+    assert client.get("/api/docs/").status_code == 200
+
+
+def test_the_openapi_schema_is_valid_and_complete():
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")

