@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 
 from core.models import AgentKey
 from core.redis import get_redis
 from core.scopes import AGENT_SCOPES
+from tests.services import ROOT, asgi_server, production_env
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite tests use a file, not memory, so a server in another process sees the same data."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+def database_url() -> str:
+    """The URL of the test database, for a server started in another process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory, django_db_setup) -> str:
+    """collectstatic once, as a production deployment does."""
+    var_dir = tmp_path_factory.mktemp("var")
+    env = production_env(TELEMETRY_VAR_DIR=str(var_dir))
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    return str(var_dir)
+
+
+@pytest.fixture
+def live_asgi(transactional_db, static_root) -> str:
+    """The real web server (uvicorn, DEBUG off) in a subprocess on the test database; its base URL."""
+    env = production_env(DATABASE_URL=database_url(), TELEMETRY_VAR_DIR=static_root)
+    with asgi_server(env) as base:
+        yield base
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,18 @@
+from django.urls import path
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from telemetry_site.urls import handler404, handler500, urlpatterns  # noqa: F401
+
+
+class Bare(APIView):
+    """A bare DRF view: no authentication, no permission, no database."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    def post(self, request):
+        return Response({"ok": True, "echo": len(request.data)})
+
+
+urlpatterns = [path("bench/bare", Bare.as_view()), *urlpatterns]

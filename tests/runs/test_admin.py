@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from runs.models import Run, RunEvent
+from tests.runs.factories import run_payload
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/runs/run/"
+
+
+@pytest.fixture
+def runs() -> list[Run]:
+    return [
+        Run.objects.create(**run_payload(agent_name="alpha", job_type="crawl", status="running")),
+        Run.objects.create(**run_payload(agent_name="alpha", job_type="index", status="success")),
+        Run.objects.create(**run_payload(agent_name="beta", job_type="crawl", status="running")),
+    ]
+
+
+def test_the_changelist_filters_and_searches(admin_client, runs):
+    page = admin_client.get(CHANGELIST, {"status__exact": "running", "agent_name__exact": "alpha"})
+    assert page.status_code == 200
+    assert runs[0].run_id in page.content.decode()
+    assert runs[1].run_id not in page.content.decode() and runs[2].run_id not in page.content.decode()
+    found = admin_client.get(CHANGELIST, {"q": runs[2].event_id}).content.decode()
+    assert runs[2].run_id in found and runs[0].run_id not in found
+
+
+def test_the_changelist_query_count_does_not_grow_with_rows(admin_client, runs, django_assert_max_num_queries):
+    for _ in range(100):
+        Run.objects.create(**run_payload())
+    with django_assert_max_num_queries(12):
+        assert admin_client.get(CHANGELIST).status_code == 200
+
+
+def test_mark_cancelled_touches_only_running_runs(admin_client, runs):
+    selected = [str(run.pk) for run in runs[:2]]
+    admin_client.post(CHANGELIST, {"action": "mark_cancelled", "_selected_action": selected})
+    statuses = dict(Run.objects.values_list("pk", "status"))
+    assert statuses == {runs[0].pk: "cancelled", runs[1].pk: "success", runs[2].pk: "running"}
+    cancelled = Run.objects.get(pk=runs[0].pk)
+    assert cancelled.end_time is not None and "admin" in cancelled.error_summary
+
+
+def test_export_csv_and_json_of_the_selection(admin_client, runs):
+    selected = [str(runs[0].pk), str(runs[2].pk)]
+    csv_response = admin_client.post(CHANGELIST, {"action": "export_csv", "_selected_action": selected})
+    lines = b"".join(csv_response.streaming_content).decode().strip().splitlines()
+    assert lines[0].startswith("event_id,run_id") and len(lines) == 3
+    json_response = admin_client.post(CHANGELIST, {"action": "export_json", "_selected_action": selected})
+    exported = json.loads(b"".join(json_response.streaming_content))
+    assert sorted(r["event_id"] for r in exported) == sorted([runs[0].event_id, runs[2].event_id])
+    assert json_response["Content-Disposition"].startswith("attachment; filename=")
+
+
+def test_the_change_page_shows_the_latest_events(admin_client, runs):
+    for index in range(60):
+        RunEvent.objects.create(run=runs[0], event_id=f"e{index}", event_type=f"step-{index:02d}")
+    page = admin_client.get(f"{CHANGELIST}{runs[0].pk}/change/").content.decode()
+    assert "step-59" in page and "step-10" in page and "step-09" not in page
+
+
+def test_a_new_key_is_shown_once_in_the_admin(admin_client):
+    from core.models import AgentKey
+
+    response = admin_client.post(
+        "/admin/core/agentkey/add/",
+        {"name": "crawlers", "agents": "crawler-*\ncrawler-special", "scopes": ["runs:read", "runs:write"]},
+        follow=True,
+    )
+    key = AgentKey.objects.get()
+    assert key.agents == ["crawler-*", "crawler-special"]
+    (message,) = [str(m) for m in response.context["messages"] if "will not be able to see it again" in str(m)]
+    raw_key = message.split(" is: ")[1].split(". ")[0]
+    assert raw_key.startswith(key.prefix + ".") and key.is_valid(raw_key)
+    assert raw_key not in admin_client.get(f"/admin/core/agentkey/{key.pk}/change/").content.decode()
