@@ -90,6 +90,11 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"{self.agent_name}/{self.job_type} {self.run_id} ({self.status})"
 
+    def fill_duration(self) -> None:
+        """Derive duration_ms from the start and end times when the agent did not send it."""
+        if self.end_time and not self.duration_ms and self.end_time >= self.start_time:
+            self.duration_ms = int((self.end_time - self.start_time).total_seconds() * 1000)
+
     @property
     def repo_url(self) -> str | None:
         """The repository's web address, for https and git@ remotes alike."""

@@ -14,11 +14,19 @@ from runs.schemas import BatchEventIn, CommitIn, EventIn, RunIn, RunPatch
 MayActAs = Callable[[str], bool]
 
 
+def build_run(data: RunIn) -> Run:
+    run = Run(**data.model_fields_for_db())
+    run.fill_duration()
+    return run
+
+
 def create_run(data: RunIn) -> tuple[Run, bool]:
     """The run for `data.event_id`, and whether this call stored it (False: a duplicate)."""
+    run = build_run(data)
     try:
         with transaction.atomic():
-            return Run.objects.create(**data.model_fields_for_db()), True
+            run.save(force_insert=True)
+            return run, True
     except IntegrityError:
         existing = Run.objects.filter(event_id=data.event_id).first()
         if existing is None:
@@ -31,7 +39,7 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     for index, item in list(batch.valid.items()):
         if not may_act_as(item.agent_name):
             batch.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
-    batch.store(Run, lambda item: Run(**item.model_fields_for_db()))
+    batch.store(Run, build_run)
     return batch
 
 
@@ -40,7 +48,10 @@ def update_run(run: Run, patch: RunPatch) -> list[str]:
     changes = patch.changes()
     for name, value in changes.items():
         setattr(run, name, value)
-    run.save(update_fields=[*changes, "updated_at"])
+    if "end_time" in changes and "duration_ms" not in changes:
+        run.duration_ms = 0
+        run.fill_duration()
+    run.save(update_fields=[*changes, "duration_ms", "updated_at"])
     return [f.name for f in Run._meta.fields if f.name in changes]
 
 

@@ -33,7 +33,14 @@ def test_the_admin_and_its_static_files_are_served(live_asgi):
     css = next(part.split('"')[1] for part in login.text.split("href=") if "admin/css/base" in part)
     static = httpx.get(f"{live_asgi}{css}")
     assert static.status_code == 200 and "max-age" in static.headers["cache-control"]
-    assert httpx.get(f"{live_asgi}/api/docs/").status_code == 200
+
+
+def test_the_api_docs_need_no_internet(live_asgi):
+    docs = httpx.get(f"{live_asgi}/api/docs/")
+    assert docs.status_code == 200
+    scripts = [part.split('"')[1] for part in docs.text.split("src=")[1:]]
+    assert scripts and all(src.startswith("/static/") for src in scripts), scripts
+    assert all(httpx.get(f"{live_asgi}{src}").status_code == 200 for src in scripts)
 
 
 @pytest.mark.django_db

@@ -120,3 +120,9 @@ def test_other_content_types_are_a_415(agent):
     response = agent.post(URL, "event_id=1", content_type="text/plain")
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_finished_run_without_a_duration_gets_one_from_its_times(agent):
+    payload = run_payload(start_time="2026-01-01T10:00:00Z", end_time="2026-01-01T10:01:00Z", status="success")
+    agent.post(URL, payload, format="json")
+    assert Run.objects.get().duration_ms == 60_000

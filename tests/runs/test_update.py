@@ -106,3 +106,12 @@ def test_associate_commit_links_the_commit(agent, stored):
 def test_bad_commits_are_refused(agent, stored, body):
     assert agent.post(f"{url(stored)}/associate-commit", body, format="json").status_code == 400
     assert Run.objects.get(event_id=stored["event_id"]).git_commit_hash == ""
+
+
+def test_ending_a_run_derives_its_duration_unless_given(agent):
+    payload = run_payload(start_time="2026-01-01T10:00:00Z")
+    agent.post("/api/v1/runs", payload, format="json")
+    agent.patch(url(payload), {"status": "success", "end_time": "2026-01-01T10:00:02.5Z"}, format="json")
+    assert Run.objects.get(event_id=payload["event_id"]).duration_ms == 2500
+    agent.patch(url(payload), {"end_time": "2026-01-01T10:00:04Z", "duration_ms": 7}, format="json")
+    assert Run.objects.get(event_id=payload["event_id"]).duration_ms == 7
