@@ -15,9 +15,47 @@ from django.db import models, transaction
 from core.api import error_body, validation_fields
 
 
-class Batch:
+class BatchResults:
+    """Per-item results (created, updated, duplicate or rejected) and the reply they make."""
+
+    def __init__(self, results: list[dict | None]):
+        self.results = results
+
+    def _count(self, status: str) -> int:
+        return sum(1 for r in self.results if r and r["status"] == status)
+
+    def _errors(self) -> Iterable[str]:
+        for r in self.results:
+            if r and r["status"] == "rejected":
+                yield f"{r['event_id'] or '#' + str(r['index'])}: {r['error']['message']} {r['error'].get('fields', '')}".strip()
+
+    @property
+    def failed(self) -> int:
+        return self._count("rejected")
+
+    def body(self) -> dict:
+        body = {
+            "total": len(self.results),
+            "inserted": self._count("created"),
+            "duplicates": self._count("duplicate"),
+            "failed": self.failed,
+            "errors": list(self._errors()),
+            "results": self.results,
+        }
+        if updated := self._count("updated"):
+            body["updated"] = updated
+        return body
+
+    @property
+    def status_code(self) -> int:
+        return 207 if self.failed else 200
+
+
+class Batch(BatchResults):
+    """Validates each item against `schema`; the valid ones wait in `valid` to be stored."""
+
     def __init__(self, items: list[Any], schema: type[pydantic.BaseModel]):
-        self.results: list[dict | None] = [None] * len(items)
+        super().__init__([None] * len(items))
         self.valid: dict[int, pydantic.BaseModel] = {}
         for index, item in enumerate(items):
             try:
@@ -36,6 +74,9 @@ class Batch:
         item = self.valid.pop(index)
         self._set(index, item.event_id, "rejected", error_body(code, message))
 
+    def updated(self, index: int) -> None:
+        self._set(index, self.valid[index].event_id, "updated")
+
     def store(self, model: type[models.Model], build: Callable[[Any], models.Model]) -> None:
         """Insert the valid items not stored before, in one transaction."""
         ids = [item.event_id for item in self.valid.values()]
@@ -50,29 +91,3 @@ class Batch:
                 self._set(index, item.event_id, "created")
         with transaction.atomic():
             model.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
-
-    def _count(self, status: str) -> int:
-        return sum(1 for r in self.results if r and r["status"] == status)
-
-    def _errors(self) -> Iterable[str]:
-        for r in self.results:
-            if r and r["status"] == "rejected":
-                yield f"{r['event_id'] or '#' + str(r['index'])}: {r['error']['message']} {r['error'].get('fields', '')}".strip()
-
-    @property
-    def failed(self) -> int:
-        return self._count("rejected")
-
-    def body(self) -> dict:
-        return {
-            "total": len(self.results),
-            "inserted": self._count("created"),
-            "duplicates": self._count("duplicate"),
-            "failed": self.failed,
-            "errors": list(self._errors()),
-            "results": self.results,
-        }
-
-    @property
-    def status_code(self) -> int:
-        return 207 if self.failed else 200

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, create_model
 
 from runs.models import CommitSource, Run, RunStatus
 
@@ -115,6 +115,18 @@ class RunIn(Strict):
         return fields
 
 
+# What identifies a run; everything else may still change until the run ends.
+RUN_IDENTITY = {"event_id", "run_id", "agent_name", "job_type", "start_time", "created_at"}
+
+RunEnd = create_model(
+    "RunEnd",
+    __base__=Strict,
+    __doc__="How a run ended (the SDK's end_run): the run's event_id and any of its non-identity fields.",
+    event_id=(Identifier, ...),
+    **{name: (field.annotation, field) for name, field in RunIn.model_fields.items() if name not in RUN_IDENTITY},
+)
+
+
 class RunOut(RunIn):
     """A stored run as the API returns it."""
 
@@ -159,6 +171,12 @@ class CommitIn(Strict):
     commit_source: CommitSource
     commit_author: text("git_commit_author") = ""
     commit_timestamp: Timestamp | None = None
+
+
+class CommitItem(CommitIn):
+    """A commit association inside an ingest batch: `event_id` names the run."""
+
+    event_id: Identifier
 
 
 class EventIn(Strict):
@@ -218,4 +236,26 @@ class EventOutList(RootModel[list[EventOut]]):
 
 
 class BatchEventInList(RootModel[list[BatchEventIn]]):
+    pass
+
+
+# The items of POST /api/v1/ingest, for the OpenAPI schema (the ingest service validates each
+# kind with the schemas above).
+class RunItem(RunIn):
+    kind: Literal["run"]
+
+
+class EventItem(BatchEventIn):
+    kind: Literal["event"]
+
+
+class EndItem(RunEnd):
+    kind: Literal["end"]
+
+
+class CommitKindItem(CommitItem):
+    kind: Literal["commit"]
+
+
+class IngestItemList(RootModel[list[Annotated[RunItem | EventItem | EndItem | CommitKindItem, Field(discriminator="kind")]]]):
     pass

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import groupby
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.batch import Batch
+from core.api import error_body
+from core.batch import Batch, BatchResults
 from runs.models import Run, RunEvent, RunStatus
-from runs.schemas import BatchEventIn, CommitIn, EventIn, RunIn, RunPatch
+from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
 
 MayActAs = Callable[[str], bool]
 
@@ -63,6 +65,44 @@ def associate_commit(run: Run, commit: CommitIn) -> None:
     run.save(update_fields=["git_commit_hash", "git_commit_source", "git_commit_author", "git_commit_timestamp", "updated_at"])
 
 
+def _runs_for(batch: Batch, may_act_as: MayActAs) -> dict[str, Run]:
+    """The runs the valid items of `batch` name by event_id; rejects the unknown and the forbidden."""
+    runs = Run.objects.in_bulk([item.event_id for item in batch.valid.values()], field_name="event_id")
+    for index, item in list(batch.valid.items()):
+        run = runs.get(item.event_id)
+        if run is None:
+            batch.reject(index, "run_not_found", f"No run has event_id '{item.event_id}'.")
+        elif not may_act_as(run.agent_name):
+            batch.reject(index, "agent_forbidden", f"This key may not act as agent '{run.agent_name}'.")
+    return runs
+
+
+def end_runs(items: list, may_act_as: MayActAs) -> Batch:
+    """How runs ended (the SDK's end_run): any non-identity field; the duration derived if not given."""
+    batch = Batch(items, RunEnd)
+    runs = _runs_for(batch, may_act_as)
+    with transaction.atomic():
+        for index, item in batch.valid.items():
+            run = runs[item.event_id]
+            changes = item.model_dump(include=item.model_fields_set - {"event_id"})
+            for name, value in changes.items():
+                setattr(run, name, value)
+            if "duration_ms" not in changes:
+                run.fill_duration()
+            run.save()
+            batch.updated(index)
+    return batch
+
+
+def associate_commits(items: list, may_act_as: MayActAs) -> Batch:
+    batch = Batch(items, CommitItem)
+    runs = _runs_for(batch, may_act_as)
+    for index, item in batch.valid.items():
+        associate_commit(runs[item.event_id], item)
+        batch.updated(index)
+    return batch
+
+
 def mark_cancelled(runs, reason: str) -> int:
     """Cancel the runs among `runs` still running (the admin's bulk action); returns how many."""
     now = timezone.now()
@@ -95,3 +135,34 @@ def ingest_events(items: list, may_act_as: MayActAs) -> Batch:
             batch.reject(index, "agent_forbidden", f"This key may not act as agent '{run.agent_name}'.")
     batch.store(RunEvent, lambda item: _event(runs[item.run_event_id], item))
     return batch
+
+
+INGESTERS: dict[str, Callable[[list, MayActAs], Batch]] = {
+    "run": ingest_runs,
+    "event": ingest_events,
+    "end": end_runs,
+    "commit": associate_commits,
+}
+
+
+def _kind(item) -> str | None:
+    return item.get("kind") if isinstance(item, dict) else None
+
+
+def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
+    """A mixed, ordered batch (the SDK's transport): runs, events, ends and commits, each item
+    `{"kind": ..., ...fields}`. Consecutive items of one kind are handled together, in order."""
+    results: list[dict | None] = []
+    for kind, group in groupby(enumerate(items), key=lambda pair: _kind(pair[1])):
+        group = list(group)
+        handler = INGESTERS.get(kind)
+        if handler is None:
+            message = f"Unknown kind {kind!r}; one of: {', '.join(INGESTERS)}."
+            results += [
+                {"index": i, "event_id": None, "status": "rejected", **error_body("invalid_kind", message)} for i, _ in group
+            ]
+            continue
+        batch = handler([{k: v for k, v in item.items() if k != "kind"} for _, item in group], may_act_as)
+        for (index, _), result in zip(group, batch.results, strict=True):
+            results.append({**result, "index": index})
+    return BatchResults(results)

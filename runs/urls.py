@@ -9,4 +9,5 @@ urlpatterns = [
     path("runs/<str:event_id>/associate-commit", views.AssociateCommit.as_view(), name="run-associate-commit"),
     path("runs/<str:event_id>/events", views.RunEvents.as_view(), name="run-events"),
     path("events/batch", views.EventBatch.as_view(), name="event-batch"),
+    path("ingest", views.Ingest.as_view(), name="ingest"),
 ]

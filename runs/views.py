@@ -22,6 +22,7 @@ from runs.schemas import (
     EventInList,
     EventOut,
     EventOutList,
+    IngestItemList,
     RunIn,
     RunInList,
     RunOut,
@@ -141,3 +142,15 @@ class EventBatch(APIView):
     def post(self, request):
         batch = services.ingest_events(items_of(request.data, key="events"), lambda agent: may_act_as(request, agent))
         return Response(batch.body(), status=batch.status_code)
+
+
+class Ingest(APIView):
+    """The SDK's transport: one ordered batch of runs, events, run ends and commits."""
+
+    required_scopes = READ_WRITE
+    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
+
+    @extend_schema(request=IngestItemList, responses=BATCH_RESPONSES, summary="Record a mixed, ordered batch")
+    def post(self, request):
+        results = services.ingest(items_of(request.data, key="items"), lambda agent: may_act_as(request, agent))
+        return Response(results.body(), status=results.status_code)
