@@ -42,10 +42,15 @@ def static_root(tmp_path_factory, django_db_setup) -> str:
 
 
 @pytest.fixture
-def live_asgi(transactional_db, static_root) -> str:
+def server_env(transactional_db, static_root) -> dict[str, str]:
+    """The environment of a production server process on the test database."""
+    return production_env(DATABASE_URL=database_url(), TELEMETRY_VAR_DIR=static_root)
+
+
+@pytest.fixture
+def live_asgi(server_env) -> str:
     """The real web server (uvicorn, DEBUG off) in a subprocess on the test database; its base URL."""
-    env = production_env(DATABASE_URL=database_url(), TELEMETRY_VAR_DIR=static_root)
-    with asgi_server(env) as base:
+    with asgi_server(server_env) as base:
         yield base
 
 

@@ -124,9 +124,9 @@ def production_env(**overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def asgi_server(env: dict, workers: int = 1):
+def asgi_server(env: dict, workers: int = 1, port: int | None = None):
     """The production web server (uvicorn, as `make run` starts it) on a free loopback port; yields its URL."""
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,

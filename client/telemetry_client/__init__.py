@@ -1,0 +1,15 @@
+"""The SDK of the agent telemetry and coordination server.
+
+from telemetry_client import TelemetryClient
+
+client = TelemetryClient()          # TELEMETRY_API_URL and TELEMETRY_API_KEY from the environment
+with client.track_run("my_agent", "process_files") as ctx:
+    ctx.log_event("start", {"input": "data.csv"})
+    ctx.set_metrics(items_discovered=10, items_succeeded=10)
+"""
+
+from telemetry_client.client import RunContext, TelemetryClient
+from telemetry_client.config import TelemetryConfig
+
+__version__ = "0.1.0"
+__all__ = ["RunContext", "TelemetryClient", "TelemetryConfig"]
