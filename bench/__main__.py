@@ -11,7 +11,7 @@ import sys
 
 from tests.services import postgres_bin_dir
 
-BENCHMARKS = ["ingest"]
+BENCHMARKS = ["ingest", "sdk"]
 
 
 def main() -> None:

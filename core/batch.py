@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pydantic
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
 
 from core.api import error_body, validation_fields
 
@@ -78,16 +78,40 @@ class Batch(BatchResults):
         self._set(index, self.valid[index].event_id, "updated")
 
     def store(self, model: type[models.Model], build: Callable[[Any], models.Model]) -> None:
-        """Insert the valid items not stored before, in one transaction."""
-        ids = [item.event_id for item in self.valid.values()]
-        seen = set(model.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
-        new = []
-        for index, item in self.valid.items():
-            if item.event_id in seen:
-                self._set(index, item.event_id, "duplicate")
-            else:
-                seen.add(item.event_id)
-                new.append(build(item))
-                self._set(index, item.event_id, "created")
+        """Insert the valid items; those whose event_id is stored already (or earlier in this
+        batch) are duplicates. The database decides, so concurrent batches cannot both claim one."""
+        first: dict[str, models.Model] = {}
+        for item in self.valid.values():
+            if item.event_id not in first:
+                first[item.event_id] = build(item)
         with transaction.atomic():
-            model.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+            stored = insert_new(model, list(first.values()))
+        for index, item in self.valid.items():
+            created = item.event_id in stored and first.pop(item.event_id, None) is not None
+            self._set(index, item.event_id, "created" if created else "duplicate")
+
+
+def insert_new(model: type[models.Model], objs: list[models.Model]) -> set[str]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING event_id: the event_ids this call stored.
+
+    bulk_create(ignore_conflicts=True) cannot say which rows it skipped; this can, in one
+    statement per chunk (SQLite >= 3.35 and PostgreSQL both speak it)."""
+    if not objs:
+        return set()
+    connection = connections[router.db_for_write(model)]
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    table, returning = quote(model._meta.db_table), quote("event_id")
+    columns = ", ".join(quote(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    chunk = connection.ops.bulk_batch_size(fields, objs) or len(objs)
+    stored: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), chunk):
+            part = objs[start : start + chunk]
+            params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in part for f in fields]
+            values = ", ".join([row] * len(part))
+            sql = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING RETURNING {returning}"  # noqa: S608
+            cursor.execute(sql, params)  # names come from the model; every value is a parameter
+            stored.update(value for (value,) in cursor.fetchall())
+    return stored

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from rest_framework import exceptions, permissions
 
 from core.models import AgentKey
@@ -38,6 +41,11 @@ def may_act_as(request, agent_id: str) -> bool:
     if is_staff(request.user):
         return True
     return isinstance(request.auth, AgentKey) and request.auth.may_act_as(agent_id)
+
+
+def agent_checker(request) -> Callable[[str], bool]:
+    """`may_act_as` for one request, remembering each answer (a batch names few agents, many times)."""
+    return functools.cache(functools.partial(may_act_as, request))
 
 
 def ensure_may_act_as(request, agent_id: str) -> None:

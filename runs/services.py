@@ -112,7 +112,9 @@ def mark_cancelled(runs, reason: str) -> int:
 
 
 def _event(run: Run, item: EventIn) -> RunEvent:
-    return RunEvent(run=run, event_id=item.event_id, event_type=item.event_type, timestamp=item.timestamp, payload=item.payload)
+    return RunEvent(
+        run_id=run.pk, event_id=item.event_id, event_type=item.event_type, timestamp=item.timestamp, payload=item.payload
+    )
 
 
 def record_events(run: Run, items: list) -> Batch:
@@ -162,7 +164,9 @@ def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
                 {"index": i, "event_id": None, "status": "rejected", **error_body("invalid_kind", message)} for i, _ in group
             ]
             continue
-        batch = handler([{k: v for k, v in item.items() if k != "kind"} for _, item in group], may_act_as)
+        for _, item in group:
+            del item["kind"]
+        batch = handler([item for _, item in group], may_act_as)
         for (index, _), result in zip(group, batch.results, strict=True):
             results.append({**result, "index": index})
     return BatchResults(results)

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import LimitOffsetPage, validate
-from core.permissions import ensure_may_act_as, may_act_as
+from core.permissions import agent_checker, ensure_may_act_as
 from runs import services
 from runs.filters import RunFilter
 from runs.models import Run
@@ -87,7 +87,7 @@ class RunBatch(APIView):
 
     @extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs, per-item results")
     def post(self, request):
-        batch = services.ingest_runs(items_of(request.data), lambda agent: may_act_as(request, agent))
+        batch = services.ingest_runs(items_of(request.data), agent_checker(request))
         return Response(batch.body(), status=batch.status_code)
 
 
@@ -140,7 +140,7 @@ class EventBatch(APIView):
 
     @extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs")
     def post(self, request):
-        batch = services.ingest_events(items_of(request.data, key="events"), lambda agent: may_act_as(request, agent))
+        batch = services.ingest_events(items_of(request.data, key="events"), agent_checker(request))
         return Response(batch.body(), status=batch.status_code)
 
 
@@ -152,5 +152,5 @@ class Ingest(APIView):
 
     @extend_schema(request=IngestItemList, responses=BATCH_RESPONSES, summary="Record a mixed, ordered batch")
     def post(self, request):
-        results = services.ingest(items_of(request.data, key="items"), lambda agent: may_act_as(request, agent))
+        results = services.ingest(items_of(request.data, key="items"), agent_checker(request))
         return Response(results.body(), status=results.status_code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import itertools
 import json
 import logging
 import os
@@ -122,6 +123,9 @@ class TelemetryClient:
         self._runs: dict[str, _Run] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._host = platform.node()
+        # Event ids: unique per client instance (random prefix) and cheap (a counter), not uuid4 per event.
+        self._id_prefix = f"{uuid.uuid4().hex[:16]}-"
+        self._next_id = itertools.count(1).__next__
         self._closed = False
         self.spool = self._claim_spool()
         self.sender: Sender | None = None

@@ -139,7 +139,11 @@ class Sender(threading.Thread):
         except httpx.HTTPError as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
         code = response.status_code
-        if code in (200, 207):
+        if code == 200:  # every record stored or already there
+            self._attempt = 0
+            self.stats.delivered += len(lines)
+            return True
+        if code == 207:  # some rejected: find which
             self._attempt = 0
             self._record_results(lines, response.json().get("results", []))
             return True

@@ -61,3 +61,26 @@ def test_a_thousand_runs_fit_in_one_batch(agent):
     response = agent.post(URL, [run_payload() for _ in range(1000)], format="json")
     assert response.status_code == 200
     assert Run.objects.count() == 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_with_the_same_runs_store_and_claim_each_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from runs import services
+
+    runs = [run_payload() for _ in range(200)]
+
+    def send(_):
+        try:
+            return services.ingest_runs([dict(run) for run in runs], lambda agent: True).body()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(send, range(4)))
+    assert sum(body["inserted"] for body in bodies) == 200
+    assert sum(body["duplicates"] for body in bodies) == 600
+    assert Run.objects.count() == 200
