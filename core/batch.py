@@ -7,12 +7,16 @@ stored already, or repeated in the same batch, is reported as a duplicate and st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import pydantic
 from django.db import connections, models, router, transaction
+from django.utils import timezone
 
 from core.api import error_body, validation_fields
+
+Row = dict[str, Any]
 
 
 class BatchResults:
@@ -77,10 +81,11 @@ class Batch(BatchResults):
     def updated(self, index: int) -> None:
         self._set(index, self.valid[index].event_id, "updated")
 
-    def store(self, model: type[models.Model], build: Callable[[Any], models.Model]) -> None:
-        """Insert the valid items; those whose event_id is stored already (or earlier in this
-        batch) are duplicates. The database decides, so concurrent batches cannot both claim one."""
-        first: dict[str, models.Model] = {}
+    def store(self, model: type[models.Model], build: Callable[[Any], Row]) -> None:
+        """Insert the valid items (`build` makes each a row); those whose event_id is stored already
+        (or earlier in this batch) are duplicates. The database decides, so concurrent batches
+        cannot both claim one."""
+        first: dict[str, Row] = {}
         for item in self.valid.values():
             if item.event_id not in first:
                 first[item.event_id] = build(item)
@@ -91,25 +96,37 @@ class Batch(BatchResults):
             self._set(index, item.event_id, "created" if created else "duplicate")
 
 
-def insert_new(model: type[models.Model], objs: list[models.Model]) -> set[str]:
+def row_of(obj: models.Model) -> Row:
+    return {field.attname: getattr(obj, field.attname) for field in obj._meta.concrete_fields}
+
+
+def _insert_value(field: models.Field, row: Row, now: datetime) -> Any:
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return now
+    return row[field.attname] if field.attname in row else field.get_default()
+
+
+def insert_new(model: type[models.Model], rows: list[Row]) -> set[str]:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING event_id: the event_ids this call stored.
 
     bulk_create(ignore_conflicts=True) cannot say which rows it skipped; this can, in one
-    statement per chunk (SQLite >= 3.35 and PostgreSQL both speak it)."""
-    if not objs:
+    statement per chunk (SQLite >= 3.35 and PostgreSQL both speak it). Rows are plain dicts
+    (attname: value, defaults for the rest): a model instance per event costs more than its insert."""
+    if not rows:
         return set()
+    now = timezone.now()
     connection = connections[router.db_for_write(model)]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     table, returning = quote(model._meta.db_table), quote("event_id")
     columns = ", ".join(quote(f.column) for f in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    chunk = connection.ops.bulk_batch_size(fields, objs) or len(objs)
+    chunk = connection.ops.bulk_batch_size(fields, rows) or len(rows)
     stored: set[str] = set()
     with connection.cursor() as cursor:
-        for start in range(0, len(objs), chunk):
-            part = objs[start : start + chunk]
-            params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in part for f in fields]
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            params = [f.get_db_prep_save(_insert_value(f, row, now), connection) for row in part for f in fields]
             values = ", ".join([row] * len(part))
             sql = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING RETURNING {returning}"  # noqa: S608
             cursor.execute(sql, params)  # names come from the model; every value is a parameter

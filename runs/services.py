@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.api import error_body
-from core.batch import Batch, BatchResults
+from core.batch import Batch, BatchResults, Row, row_of
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
 
@@ -41,7 +41,7 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     for index, item in list(batch.valid.items()):
         if not may_act_as(item.agent_name):
             batch.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
-    batch.store(Run, build_run)
+    batch.store(Run, lambda item: row_of(build_run(item)))
     return batch
 
 
@@ -111,10 +111,14 @@ def mark_cancelled(runs, reason: str) -> int:
     )
 
 
-def _event(run: Run, item: EventIn) -> RunEvent:
-    return RunEvent(
-        run_id=run.pk, event_id=item.event_id, event_type=item.event_type, timestamp=item.timestamp, payload=item.payload
-    )
+def _event(run: Run, item: EventIn) -> Row:
+    return {
+        "run_id": run.pk,
+        "event_id": item.event_id,
+        "event_type": item.event_type,
+        "timestamp": item.timestamp,
+        "payload": item.payload,
+    }
 
 
 def record_events(run: Run, items: list) -> Batch:

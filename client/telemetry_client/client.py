@@ -219,7 +219,7 @@ class TelemetryClient:
         self._record(
             {
                 "kind": "event",
-                "event_id": str(uuid.uuid4()),
+                "event_id": f"{self._id_prefix}{self._next_id():x}",
                 "run_event_id": run.event_id,
                 "event_type": event_type,
                 "timestamp": _now(),
