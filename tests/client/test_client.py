@@ -92,3 +92,17 @@ def test_without_a_server_it_records_locally_and_a_later_client_delivers(live_as
     assert online.flush(timeout=10)
     run = Run.objects.get(run_id="offline-1")
     assert run.status == "success" and RunEvent.objects.filter(run=run).count() == 1
+
+
+def test_the_sdk_waits_out_429s_and_delivers_everything(server_env, make_client, sdk_logs):
+    from tests.services import asgi_server
+
+    with asgi_server({**server_env, "API_RATE_LIMIT": "4/second"}) as url:
+        client = make_client(url, batch_size=5)
+        for index in range(20):
+            with client.track_run("alpha", "throttled", run_id=f"t-{index}"):
+                pass
+        assert client.flush(timeout=60)
+    assert sorted(stored_runs()) == sorted(f"t-{i}" for i in range(20))
+    assert client.get_stats()["failed_requests"] > 0  # it was throttled, and retried
+    assert "429 Too Many Requests" in sdk_logs.text

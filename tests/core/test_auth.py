@@ -111,3 +111,15 @@ def test_keys_are_stored_hashed_and_last_use_is_recorded():
     assert raw not in key.hashed_key and key.hashed_key.startswith("sha512$$")
     key_client(raw).get(URL)
     assert AgentKey.objects.get(pk=key.pk).last_used_at is not None
+
+
+def test_api_rate_limit_answers_429_with_retry_after(settings):
+    settings.API_RATE_LIMIT = "2/min"
+    client = key_client(make_key("alpha")[1])
+    assert [client.get(URL).status_code for _ in range(2)] == [200, 200]
+    refused = client.get(URL)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "throttled"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    other = key_client(make_key("beta")[1])
+    assert other.get(URL).status_code == 200  # each key has its own budget

@@ -1,0 +1,23 @@
+from django.conf import settings
+from rest_framework.throttling import SimpleRateThrottle
+
+from core.models import AgentKey
+
+
+class KeyRateThrottle(SimpleRateThrottle):
+    """API_RATE_LIMIT (e.g. "600/min") per agent key, per staff user otherwise; off when unset.
+    Counted in Redis (the Django cache), so every web process shares the budget."""
+
+    scope = "api"
+
+    def get_rate(self) -> str | None:
+        return settings.API_RATE_LIMIT
+
+    def get_cache_key(self, request, view) -> str:
+        if isinstance(request.auth, AgentKey):
+            ident = f"key:{request.auth.prefix}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
+        return f"throttle:{ident}"
