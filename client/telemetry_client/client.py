@@ -128,10 +128,13 @@ class TelemetryClient:
         self._next_id = itertools.count(1).__next__
         self._closed = False
         self.spool = self._claim_spool()
-        self.sender: Sender | None = None
-        if self.spool and self.config.api_url:
+        self.sender = self._start_sender() if self.spool and self.config.api_url else None
+        atexit.register(self._at_exit)
+
+    def _start_sender(self) -> Sender | None:
+        try:
             orphans = Spool.orphans(self.spool.path.parent, self.config.spool_max_bytes)
-            self.sender = Sender(
+            sender = Sender(
                 self.spool,
                 orphans,
                 self.config.api_url,
@@ -142,8 +145,11 @@ class TelemetryClient:
                 self.config.request_timeout,
                 self.stats,
             )
-            self.sender.start()
-        atexit.register(self._at_exit)
+            sender.start()
+            return sender
+        except Exception:
+            logger.exception("telemetry: cannot start delivery; records stay in the spool %s", self.spool.path)
+            return None
 
     def _claim_spool(self) -> Spool | None:
         for root in (self.config.spool_dir, Path(tempfile.gettempdir()) / f"telemetry-client-{os.getuid()}"):

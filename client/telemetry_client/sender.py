@@ -21,6 +21,8 @@ from telemetry_client.spool import Spool
 
 logger = logging.getLogger("telemetry_client")
 
+# Whole-request answers that say the client is pointed or keyed wrong, not that the records are bad.
+MISCONFIGURED = {401, 403, 404, 405, 407}
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -150,12 +152,15 @@ class Sender(threading.Thread):
         if code == 429:
             delay = retry_after_seconds(response.headers.get("Retry-After"))
             return self._failed("429 Too Many Requests", delay if delay is not None else self._backoff())
-        if code in (401, 403):
-            # The records are fine; the key is not. Keep them until an operator fixes it.
-            return self._failed(f"{code}: {response.text[:200]} (check TELEMETRY_API_KEY)")
+        if code in MISCONFIGURED:
+            # The records are fine; the key or the URL is not. Keep them until an operator fixes it.
+            return self._failed(f"{code}: {response.text[:200]} (check TELEMETRY_API_URL and TELEMETRY_API_KEY)")
         if code == 400 and self._drop_unparsable(lines):
             return self._send(lines) if lines else True  # the rest again, without the corrupt lines
-        if 400 <= code < 500:
+        if code == 413 and len(lines) > 1:
+            half = len(lines) // 2
+            return self._send(lines[:half]) and self._send(lines[half:])
+        if 400 <= code < 500 and code != 408:
             for line in lines:
                 self._reject(line, {"code": f"http_{code}", "message": response.text[:500]})
             return True
@@ -218,7 +223,7 @@ class Sender(threading.Thread):
         self.wake.set()
         self.hurry.set()
         with self.delivered:
-            while spool.cursor < target:
+            while spool.pending() and spool.cursor < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.is_alive():
                     return False

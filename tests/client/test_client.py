@@ -1,5 +1,7 @@
 """The SDK against the real server: seed 003's API, delivered in the background."""
 
+import time
+
 import pytest
 
 from runs.models import Run, RunEvent
@@ -106,3 +108,28 @@ def test_the_sdk_waits_out_429s_and_delivers_everything(server_env, make_client,
     assert sorted(stored_runs()) == sorted(f"t-{i}" for i in range(20))
     assert client.get_stats()["failed_requests"] > 0  # it was throttled, and retried
     assert "429 Too Many Requests" in sdk_logs.text
+
+
+def test_a_wrong_url_keeps_the_records_for_a_corrected_client(live_asgi, make_client, tmp_path):
+    wrong = make_client(f"{live_asgi}/not-the-api")  # the server answers 404 to every request
+    with wrong.track_run("alpha", "misrouted", run_id="kept"):
+        pass
+    assert wrong.flush(timeout=2) is False
+    assert wrong.get_stats()["rejected"] == 0 and wrong.get_stats()["pending_bytes"] > 0
+    assert not (tmp_path / "spool" / "rejected.ndjson").exists()
+    wrong.close(timeout=0.1)
+    fixed = make_client(live_asgi)
+    assert fixed.flush(timeout=10)
+    assert Run.objects.get(run_id="kept").status == "success"
+
+
+def test_flush_with_nothing_to_send_returns_at_once(live_asgi, make_client):
+    first = make_client(live_asgi)
+    with first.track_run("alpha", "x"):
+        pass
+    assert first.flush(timeout=10)
+    first.close()
+    second = make_client(live_asgi)  # same spool dir: its old segment is all delivered
+    started = time.perf_counter()
+    assert second.flush(timeout=10)
+    assert time.perf_counter() - started < 1
