@@ -118,7 +118,8 @@ class RunEvent(models.Model):
     """Something that happened inside a run (`log_event`); idempotent on `event_id`."""
 
     event_id = models.CharField(max_length=100, unique=True)
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the (run, timestamp) index below serves lookups by run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     event_type = models.CharField(max_length=200)
     timestamp = models.DateTimeField(default=timezone.now)
     payload = models.JSONField(null=True, blank=True)
