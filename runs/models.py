@@ -90,6 +90,14 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"{self.agent_name}/{self.job_type} {self.run_id} ({self.status})"
 
+    def apply(self, changes: dict) -> None:
+        """Set fields from an update; a new end_time without a duration re-derives the duration."""
+        for name, value in changes.items():
+            setattr(self, name, value)
+        if "end_time" in changes and "duration_ms" not in changes:
+            self.duration_ms = 0
+            self.fill_duration()
+
     def fill_duration(self) -> None:
         """Derive duration_ms from the start and end times when the agent did not send it."""
         if self.end_time and not self.duration_ms and self.end_time >= self.start_time:

@@ -48,11 +48,7 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
 def update_run(run: Run, patch: RunPatch) -> list[str]:
     """Apply a PATCH; returns the names of the fields it set, in the model's order."""
     changes = patch.changes()
-    for name, value in changes.items():
-        setattr(run, name, value)
-    if "end_time" in changes and "duration_ms" not in changes:
-        run.duration_ms = 0
-        run.fill_duration()
+    run.apply(changes)
     run.save(update_fields=[*changes, "duration_ms", "updated_at"])
     return [f.name for f in Run._meta.fields if f.name in changes]
 
@@ -84,11 +80,7 @@ def end_runs(items: list, may_act_as: MayActAs) -> Batch:
     with transaction.atomic():
         for index, item in batch.valid.items():
             run = runs[item.event_id]
-            changes = item.model_dump(include=item.model_fields_set - {"event_id"})
-            for name, value in changes.items():
-                setattr(run, name, value)
-            if "duration_ms" not in changes:
-                run.fill_duration()
+            run.apply(item.model_dump(include=item.model_fields_set - {"event_id"}))
             run.save()
             batch.updated(index)
     return batch
