@@ -8,12 +8,26 @@ from itertools import groupby
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core import events
 from core.api import error_body
 from core.batch import Batch, BatchResults, Row, row_of
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
 
 MayActAs = Callable[[str], bool]
+
+
+LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
+                    "items_discovered", "items_succeeded", "items_failed", "error_summary")  # fmt: skip
+
+
+def lifecycle_events(row: Row, started: bool) -> list[events.Event]:
+    """run.started for a new run, run.ended once its status is final (a run may be both at once)."""
+    data = {name: row.get(name) for name in LIFECYCLE_FIELDS}
+    found = [events.Event("run.started", data)] if started else []
+    if data["status"] != RunStatus.RUNNING:
+        found.append(events.Event("run.ended", data))
+    return found
 
 
 def build_run(data: RunIn) -> Run:
@@ -28,12 +42,13 @@ def create_run(data: RunIn) -> tuple[Run, bool]:
     try:
         with transaction.atomic():
             run.save(force_insert=True)
-            return run, True
     except IntegrityError:
         existing = Run.objects.filter(event_id=data.event_id).first()
         if existing is None:
             raise
         return existing, False
+    events.publish(*lifecycle_events(row_of(run), started=True))
+    return run, True
 
 
 def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
@@ -41,15 +56,21 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     for index, item in list(batch.valid.items()):
         if not may_act_as(item.agent_name):
             batch.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
-    batch.store(Run, lambda item: row_of(build_run(item)))
+    rows: dict[str, Row] = {}
+    batch.store(Run, lambda item: rows.setdefault(item.event_id, row_of(build_run(item))))
+    created = (rows[r["event_id"]] for r in batch.results if r and r["status"] == "created")
+    events.publish(*(event for row in created for event in lifecycle_events(row, started=True)))
     return batch
 
 
 def update_run(run: Run, patch: RunPatch) -> list[str]:
     """Apply a PATCH; returns the names of the fields it set, in the model's order."""
     changes = patch.changes()
+    was_running = run.status == RunStatus.RUNNING
     run.apply(changes)
     run.save(update_fields=[*changes, "duration_ms", "updated_at"])
+    if was_running:
+        events.publish(*lifecycle_events(row_of(run), started=False))
     return [f.name for f in Run._meta.fields if f.name in changes]
 
 
@@ -80,8 +101,11 @@ def end_runs(items: list, may_act_as: MayActAs) -> Batch:
     with transaction.atomic():
         for index, item in batch.valid.items():
             run = runs[item.event_id]
+            was_running = run.status == RunStatus.RUNNING
             run.apply(item.model_dump(include=item.model_fields_set - {"event_id"}))
             run.save()
+            if was_running:
+                events.publish(*lifecycle_events(row_of(run), started=False))
             batch.updated(index)
     return batch
 
@@ -98,9 +122,12 @@ def associate_commits(items: list, may_act_as: MayActAs) -> Batch:
 def mark_cancelled(runs, reason: str) -> int:
     """Cancel the runs among `runs` still running (the admin's bulk action); returns how many."""
     now = timezone.now()
-    return runs.filter(status=RunStatus.RUNNING).update(
-        status=RunStatus.CANCELLED, end_time=now, error_summary=reason[:500], updated_at=now
-    )
+    ids = list(runs.filter(status=RunStatus.RUNNING).values_list("pk", flat=True))
+    cancelled = Run.objects.filter(pk__in=ids, status=RunStatus.RUNNING)
+    count = cancelled.update(status=RunStatus.CANCELLED, end_time=now, error_summary=reason[:500], updated_at=now)
+    mine = Run.objects.filter(pk__in=ids, status=RunStatus.CANCELLED, updated_at=now)
+    events.publish(*(event for run in mine for event in lifecycle_events(row_of(run), started=False)))
+    return count
 
 
 def _event(run: Run, item: EventIn) -> Row:

@@ -130,6 +130,7 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL]},
     }
 }
+EVENT_STREAM_MAXLEN = env.int("EVENT_STREAM_MAXLEN", default=10_000)  # entries kept per event type (approximate)
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
