@@ -21,13 +21,11 @@ LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "s
                     "items_discovered", "items_succeeded", "items_failed", "error_summary")  # fmt: skip
 
 
-def lifecycle_events(row: Row, started: bool) -> list[events.Event]:
-    """run.started for a new run, run.ended once its status is final (a run may be both at once)."""
+def lifecycle_event(row: Row) -> events.Event:
+    """run.ended once a run's status is final, run.started while it runs. A run recorded after it
+    finished is announced once, as ended."""
     data = {name: row.get(name) for name in LIFECYCLE_FIELDS}
-    found = [events.Event("run.started", data)] if started else []
-    if data["status"] != RunStatus.RUNNING:
-        found.append(events.Event("run.ended", data))
-    return found
+    return events.Event("run.started" if data["status"] == RunStatus.RUNNING else "run.ended", data)
 
 
 def build_run(data: RunIn) -> Run:
@@ -47,7 +45,7 @@ def create_run(data: RunIn) -> tuple[Run, bool]:
         if existing is None:
             raise
         return existing, False
-    events.publish(*lifecycle_events(row_of(run), started=True))
+    events.publish(lifecycle_event(row_of(run)))
     return run, True
 
 
@@ -59,7 +57,7 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     rows: dict[str, Row] = {}
     batch.store(Run, lambda item: rows.setdefault(item.event_id, row_of(build_run(item))))
     created = (rows[r["event_id"]] for r in batch.results if r and r["status"] == "created")
-    events.publish(*(event for row in created for event in lifecycle_events(row, started=True)))
+    events.publish(*(lifecycle_event(row) for row in created))
     return batch
 
 
@@ -69,8 +67,8 @@ def update_run(run: Run, patch: RunPatch) -> list[str]:
     was_running = run.status == RunStatus.RUNNING
     run.apply(changes)
     run.save(update_fields=[*changes, "duration_ms", "updated_at"])
-    if was_running:
-        events.publish(*lifecycle_events(row_of(run), started=False))
+    if was_running and run.status != RunStatus.RUNNING:
+        events.publish(lifecycle_event(row_of(run)))
     return [f.name for f in Run._meta.fields if f.name in changes]
 
 
@@ -104,8 +102,8 @@ def end_runs(items: list, may_act_as: MayActAs) -> Batch:
             was_running = run.status == RunStatus.RUNNING
             run.apply(item.model_dump(include=item.model_fields_set - {"event_id"}))
             run.save()
-            if was_running:
-                events.publish(*lifecycle_events(row_of(run), started=False))
+            if was_running and run.status != RunStatus.RUNNING:
+                events.publish(lifecycle_event(row_of(run)))
             batch.updated(index)
     return batch
 
@@ -126,7 +124,7 @@ def mark_cancelled(runs, reason: str) -> int:
     cancelled = Run.objects.filter(pk__in=ids, status=RunStatus.RUNNING)
     count = cancelled.update(status=RunStatus.CANCELLED, end_time=now, error_summary=reason[:500], updated_at=now)
     mine = Run.objects.filter(pk__in=ids, status=RunStatus.CANCELLED, updated_at=now)
-    events.publish(*(event for run in mine for event in lifecycle_events(row_of(run), started=False)))
+    events.publish(*(lifecycle_event(row_of(run)) for run in mine))
     return count
 
 

@@ -22,15 +22,17 @@ def test_a_new_run_is_announced_once(agent):
     agent.post("/api/v1/runs", payload, format="json")  # the duplicate announces nothing
     (started,) = published("run.started")
     assert (started["event_id"], started["agent_name"], started["status"]) == (payload["event_id"], "alpha", "running")
+    assert "T" in started["start_time"]  # ISO 8601
     assert published("run.ended") == []
 
 
-def test_a_batch_announces_its_new_runs_and_finished_ones_end_at_once(agent):
+def test_a_batch_announces_its_new_runs_and_finished_ones_as_ended(agent):
     old = run_payload()
     agent.post("/api/v1/runs", old, format="json")
+    new = run_payload()
     done = run_payload(status="success")
-    agent.post("/api/v1/runs/batch", [old, done, run_payload(items_failed=-1)], format="json")
-    assert [e["event_id"] for e in published("run.started")] == [old["event_id"], done["event_id"]]
+    agent.post("/api/v1/runs/batch", [old, new, done, run_payload(items_failed=-1)], format="json")
+    assert [e["event_id"] for e in published("run.started")] == [old["event_id"], new["event_id"]]
     assert [e["event_id"] for e in published("run.ended")] == [done["event_id"]]
 
 
