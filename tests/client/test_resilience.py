@@ -88,3 +88,32 @@ def test_a_torn_spool_line_is_skipped(live_asgi, make_client, tmp_path, sdk_logs
     assert online.flush(timeout=10)
     assert sorted(stored_runs()) == ["after", "before-0", "before-1", "before-2"]
     assert "skipping a torn record" in sdk_logs.text
+
+
+def test_an_agent_that_just_exits_has_its_records_delivered_at_exit(live_asgi, agent_key, tmp_path):
+    env = {
+        **os.environ,
+        "TELEMETRY_API_URL": live_asgi,
+        "TELEMETRY_API_KEY": agent_key,
+        "TELEMETRY_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    agent = subprocess.run(
+        [sys.executable, str(AGENT), "exit", "50"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert agent.returncode == 0, agent.stderr
+    assert sorted(stored_runs()) == [f"exit-{i:06d}" for i in range(50)]
+    assert event_counts() == {f"exit-{i:06d}": 1 for i in range(50)}
+
+
+def test_a_full_spool_refuses_new_records_and_keeps_the_accepted_ones(live_asgi, make_client, sdk_logs):
+    offline = make_client(None, spool_max_bytes=4000)
+    run_ids = []
+    for index in range(40):
+        run_ids.append(offline.start_run("alpha", "full", run_id=f"full-{index:02d}"))
+    stats = offline.get_stats()
+    assert stats["dropped"] > 0 and stats["accepted"] + stats["dropped"] == 40
+    assert "the spool is full" in sdk_logs.text
+    offline.close()
+    online = make_client(live_asgi)
+    assert online.flush(timeout=10)
+    assert sorted(stored_runs()) == run_ids[: stats["accepted"]]
