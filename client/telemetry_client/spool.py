@@ -44,6 +44,11 @@ class Spool:
         self.write_fd: int | None = None
         self.write_offset = 0
         if append:
+            if self.size == 0:  # all delivered: start clean rather than keep empty segments around
+                for number in segments:
+                    (path / _segment_name(number)).unlink(missing_ok=True)
+                (path / "cursor").unlink(missing_ok=True)
+                self.cursor = (self.write_segment, 0)
             self._open_segment(self.write_segment)
 
     # --- owning a slot -----------------------------------------------------------------

@@ -133,3 +133,15 @@ def test_flush_with_nothing_to_send_returns_at_once(live_asgi, make_client):
     started = time.perf_counter()
     assert second.flush(timeout=10)
     assert time.perf_counter() - started < 1
+
+
+def test_restarts_leave_no_files_behind(live_asgi, make_client, tmp_path):
+    for index in range(5):
+        client = make_client(live_asgi)
+        if index == 0:
+            with client.track_run("alpha", "restart", run_id="only"):
+                pass
+        assert client.flush(timeout=10)
+        client.close()
+    assert len(list((tmp_path / "spool" / "slot-0").glob("*.ndjson"))) == 1  # the last client's segment
+    assert list(stored_runs()) == ["only"]
