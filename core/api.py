@@ -8,12 +8,16 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import pydantic
+from asgiref.sync import sync_to_async
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from core.authentication import authenticate_key, key_from_header
+from core.permissions import is_staff
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
 
@@ -100,3 +104,44 @@ class LimitOffsetPage:
             url = replace_query_param(url, "offset", self.offset + self.limit)
             headers["Link"] = f'<{replace_query_param(url, "limit", self.limit)}>; rel="next"'
         return Response(data, headers=headers)
+
+
+class Refusal(Exception):
+    """Ends an async view (outside DRF) with an error in the API's one shape."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> JsonResponse:
+        return JsonResponse(error_body(self.code, self.message), status=self.status)
+
+
+async def authorize(request, scope: str):
+    """For async views: a staff session, or an agent key holding `scope` (returned)."""
+    try:
+        raw_key = key_from_header(request.headers.get("Authorization", ""))
+        key = await sync_to_async(authenticate_key)(raw_key) if raw_key else None
+    except exceptions.AuthenticationFailed as exc:
+        raise Refusal(401, exc.get_codes(), str(exc.detail)) from None
+    if key is None:
+        user = await request.auser()
+        if is_staff(user):
+            return None
+        raise Refusal(403 if user.is_authenticated else 401, "not_authenticated", "Log in as staff or send an agent key.")
+    if not key.has_scope(scope):
+        raise Refusal(403, "missing_scope", f"This key lacks the '{scope}' scope.")
+    return key
+
+
+def int_param(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise Refusal(400, "invalid", f"{name} must be an integer between {low} and {high}.")
+    return value

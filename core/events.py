@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -20,15 +21,75 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.redis import get_redis
+from core.redis import get_async_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
 STREAM_PREFIX = "telemetry:stream:"
+EVENT_TYPE = r"[A-Za-z0-9_.:-]{1,100}"
+# The server's own event types: agents read them but may not publish them.
+RESERVED_PREFIXES = ("run.", "agent.", "signal.", "approval.")
+
+
+def valid_event_type(event_type: str) -> bool:
+    return re.fullmatch(EVENT_TYPE, event_type) is not None
 
 
 def stream_key(event_type: str) -> str:
     return f"{STREAM_PREFIX}{event_type}"
+
+
+def decode(event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A stream entry as the API returns it (seed 001's StreamEvent)."""
+    entry = {key.decode(): value.decode() for key, value in fields.items()}
+    return {
+        "event_id": entry_id.decode(),
+        "event_type": entry.get("event_type", event_type),
+        "timestamp": entry.get("timestamp"),
+        "source": entry.get("source"),
+        "data": json.loads(entry.get("data") or "{}"),
+    }
+
+
+def recent(event_type: str, count: int, start: str = "-", end: str = "+") -> list[dict[str, Any]]:
+    """The last `count` events between the ids `start` and `end`, oldest first."""
+    entries = get_redis().xrevrange(stream_key(event_type), max=end, min=start, count=count)
+    return [decode(event_type, entry_id, fields) for entry_id, fields in reversed(entries)]
+
+
+def info(event_type: str) -> dict[str, Any]:
+    client = get_redis()
+    key = stream_key(event_type)
+    if not client.exists(key):
+        return {"event_type": event_type, "length": 0, "first_event_id": None, "last_event_id": None}
+    raw = client.xinfo_stream(key)
+    first, last = raw.get("first-entry"), raw.get("last-entry")
+    return {
+        "event_type": event_type,
+        "length": raw["length"],
+        "first_event_id": first[0].decode() if first else None,
+        "last_event_id": last[0].decode() if last else None,
+    }
+
+
+def trim(event_type: str, max_length: int) -> int:
+    """Keep only the newest `max_length` events (exactly); returns how many were removed."""
+    return get_redis().xtrim(stream_key(event_type), maxlen=max_length, approximate=False)
+
+
+def delete(event_type: str) -> bool:
+    return bool(get_redis().delete(stream_key(event_type)))
+
+
+async def read(after: dict[str, str], count: int, block_ms: int | None) -> list[dict[str, Any]]:
+    """Events after the given ids of each type (XREAD), waiting up to `block_ms` for the first."""
+    streams = {stream_key(event_type): last_id for event_type, last_id in after.items()}
+    answer = await get_async_redis().xread(streams, count=count, block=block_ms)
+    return [
+        decode(key.decode().removeprefix(STREAM_PREFIX), entry_id, fields)
+        for key, entries in answer or []
+        for entry_id, fields in entries
+    ]
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""The streams API: publish, read back, inspect, trim, delete, and a blocking consume that holds
+no thread while it waits (an async view on the asyncio Redis client)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core import events
+from core.api import Refusal, authorize, int_param, validate
+from streaming.schemas import PublishIn, StreamEventList, TrimIn
+
+CONSUME_MAX_BLOCK_MS = 30_000
+
+
+def principal_name(request) -> str:
+    return request.auth.name if request.auth is not None else request.user.get_username()
+
+
+class Stream(APIView):
+    required_scopes = {"GET": "streams:read", "POST": "streams:write", "DELETE": "streams:admin"}
+
+    @extend_schema(
+        responses=StreamEventList,
+        parameters=[OpenApiParameter("count", int), OpenApiParameter("start", str), OpenApiParameter("end", str)],
+        summary="The last `count` events (default 100) between stream ids `start` and `end`, oldest first",
+    )
+    def get(self, request, event_type: str):
+        count = _count(request.query_params.get("count"))
+        return Response(
+            events.recent(event_type, count, request.query_params.get("start", "-"), request.query_params.get("end", "+"))
+        )
+
+    @extend_schema(request=PublishIn, responses={201: OpenApiTypes.OBJECT}, summary="Publish an event; returns its stream id")
+    def post(self, request, event_type: str):
+        if event_type.startswith(events.RESERVED_PREFIXES):
+            raise exceptions.PermissionDenied(f"'{event_type}' is the server's own event type.", code="reserved_event_type")
+        body = validate(PublishIn, request.data)
+        (entry_id,) = events.publish_now([events.Event(event_type, body.data, body.source or principal_name(request))])
+        return Response({"event_id": entry_id}, status=201)
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Delete the stream")
+    def delete(self, request, event_type: str):
+        return Response({"deleted": events.delete(event_type)})
+
+
+def _count(raw: str | None) -> int:
+    try:
+        count = int(raw) if raw else 100
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 1000:
+        raise exceptions.ValidationError({"count": ["Must be an integer between 1 and 1000."]})
+    return count
+
+
+class StreamInfo(APIView):
+    required_scopes = {"GET": "streams:read"}
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Length and first and last event ids of the stream")
+    def get(self, request, event_type: str):
+        return Response(events.info(event_type))
+
+
+class StreamTrim(APIView):
+    required_scopes = {"POST": "streams:admin"}
+
+    @extend_schema(request=TrimIn, responses=OpenApiTypes.OBJECT, summary="Keep only the newest `max_length` events")
+    def post(self, request, event_type: str):
+        return Response({"removed": events.trim(event_type, validate(TrimIn, request.data).max_length)})
+
+
+async def consume(request: HttpRequest) -> JsonResponse:
+    """GET /api/v1/streams/consume?types=a,b&after=ID[,ID]&count=10&block_ms=5000
+
+    Events of the given types after the given stream ids (one for all types, or one per type;
+    `$` means "from now on"), waiting up to `block_ms` for the first one to arrive. The reply
+    holds the events and, per type, the id to pass as `after` next time."""
+    try:
+        if request.method != "GET":
+            raise Refusal(405, "method_not_allowed", "Use GET.")
+        await authorize(request, "streams:read")
+        types = [t for t in request.GET.get("types", "").split(",") if t]
+        if not types or not all(events.valid_event_type(t) for t in types):
+            raise Refusal(400, "invalid", "types must list one or more event types, comma-separated.")
+        after = request.GET.get("after", "$").split(",")
+        if len(after) not in (1, len(types)):
+            raise Refusal(400, "invalid", "after must be one stream id, or one per type.")
+        positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
+        count = int_param(request, "count", 10, 1, 1000)
+        block_ms = int_param(request, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
+        found = await events.read(positions, count, block_ms or None)
+    except Refusal as refusal:
+        return refusal.response()
+    for event in found:
+        positions[event["event_type"]] = event["event_id"]
+    return JsonResponse({"events": found, "after": positions})
