@@ -76,21 +76,8 @@ class LimitOffsetPage:
 
     def __init__(self, request):
         self.request = request
-        self.limit = self._param("limit", self.default_limit, 1, self.max_limit)
-        self.offset = self._param("offset", 0, 0, None)
-
-    def _param(self, name: str, default: int, low: int, high: int | None) -> int:
-        raw = self.request.query_params.get(name)
-        if raw in (None, ""):
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise exceptions.ValidationError({name: [f"Must be an integer {bounds}."]})
-        return value
+        self.limit = bounded_int(request.query_params, "limit", self.default_limit, 1, self.max_limit)
+        self.offset = bounded_int(request.query_params, "offset", 0, 0)
 
     def rows(self, queryset) -> list:
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
@@ -106,42 +93,37 @@ class LimitOffsetPage:
         return Response(data, headers=headers)
 
 
-class Refusal(Exception):
-    """Ends an async view (outside DRF) with an error in the API's one shape."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def response(self) -> JsonResponse:
-        return JsonResponse(error_body(self.code, self.message), status=self.status)
+def error_response(exc: exceptions.APIException) -> JsonResponse:
+    """The API's error reply from an async view (DRF answers its own views)."""
+    return JsonResponse(describe(exc), status=exc.status_code)
 
 
 async def authorize(request, scope: str):
     """For async views: a staff session, or an agent key holding `scope` (returned)."""
-    try:
-        raw_key = key_from_header(request.headers.get("Authorization", ""))
-        key = await sync_to_async(authenticate_key)(raw_key) if raw_key else None
-    except exceptions.AuthenticationFailed as exc:
-        raise Refusal(401, exc.get_codes(), str(exc.detail)) from None
+    raw_key = key_from_header(request.headers.get("Authorization", ""))
+    key = await sync_to_async(authenticate_key)(raw_key) if raw_key else None
     if key is None:
         user = await request.auser()
         if is_staff(user):
             return None
-        raise Refusal(403 if user.is_authenticated else 401, "not_authenticated", "Log in as staff or send an agent key.")
+        if user.is_authenticated:
+            raise exceptions.PermissionDenied("Only staff may use this with a session.")
+        raise exceptions.NotAuthenticated("Log in as staff or send an agent key.")
     if not key.has_scope(scope):
-        raise Refusal(403, "missing_scope", f"This key lacks the '{scope}' scope.")
+        raise exceptions.PermissionDenied(f"This key lacks the '{scope}' scope.", code="missing_scope")
     return key
 
 
-def int_param(request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.GET.get(name)
+def bounded_int(params, name: str, default: int, low: int, high: int | None = None) -> int:
+    """Query parameter `name` as an integer in [low, high]; a 400 naming it otherwise."""
+    raw = params.get(name)
     if raw in (None, ""):
         return default
     try:
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or not low <= value <= high:
-        raise Refusal(400, "invalid", f"{name} must be an integer between {low} and {high}.")
+    if value is None or value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise exceptions.ValidationError({name: [f"Must be an integer {bounds}."]})
     return value

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import events
-from core.api import Refusal, authorize, int_param, validate
+from core.api import authorize, bounded_int, error_response, validate
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
 CONSUME_MAX_BLOCK_MS = 30_000
@@ -30,7 +30,7 @@ class Stream(APIView):
         summary="The last `count` events (default 100) between stream ids `start` and `end`, oldest first",
     )
     def get(self, request, event_type: str):
-        count = _count(request.query_params.get("count"))
+        count = bounded_int(request.query_params, "count", 100, 1, 1000)
         return Response(
             events.recent(event_type, count, request.query_params.get("start", "-"), request.query_params.get("end", "+"))
         )
@@ -46,16 +46,6 @@ class Stream(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="Delete the stream")
     def delete(self, request, event_type: str):
         return Response({"deleted": events.delete(event_type)})
-
-
-def _count(raw: str | None) -> int:
-    try:
-        count = int(raw) if raw else 100
-    except ValueError:
-        count = 0
-    if not 1 <= count <= 1000:
-        raise exceptions.ValidationError({"count": ["Must be an integer between 1 and 1000."]})
-    return count
 
 
 class StreamInfo(APIView):
@@ -82,20 +72,20 @@ async def consume(request: HttpRequest) -> JsonResponse:
     holds the events and, per type, the id to pass as `after` next time."""
     try:
         if request.method != "GET":
-            raise Refusal(405, "method_not_allowed", "Use GET.")
+            raise exceptions.MethodNotAllowed(request.method)
         await authorize(request, "streams:read")
         types = [t for t in request.GET.get("types", "").split(",") if t]
         if not types or not all(events.valid_event_type(t) for t in types):
-            raise Refusal(400, "invalid", "types must list one or more event types, comma-separated.")
+            raise exceptions.ValidationError({"types": ["List one or more event types, comma-separated."]})
         after = request.GET.get("after", "$").split(",")
         if len(after) not in (1, len(types)):
-            raise Refusal(400, "invalid", "after must be one stream id, or one per type.")
+            raise exceptions.ValidationError({"after": ["Give one stream id, or one per type."]})
         positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
-        count = int_param(request, "count", 10, 1, 1000)
-        block_ms = int_param(request, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
+        count = bounded_int(request.GET, "count", 10, 1, 1000)
+        block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
         found = await events.read(positions, count, block_ms or None)
-    except Refusal as refusal:
-        return refusal.response()
+    except exceptions.APIException as exc:
+        return error_response(exc)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
     return JsonResponse({"events": found, "after": positions})
