@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import groupby
+from operator import attrgetter
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -80,16 +81,17 @@ def associate_commit(run: Run, commit: CommitIn) -> None:
     run.save(update_fields=["git_commit_hash", "git_commit_source", "git_commit_author", "git_commit_timestamp", "updated_at"])
 
 
-def _runs_for(batch: Batch, may_act_as: MayActAs) -> dict[str, Run]:
-    """The runs the valid items of `batch` name by event_id; rejects the unknown and the forbidden."""
-    runs = Run.objects.in_bulk([item.event_id for item in batch.valid.values()], field_name="event_id")
+def _runs_for(batch: Batch, may_act_as: MayActAs, run_of=attrgetter("event_id"), runs=Run.objects) -> dict[str, Run]:
+    """The runs the valid items of `batch` name (by `run_of(item)`, a run's event_id), by that
+    name; items naming an unknown run, or one the key may not act for, are rejected."""
+    found = runs.in_bulk({run_of(item) for item in batch.valid.values()}, field_name="event_id")
     for index, item in list(batch.valid.items()):
-        run = runs.get(item.event_id)
+        run = found.get(run_of(item))
         if run is None:
-            batch.reject(index, "run_not_found", f"No run has event_id '{item.event_id}'.")
+            batch.reject(index, "run_not_found", f"No run has event_id '{run_of(item)}'.")
         elif not may_act_as(run.agent_name):
             batch.reject(index, "agent_forbidden", f"This key may not act as agent '{run.agent_name}'.")
-    return runs
+    return found
 
 
 def end_runs(items: list, may_act_as: MayActAs) -> Batch:
@@ -148,14 +150,7 @@ def record_events(run: Run, items: list) -> Batch:
 def ingest_events(items: list, may_act_as: MayActAs) -> Batch:
     """Events of any runs, each naming its run by `run_event_id`."""
     batch = Batch(items, BatchEventIn)
-    wanted = {item.run_event_id for item in batch.valid.values()}
-    runs = {run.event_id: run for run in Run.objects.filter(event_id__in=wanted).only("id", "event_id", "agent_name")}
-    for index, item in list(batch.valid.items()):
-        run = runs.get(item.run_event_id)
-        if run is None:
-            batch.reject(index, "run_not_found", f"No run has event_id '{item.run_event_id}'.")
-        elif not may_act_as(run.agent_name):
-            batch.reject(index, "agent_forbidden", f"This key may not act as agent '{run.agent_name}'.")
+    runs = _runs_for(batch, may_act_as, attrgetter("run_event_id"), Run.objects.only("id", "event_id", "agent_name"))
     batch.store(RunEvent, lambda item: _event(runs[item.run_event_id], item))
     return batch
 
