@@ -51,6 +51,12 @@ def decode(event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict
     }
 
 
+def event_types() -> list[str]:
+    """The event types that have a stream now."""
+    keys = get_redis().scan_iter(match=f"{STREAM_PREFIX}*", count=1000, _type="stream")
+    return sorted(key.decode().removeprefix(STREAM_PREFIX) for key in keys)
+
+
 def recent(event_type: str, count: int, start: str = "-", end: str = "+") -> list[dict[str, Any]]:
     """The last `count` events between the ids `start` and `end`, oldest first."""
     entries = get_redis().xrevrange(stream_key(event_type), max=end, min=start, count=count)

@@ -4,6 +4,7 @@ from core.events import EVENT_TYPE
 from streaming import views
 
 urlpatterns = [
+    path("streams", views.StreamList.as_view(), name="stream-list"),
     path("streams/consume", views.consume, name="stream-consume"),
     re_path(rf"^streams/(?P<event_type>{EVENT_TYPE})$", views.Stream.as_view(), name="stream"),
     re_path(rf"^streams/(?P<event_type>{EVENT_TYPE})/info$", views.StreamInfo.as_view(), name="stream-info"),

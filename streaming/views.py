@@ -21,10 +21,19 @@ def principal_name(request) -> str:
     return request.auth.name if request.auth is not None else request.user.get_username()
 
 
+class StreamList(APIView):
+    required_scopes = {"GET": "streams:read"}
+
+    @extend_schema(operation_id="streams_list", responses=OpenApiTypes.OBJECT, summary="The event types that have a stream")
+    def get(self, request):
+        return Response({"event_types": events.event_types()})
+
+
 class Stream(APIView):
     required_scopes = {"GET": "streams:read", "POST": "streams:write", "DELETE": "streams:admin"}
 
     @extend_schema(
+        operation_id="streams_recent",
         responses=StreamEventList,
         parameters=[OpenApiParameter("count", int), OpenApiParameter("start", str), OpenApiParameter("end", str)],
         summary="The last `count` events (default 100) between stream ids `start` and `end`, oldest first",
