@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
@@ -81,14 +81,22 @@ class RunListCreate(GenericAPIView):
         return Response({"status": "duplicate", "event_id": data.event_id, "message": "Event already exists (idempotent)"})
 
 
-class RunBatch(APIView):
+class BatchView(APIView):
+    """POST a batch (a JSON array, or {"<key>": [...]}) to `ingest`; per-item results, 200 or 207."""
+
     required_scopes = READ_WRITE
     max_body_bytes = settings.BATCH_MAX_BODY_BYTES
+    key = "runs"
+    ingest = staticmethod(services.ingest_runs)
 
-    @extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs, per-item results")
     def post(self, request):
-        batch = services.ingest_runs(items_of(request.data), agent_checker(request))
-        return Response(batch.body(), status=batch.status_code)
+        results = self.ingest(items_of(request.data, key=self.key), agent_checker(request))
+        return Response(results.body(), status=results.status_code)
+
+
+@extend_schema_view(post=extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs"))
+class RunBatch(BatchView):
+    pass
 
 
 class RunDetail(APIView):
@@ -134,23 +142,17 @@ class RunEvents(APIView):
         return Response(batch.body(), status=batch.status_code)
 
 
-class EventBatch(APIView):
-    required_scopes = READ_WRITE
-    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
-
-    @extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs")
-    def post(self, request):
-        batch = services.ingest_events(items_of(request.data, key="events"), agent_checker(request))
-        return Response(batch.body(), status=batch.status_code)
+@extend_schema_view(post=extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs"))
+class EventBatch(BatchView):
+    key = "events"
+    ingest = staticmethod(services.ingest_events)
 
 
-class Ingest(APIView):
+@extend_schema_view(
+    post=extend_schema(request=IngestItemList, responses=BATCH_RESPONSES, summary="Record a mixed, ordered batch")
+)
+class Ingest(BatchView):
     """The SDK's transport: one ordered batch of runs, events, run ends and commits."""
 
-    required_scopes = READ_WRITE
-    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
-
-    @extend_schema(request=IngestItemList, responses=BATCH_RESPONSES, summary="Record a mixed, ordered batch")
-    def post(self, request):
-        results = services.ingest(items_of(request.data, key="items"), agent_checker(request))
-        return Response(results.body(), status=results.status_code)
+    key = "items"
+    ingest = staticmethod(services.ingest)
