@@ -5,6 +5,7 @@ Every error the API returns has the body ``{"error": {"code", "message", "fields
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pydantic
@@ -100,10 +101,16 @@ def error_response(exc: exceptions.APIException) -> JsonResponse:
 
 async def authorize(request, scope: str):
     """For async views: a staff session, or an agent key holding `scope` (returned)."""
-    raw_key = key_from_header(request.headers.get("Authorization", ""))
+    return await authorize_principal(request.headers.get("Authorization", ""), request.auser, scope)
+
+
+async def authorize_principal(authorization: str, get_user: Callable[[], Awaitable], scope: str):
+    """A staff user (None is returned), or the agent key in the `authorization` header if it holds
+    `scope`; DRF's authentication or permission exception otherwise. HTTP and websockets alike."""
+    raw_key = key_from_header(authorization)
     key = await sync_to_async(authenticate_key)(raw_key) if raw_key else None
     if key is None:
-        user = await request.auser()
+        user = await get_user()
         if is_staff(user):
             return None
         if user.is_authenticated:

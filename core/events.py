@@ -26,6 +26,10 @@ from core.redis import get_async_redis, get_redis
 logger = logging.getLogger(__name__)
 
 STREAM_PREFIX = "telemetry:stream:"
+# The set of event types that have a stream, and a stream that gets an entry when a type is new:
+# the live feed blocks on it too, so a new type's first event wakes it (streaming.feed).
+TYPES_KEY = "telemetry:stream-types"
+NEW_TYPES_KEY = "telemetry:stream-types:new"
 EVENT_TYPE = r"[A-Za-z0-9_.:-]{1,100}"
 # The server's own event types: agents read them but may not publish them.
 RESERVED_PREFIXES = ("run.", "agent.", "signal.", "approval.")
@@ -53,8 +57,7 @@ def decode(event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict
 
 def event_types() -> list[str]:
     """The event types that have a stream now."""
-    keys = get_redis().scan_iter(match=f"{STREAM_PREFIX}*", count=1000, _type="stream")
-    return sorted(key.decode().removeprefix(STREAM_PREFIX) for key in keys)
+    return sorted(member.decode() for member in get_redis().smembers(TYPES_KEY))
 
 
 def recent(event_type: str, count: int, start: str = "-", end: str = "+") -> list[dict[str, Any]]:
@@ -84,7 +87,10 @@ def trim(event_type: str, max_length: int) -> int:
 
 
 def delete(event_type: str) -> bool:
-    return bool(get_redis().delete(stream_key(event_type)))
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.srem(TYPES_KEY, event_type)
+    pipe.delete(stream_key(event_type))
+    return bool(pipe.execute()[-1])
 
 
 async def read(after: dict[str, str], count: int, block_ms: int | None) -> list[dict[str, Any]]:
@@ -117,12 +123,21 @@ def _json_default(value: Any) -> str:
 
 def publish_now(events: Iterable[Event]) -> list[str]:
     """XADD each event to its stream in one round trip; returns the stream entry ids."""
-    pipe = get_redis().pipeline(transaction=False)
+    events = list(events)
+    if not events:
+        return []
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
     cap = settings.EVENT_STREAM_MAXLEN
+    # The type is registered before its entries are added: the live feed relies on that order.
+    pipe.sadd(TYPES_KEY, *{event.event_type for event in events})
     for event in events:
         # execute_command, not pipe.xadd(): the same XADD for a third of the Python time
         pipe.execute_command("XADD", stream_key(event.event_type), "MAXLEN", "~", cap, "*", *event.fields())
-    return [entry_id.decode() for entry_id in pipe.execute()]
+    added_types, *entry_ids = pipe.execute()
+    if added_types:
+        client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
+    return [entry_id.decode() for entry_id in entry_ids]
 
 
 def publish(*events: Event) -> None:

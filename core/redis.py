@@ -10,6 +10,9 @@ from django_redis import get_redis_connection
 from redis import Redis
 
 _async_clients: WeakKeyDictionary = WeakKeyDictionary()
+# Longer than any blocking read we issue (streams consume: 30 s; live feed: 5 s). redis-py's
+# default of 5 s would cut a longer XREAD BLOCK short with a TimeoutError.
+ASYNC_SOCKET_TIMEOUT = 60
 
 
 def get_redis() -> Redis:
@@ -20,5 +23,7 @@ def get_async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = _async_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=ASYNC_SOCKET_TIMEOUT, health_check_interval=30
+        )
     return client

@@ -82,6 +82,11 @@ def test_a_blocking_consume_times_out_empty(reader_key):
     assert body == {"events": [], "after": {"deploys": "$", "other": "$"}}
 
 
+def test_a_consume_may_block_longer_than_the_redis_clients_default_socket_timeout(reader_key):
+    response = consume("types=deploys&block_ms=6000", {"Authorization": f"Api-Key {reader_key}"})
+    assert response.status_code == 200 and response.json()["events"] == []
+
+
 def test_consume_resumes_after_the_last_id_without_gaps_or_repeats(reader_key):
     ids = events.publish_now(events.Event("deploys", {"n": n}) for n in range(5))
     headers = {"Authorization": f"Api-Key {reader_key}"}

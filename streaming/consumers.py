@@ -1,0 +1,111 @@
+"""The websocket live feed, /ws/live/?types=&agents=&since=
+
+Messages to the client (JSON text):
+  {"type": "events", "events": [StreamEvent, ...]}   oldest first; `event_id` is the resume point
+  {"type": "ready", "replayed": N, "live_after": ID}  sent once, after the events since `since`
+  {"type": "error", "error": {"code", "message"}}     then the server closes (codes in core.websocket)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from rest_framework import exceptions
+
+from core import events
+from core.api import describe
+from core.websocket import CLOSE_LAGGED, CLOSE_UNAUTHENTICATED, authorize_websocket, close_code, key_group
+from streaming.feed import FeedFilter, format_id, frames, get_feed, parse_id, replay
+
+LAGGED = object()  # in a client's queue: it fell too far behind and is dropped
+
+
+def parse_query(query_string: bytes) -> tuple[FeedFilter, tuple[int, int] | None]:
+    query = {name: values[-1] for name, values in parse_qs(query_string.decode("latin-1")).items()}
+    fields: dict[str, list[str]] = {}
+    types = _listed(query.get("types"))
+    if types is not None and not all(events.valid_event_type(t) for t in types):
+        fields["types"] = ["List event types, comma-separated."]
+    since = query.get("since")
+    try:
+        since_id = parse_id(since) if since else None
+    except ValueError:
+        fields["since"] = ["A stream id such as 1700000000000-0, as the events carry in `event_id`."]
+    if fields:
+        raise exceptions.ValidationError(fields)
+    return FeedFilter(types=types, agents=_listed(query.get("agents"))), since_id
+
+
+def _listed(value: str | None) -> frozenset[str] | None:
+    names = frozenset(name for name in (value or "").split(",") if name)
+    return names or None
+
+
+class LiveFeedConsumer(AsyncWebsocketConsumer):
+    """One client of the process's live feed. Its messages wait in its own queue; a client more
+    than LIVE_CLIENT_BUFFER bytes behind is dropped (it reconnects with `since`) rather than
+    holding up the others or the server's memory."""
+
+    key = None
+    writer: asyncio.Task | None = None
+    queue: asyncio.Queue | None = None
+
+    async def connect(self):
+        try:
+            self.key = await authorize_websocket(self.scope, "streams:read")
+            self.filter, since = parse_query(self.scope["query_string"])
+        except exceptions.APIException as exc:
+            await self.accept()
+            await self.send(text_data=json.dumps({"type": "error", **describe(exc)}))
+            await self.close(code=close_code(exc))
+            return
+        await self.accept()
+        if self.key is not None:
+            await self.channel_layer.group_add(key_group(self.key), self.channel_name)
+        self.queue = asyncio.Queue()
+        self.backlog = 0  # bytes queued for this client
+        self.floor = since or (0, 0)
+        live_after = await get_feed().subscribe(self)
+        missed = await replay(self.filter.types, since, live_after, self.filter) if since else []
+        for frame in frames(missed):
+            await self.send(text_data=frame)
+        ready = {"type": "ready", "replayed": len(missed), "live_after": format_id(live_after)}
+        await self.send(text_data=json.dumps(ready))
+        self.writer = asyncio.create_task(self._write())
+
+    def deliver(self, frame: str) -> None:
+        self.backlog += len(frame)
+        if self.backlog <= settings.LIVE_CLIENT_BUFFER:
+            self.queue.put_nowait(frame)
+            return
+        get_feed().unsubscribe(self)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(LAGGED)
+
+    async def _write(self):
+        while True:
+            frame = await self.queue.get()
+            if frame is LAGGED:
+                message = "This client fell behind the feed; reconnect with since=<the last event_id it got>."
+                await self.send(text_data=json.dumps({"type": "error", "error": {"code": "lagged", "message": message}}))
+                await self.close(code=CLOSE_LAGGED)
+                return
+            await self.send(text_data=frame)
+            self.backlog -= len(frame)
+
+    async def disconnect(self, code):
+        if self.queue is None:
+            return
+        get_feed().unsubscribe(self)
+        if self.writer is not None:
+            self.writer.cancel()
+        if self.key is not None:
+            await self.channel_layer.group_discard(key_group(self.key), self.channel_name)
+
+    async def key_revoked(self, event):
+        await self.close(code=CLOSE_UNAUTHENTICATED)

@@ -1,0 +1,255 @@
+"""The live feed of one web process: a single reader tails every event stream and fans each batch
+out to this process's websocket clients, so an event costs one Redis read and one JSON encoding
+however many clients watch it.
+
+Order and resume: the reader hands out batches that are contiguous in stream-id order across all
+streams; once it has handed out a batch up to id W it never hands out an id <= W. Before cutting a
+batch at W it waits until Redis's clock has passed W's millisecond (later entries then get larger
+ids) and reads once more. A client that connects with `since=S` is therefore served (S, W] from
+the streams themselves, W being where the reader stood when the client subscribed, and everything
+after W live: no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+from weakref import WeakKeyDictionary
+
+from core import events
+from core.redis import get_async_redis
+
+logger = logging.getLogger(__name__)
+
+Id = tuple[int, int]
+MAX_SEQ = 2**64 - 1
+READ_COUNT = 1000  # entries per stream per read
+BLOCK_MS = 5000  # an idle reader wakes this often anyway (to notice new event types)
+FRAME_EVENTS = 500  # events per websocket message at most...
+FRAME_BYTES = 256 * 1024  # ...and bytes (clients commonly refuse messages over 1 MiB)
+
+
+def parse_id(raw: str | bytes) -> Id:
+    """A stream id `ms-seq` (or `ms`, meaning all of that millisecond's entries before it)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq) if seq else 0
+
+
+def format_id(entry_id: Id) -> str:
+    return f"{entry_id[0]}-{entry_id[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    id: Id
+    event_type: str
+    agent: str | None
+    json: str
+
+    @classmethod
+    def from_entry(cls, event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> FeedEvent:
+        event = events.decode(event_type, entry_id, fields)
+        data = event["data"]
+        agent = (data.get("agent_id") or data.get("agent_name")) if isinstance(data, dict) else None
+        return cls(parse_id(entry_id), event["event_type"], agent, json.dumps(event, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which events a client wants: some types and/or some agents (None: all)."""
+
+    types: frozenset[str] | None = None
+    agents: frozenset[str] | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.types is None and self.agents is None
+
+    def wants(self, event: FeedEvent) -> bool:
+        return (self.types is None or event.event_type in self.types) and (self.agents is None or event.agent in self.agents)
+
+
+class Subscriber(Protocol):
+    filter: FeedFilter
+    floor: Id  # hand out only events after this id
+
+    def deliver(self, frame: str) -> None:
+        """Take a message for the client; must not block (queue it or drop the client)."""
+
+
+def frames(batch: list[FeedEvent]) -> Iterable[str]:
+    """Websocket messages of at most about FRAME_EVENTS events or FRAME_BYTES. Streams number
+    their entries independently, so events of different types can share an id: a message always
+    holds all of them, and the last id a client got is a complete resume point."""
+    chunk: list[str] = []
+    size = 0
+    for index, event in enumerate(batch):
+        chunk.append(event.json)
+        size += len(event.json)
+        following = batch[index + 1] if index + 1 < len(batch) else None
+        if following is None or (following.id != event.id and (len(chunk) >= FRAME_EVENTS or size >= FRAME_BYTES)):
+            yield '{"type":"events","events":[' + ",".join(chunk) + "]}"
+            chunk, size = [], 0
+
+
+class Feed:
+    """The reader of one event loop and the clients it serves."""
+
+    def __init__(self):
+        self.subscribers: set[Subscriber] = set()
+        self.handed_out: Id = (0, 0)
+        self._task: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
+
+    async def subscribe(self, subscriber: Subscriber) -> Id:
+        """Start serving `subscriber`; returns W: it gets every event after W live."""
+        async with self._starting:
+            if self._task is None:
+                self.handed_out = await _now_id()
+                self._task = asyncio.create_task(self._read_forever(), name="live-feed")
+        self.subscribers.add(subscriber)
+        return self.handed_out
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+        if not self.subscribers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _read_forever(self) -> None:
+        reader = StreamReader(self.handed_out)
+        # A cancelled read may surface as a Redis error rather than CancelledError: stop as soon
+        # as this task is no longer the feed's reader, whatever the read raised.
+        while self._task is asyncio.current_task():
+            try:
+                cutoff, batch = await reader.next_batch()
+            except Exception:
+                if self._task is asyncio.current_task():
+                    logger.exception("live feed: reading the event streams failed; retrying in 1 s")
+                    await asyncio.sleep(1)
+                continue
+            if self._task is asyncio.current_task():
+                self.handed_out = cutoff
+                if batch:
+                    self._fan_out(batch)
+
+    def _fan_out(self, batch: list[FeedEvent]) -> None:
+        whole: list[str] | None = None
+        for subscriber in list(self.subscribers):
+            if subscriber.filter.everything and subscriber.floor < batch[0].id:
+                whole = whole if whole is not None else list(frames(batch))
+                chosen_frames = whole
+            else:
+                chosen = [e for e in batch if e.id > subscriber.floor and subscriber.filter.wants(e)]
+                chosen_frames = frames(chosen) if chosen else ()
+            for frame in chosen_frames:
+                subscriber.deliver(frame)
+
+
+async def _now_id() -> Id:
+    """The last id Redis could hand out before now: every later entry gets a larger one."""
+    seconds, micros = await get_async_redis().time()
+    return seconds * 1000 + micros // 1000 - 1, MAX_SEQ
+
+
+class StreamReader:
+    """Reads every event stream from a position and cuts contiguous batches (see module doc)."""
+
+    def __init__(self, start: Id):
+        self.start = start
+        self.positions: dict[str, Id] = {}  # event type -> last id read
+        self.new_types_position: Id = start
+        self.pending: list[FeedEvent] = []
+
+    async def next_batch(self) -> tuple[Id, list[FeedEvent]]:
+        """The new cutoff and the events up to it, oldest first (may be empty)."""
+        redis = get_async_redis()
+        if not self.positions:
+            await self._learn_types(redis)
+        got, full = await self._read(redis, block=not self.pending)
+        candidates = self.pending + got
+        if candidates:
+            last_ms = max(event.id[0] for event in candidates)
+            await self._wait_until_after(redis, last_ms)
+        # Types are registered before their first entry is added, so after the wait every entry
+        # up to last_ms is in a stream we now know of.
+        await self._learn_types(redis)
+        if not candidates:
+            return self.start, []
+        more, more_full = await self._read(redis, block=False)
+        candidates += more
+        # A stream that filled a read may hold more: cut before its unread entries.
+        cutoff = min([(last_ms, MAX_SEQ), *(self.positions[t] for t in full | more_full)])
+        candidates.sort(key=lambda event: event.id)
+        split = next((i for i, event in enumerate(candidates) if event.id > cutoff), len(candidates))
+        batch, self.pending = candidates[:split], candidates[split:]
+        self.start = cutoff
+        return cutoff, batch
+
+    async def _learn_types(self, redis) -> None:
+        for event_type in await redis.smembers(events.TYPES_KEY):
+            self.positions.setdefault(event_type.decode(), self.start)
+
+    async def _read(self, redis, block: bool) -> tuple[list[FeedEvent], set[str]]:
+        streams = {events.stream_key(t): format_id(position) for t, position in self.positions.items()}
+        streams[events.NEW_TYPES_KEY] = format_id(self.new_types_position)
+        answer = await redis.xread(streams, count=READ_COUNT, block=BLOCK_MS if block else None)
+        got: list[FeedEvent] = []
+        full: set[str] = set()
+        for key, entries in answer or []:
+            key = key.decode()
+            if key == events.NEW_TYPES_KEY:
+                self.new_types_position = parse_id(entries[-1][0])
+                continue
+            event_type = key.removeprefix(events.STREAM_PREFIX)
+            got += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
+            self.positions[event_type] = got[-1].id
+            if len(entries) == READ_COUNT:
+                full.add(event_type)
+        return got, full
+
+    @staticmethod
+    async def _wait_until_after(redis, ms: int) -> None:
+        while True:
+            seconds, micros = await redis.time()
+            now_ms = seconds * 1000 + micros // 1000
+            if now_ms > ms:
+                return
+            await asyncio.sleep((ms - now_ms + 1) / 1000)
+
+
+async def replay(types: Iterable[str] | None, since: Id, until: Id, wanted: FeedFilter) -> list[FeedEvent]:
+    """Every wanted event in (since, until] from the streams, oldest first."""
+    redis = get_async_redis()
+    if types is None:
+        types = [member.decode() for member in await redis.smembers(events.TYPES_KEY)]
+    per_stream = []
+    for event_type in types:
+        found: list[FeedEvent] = []
+        low = f"({format_id(since)}"
+        while True:
+            entries = await redis.xrange(events.stream_key(event_type), min=low, max=format_id(until), count=READ_COUNT)
+            found += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
+            if len(entries) < READ_COUNT:
+                break
+            low = f"({entries[-1][0].decode()}"
+        per_stream.append([event for event in found if wanted.wants(event)])
+    return list(heapq.merge(*per_stream, key=lambda event: event.id))
+
+
+_feeds: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def get_feed() -> Feed:
+    """The feed of the running event loop (one per web process)."""
+    loop = asyncio.get_running_loop()
+    feed = _feeds.get(loop)
+    if feed is None:
+        feed = _feeds[loop] = Feed()
+    return feed
