@@ -5,20 +5,26 @@ Every error the API returns has the body ``{"error": {"code", "message", "fields
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pydantic
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.authentication import authenticate_key, key_from_header
-from core.permissions import is_staff
+from core.parsers import parse_json
+from core.permissions import SAFE_ALIASES, is_staff
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
 
@@ -92,6 +98,46 @@ class LimitOffsetPage:
             url = replace_query_param(url, "offset", self.offset + self.limit)
             headers["Link"] = f'<{replace_query_param(url, "limit", self.limit)}>; rel="next"'
         return Response(data, headers=headers)
+
+
+def async_endpoint(scopes: dict[str, str]):
+    """An async JSON view (it holds no thread while it waits): checks the method and the scope it
+    needs (`scopes` by method), and CSRF for a session; the view gets the request, the agent key
+    (None for staff) and the URL's arguments, and returns data for a JSON reply (or a response).
+    API exceptions become the API's error reply."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        async def endpoint(request, *args, **kwargs):
+            try:
+                scope = scopes.get(SAFE_ALIASES.get(request.method, request.method))
+                if scope is None:
+                    raise exceptions.MethodNotAllowed(request.method)
+                key = await authorize(request, scope)
+                if key is None and request.method not in SAFE_METHODS:
+                    _check_csrf(request)
+                result = await view(request, key, *args, **kwargs)
+            except exceptions.APIException as exc:
+                return error_response(exc)
+            return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
+
+        return csrf_exempt(endpoint)
+
+    return decorate
+
+
+def _check_csrf(request) -> None:
+    """As DRF's SessionAuthentication: a session's unsafe request needs the CSRF token."""
+    refusal = CsrfViewMiddleware(lambda _: None).process_view(request, None, (), {})
+    if refusal is not None:
+        raise exceptions.PermissionDenied("CSRF check failed: send the X-CSRFToken header.", code="csrf_failed")
+
+
+def json_body(request, schema: type[Schema]) -> Schema:
+    """The request's JSON body (up to API_MAX_BODY_BYTES) checked against `schema`."""
+    if request.content_type != "application/json" and request.headers.get("Content-Length", "0") != "0":
+        raise exceptions.UnsupportedMediaType(request.content_type)
+    return validate(schema, parse_json(request, settings.API_MAX_BODY_BYTES))
 
 
 def error_response(exc: exceptions.APIException) -> JsonResponse:

@@ -128,16 +128,30 @@ def publish_now(events: Iterable[Event]) -> list[str]:
         return []
     client = get_redis()
     pipe = client.pipeline(transaction=False)
+    _queue_publish(pipe, events)
+    added_types, *entry_ids = pipe.execute()
+    if added_types:
+        client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
+    return [entry_id.decode() for entry_id in entry_ids]
+
+
+async def publish_async(*events: Event) -> None:
+    """publish_now for async code (no transaction to wait for: call it after writing)."""
+    client = get_async_redis()
+    pipe = client.pipeline(transaction=False)
+    _queue_publish(pipe, list(events))
+    added_types, *_ = await pipe.execute()
+    if added_types:
+        await client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
+
+
+def _queue_publish(pipe, events: list[Event]) -> None:
     cap = settings.EVENT_STREAM_MAXLEN
     # The type is registered before its entries are added: the live feed relies on that order.
     pipe.sadd(TYPES_KEY, *{event.event_type for event in events})
     for event in events:
         # execute_command, not pipe.xadd(): the same XADD for a third of the Python time
         pipe.execute_command("XADD", stream_key(event.event_type), "MAXLEN", "~", cap, "*", *event.fields())
-    added_types, *entry_ids = pipe.execute()
-    if added_types:
-        client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
-    return [entry_id.decode() for entry_id in entry_ids]
 
 
 def publish(*events: Event) -> None:

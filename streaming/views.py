@@ -3,7 +3,7 @@ no thread while it waits (an async view on the asyncio Redis client)."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import events
-from core.api import authorize, bounded_int, error_response, validate
+from core.api import async_endpoint, bounded_int, validate
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
 CONSUME_MAX_BLOCK_MS = 30_000
@@ -73,28 +73,23 @@ class StreamTrim(APIView):
         return Response({"removed": events.trim(event_type, validate(TrimIn, request.data).max_length)})
 
 
-async def consume(request: HttpRequest) -> JsonResponse:
+@async_endpoint({"GET": "streams:read"})
+async def consume(request: HttpRequest, key) -> dict:
     """GET /api/v1/streams/consume?types=a,b&after=ID[,ID]&count=10&block_ms=5000
 
     Events of the given types after the given stream ids (one for all types, or one per type;
     `$` means "from now on"), waiting up to `block_ms` for the first one to arrive. The reply
     holds the events and, per type, the id to pass as `after` next time."""
-    try:
-        if request.method != "GET":
-            raise exceptions.MethodNotAllowed(request.method)
-        await authorize(request, "streams:read")
-        types = [t for t in request.GET.get("types", "").split(",") if t]
-        if not types or not all(events.valid_event_type(t) for t in types):
-            raise exceptions.ValidationError({"types": ["List one or more event types, comma-separated."]})
-        after = request.GET.get("after", "$").split(",")
-        if len(after) not in (1, len(types)):
-            raise exceptions.ValidationError({"after": ["Give one stream id, or one per type."]})
-        positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
-        count = bounded_int(request.GET, "count", 10, 1, 1000)
-        block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
-        found = await events.read(positions, count, block_ms or None)
-    except exceptions.APIException as exc:
-        return error_response(exc)
+    types = [t for t in request.GET.get("types", "").split(",") if t]
+    if not types or not all(events.valid_event_type(t) for t in types):
+        raise exceptions.ValidationError({"types": ["List one or more event types, comma-separated."]})
+    after = request.GET.get("after", "$").split(",")
+    if len(after) not in (1, len(types)):
+        raise exceptions.ValidationError({"after": ["Give one stream id, or one per type."]})
+    positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
+    count = bounded_int(request.GET, "count", 10, 1, 1000)
+    block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
+    found = await events.read(positions, count, block_ms or None)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
-    return JsonResponse({"events": found, "after": positions})
+    return {"events": found, "after": positions}

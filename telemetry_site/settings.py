@@ -131,6 +131,9 @@ CHANNEL_LAYERS = {
     }
 }
 EVENT_STREAM_MAXLEN = env.int("EVENT_STREAM_MAXLEN", default=10_000)  # entries kept per event type (approximate)
+HEARTBEAT_STALE_SECONDS = env.float("HEARTBEAT_STALE_SECONDS", default=60.0)  # silent this long: stale
+AGENT_STATE_TTL = env.int("AGENT_STATE_TTL", default=24 * 3600)  # seconds an agent's live state outlives its last beat
+REGISTRY_SYNC_SECONDS = env.float("REGISTRY_SYNC_SECONDS", default=5.0)  # how far the Agent rows may lag the beats
 LIVE_CLIENT_BUFFER = env.int("LIVE_CLIENT_BUFFER", default=4 * 1024 * 1024)  # bytes a websocket client may lag
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -141,6 +144,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "core.tasks.record_worker_heartbeat", "schedule": 15.0},
+    "sync-agent-registry": {"task": "coordination.tasks.sync_agent_registry", "schedule": REGISTRY_SYNC_SECONDS},
 }
 
 # --- Auth, sessions, security ------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""Heartbeats. An agent's live state is a Redis hash with a TTL, and its last beat is its score in
+one sorted set, which the lists and the stale sweep read by range. The Agent row follows without
+a database write per beat: it is written on start, stop and status change, and every few seconds
+in bulk by `sync_registry` (a Celery beat task).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from coordination.models import Agent
+from core import events
+from core.redis import get_async_redis, get_redis
+
+STATE_PREFIX = "telemetry:agent:"
+LAST_BEATS = "telemetry:agents:last-beat"  # sorted set: agent id -> time of its last beat
+REGISTRY_SYNCED_UNTIL = "telemetry:agents:registry-synced-until"
+
+
+def state_key(agent_id: str) -> str:
+    return f"{STATE_PREFIX}{agent_id}"
+
+
+@dataclass
+class Heartbeat:
+    """Seed 001's AgentHeartbeat, plus when it stopped and its own staleness threshold."""
+
+    agent_id: str
+    status: str
+    progress: float
+    current_task: str
+    last_beat: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    display_name: str | None = None
+    stale_after_seconds: float | None = None
+    stale: bool = False
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes]) -> Heartbeat:
+        state = {key.decode(): value.decode() for key, value in raw.items()}
+        return cls(
+            agent_id=state["agent_id"],
+            status=state.get("status", ""),
+            progress=float(state.get("progress") or 0),
+            current_task=state.get("current_task", ""),
+            last_beat=datetime.fromtimestamp(float(state["last_beat"]), UTC),
+            metadata=json.loads(state.get("metadata") or "{}"),
+            display_name=state.get("display_name") or None,
+            stale_after_seconds=float(state["stale_after"]) if state.get("stale_after") else None,
+            stale=state.get("stale") == "1",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["last_beat"] = self.last_beat.isoformat()
+        return data
+
+    def event(self, event_type: str) -> events.Event:
+        data = self.to_dict()
+        data.pop("metadata")
+        return events.Event(event_type, data)
+
+
+async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> Heartbeat:
+    """Record a beat (or a start: the state begins afresh). An agent's first beat registers it."""
+    redis = get_async_redis()
+    now = time.time()
+    key = state_key(agent_id)
+    state = {"agent_id": agent_id, "last_beat": repr(now), "stale": "0"}
+    for name in ("status", "progress", "current_task", "display_name", "stale_after"):
+        if fields.get(name) is not None:
+            state[name] = str(fields[name])
+    if "metadata" in fields:
+        state["metadata"] = json.dumps(fields["metadata"] or {})
+    pipe = redis.pipeline(transaction=False)
+    pipe.hmget(key, "status", "stale")
+    if start:
+        pipe.delete(key)
+    pipe.hset(key, mapping=state)
+    pipe.expire(key, settings.AGENT_STATE_TTL)
+    pipe.zadd(LAST_BEATS, {agent_id: now})
+    pipe.hgetall(key)
+    (previous_status, was_stale), *_, raw = await pipe.execute()
+    heartbeat = Heartbeat.from_redis(raw)
+    published = [heartbeat.event("agent.started" if start else "agent.heartbeat")]
+    if start or previous_status is None or previous_status.decode() != heartbeat.status or was_stale == b"1":
+        recovered = await sync_to_async(_register)(heartbeat, start)
+        if recovered:
+            published.append(heartbeat.event("agent.recovered"))
+    await events.publish_async(*published)
+    return heartbeat
+
+
+def _register(heartbeat: Heartbeat, start: bool) -> bool:
+    """Write the registry row; True when this call ended a stale spell (exactly one caller does)."""
+    values = {"status": heartbeat.status, "last_seen_at": heartbeat.last_beat}
+    if heartbeat.display_name:
+        values["display_name"] = heartbeat.display_name
+    if start:
+        values.update(stopped_at=None, stale_after_seconds=heartbeat.stale_after_seconds)
+    Agent.objects.update_or_create(agent_id=heartbeat.agent_id, defaults=values)
+    return bool(Agent.objects.filter(agent_id=heartbeat.agent_id, stale_since__isnull=False).update(stale_since=None))
+
+
+async def stop(agent_id: str, final_status: str) -> Heartbeat | None:
+    """The agent's last beat: its state keeps `final_status` (until the state's TTL) and it is no
+    longer active or stale."""
+    redis = get_async_redis()
+    key = state_key(agent_id)
+    pipe = redis.pipeline(transaction=False)
+    pipe.exists(key)
+    pipe.hset(key, mapping={"status": final_status, "last_beat": repr(time.time()), "stale": "0"})
+    pipe.zrem(LAST_BEATS, agent_id)
+    pipe.hgetall(key)
+    existed, *_, raw = await pipe.execute()
+    if not existed:
+        await redis.delete(key)
+        return None
+    heartbeat = Heartbeat.from_redis(raw)
+    await sync_to_async(_record_stop)(heartbeat)
+    await events.publish_async(heartbeat.event("agent.stopped"))
+    return heartbeat
+
+
+def _record_stop(heartbeat: Heartbeat) -> None:
+    Agent.objects.filter(agent_id=heartbeat.agent_id).update(
+        status=heartbeat.status, last_seen_at=heartbeat.last_beat, stopped_at=heartbeat.last_beat, stale_since=None
+    )
+
+
+async def status(agent_id: str) -> Heartbeat | None:
+    raw = await get_async_redis().hgetall(state_key(agent_id))
+    return Heartbeat.from_redis(raw) if raw else None
+
+
+async def _beating() -> list[tuple[Heartbeat, float]]:
+    """Every agent that has not stopped, with seconds since its last beat."""
+    redis = get_async_redis()
+    pipe = redis.pipeline(transaction=False)
+    for agent_id in await redis.zrange(LAST_BEATS, 0, -1):
+        pipe.hgetall(state_key(agent_id.decode()))
+    now = time.time()
+    return [(h, now - h.last_beat.timestamp()) for h in map(Heartbeat.from_redis, filter(None, await pipe.execute()))]
+
+
+def threshold_of(heartbeat: Heartbeat, threshold: float | None) -> float:
+    """`threshold` if given, else the agent's own, else the server's default."""
+    return threshold or heartbeat.stale_after_seconds or settings.HEARTBEAT_STALE_SECONDS
+
+
+async def active(threshold: float | None = None) -> list[Heartbeat]:
+    """Agents that beat within their threshold, most recent first."""
+    beating = [h for h, silent in await _beating() if silent <= threshold_of(h, threshold)]
+    return sorted(beating, key=lambda h: h.last_beat, reverse=True)
+
+
+async def stale(threshold: float | None = None) -> list[Heartbeat]:
+    """Agents that have not stopped but are silent past their threshold, longest silent first."""
+    silent = [h for h, silent in await _beating() if silent > threshold_of(h, threshold)]
+    return sorted(silent, key=lambda h: h.last_beat)
+
+
+def sync_registry() -> int:
+    """Copy the last beats since the previous sync into the registry rows; returns how many."""
+    redis = get_redis()
+    now = time.time()
+    since = float(redis.get(REGISTRY_SYNCED_UNTIL) or 0)
+    beats = redis.zrangebyscore(LAST_BEATS, since, now, withscores=True)
+    last_seen = {agent_id.decode(): datetime.fromtimestamp(score, UTC) for agent_id, score in beats}
+    agents = list(Agent.objects.filter(agent_id__in=last_seen))
+    for agent in agents:
+        agent.last_seen_at = last_seen[agent.agent_id]
+    Agent.objects.bulk_update(agents, ["last_seen_at"], batch_size=500)
+    redis.set(REGISTRY_SYNCED_UNTIL, repr(now))
+    return len(agents)

@@ -1,0 +1,9 @@
+from celery import shared_task
+
+from coordination import heartbeats
+
+
+@shared_task(ignore_result=True)
+def sync_agent_registry() -> int:
+    """Beat runs this every REGISTRY_SYNC_SECONDS: the Agent rows catch up with the beats."""
+    return heartbeats.sync_registry()

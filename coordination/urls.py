@@ -1,0 +1,12 @@
+from django.urls import path
+
+from coordination import views
+
+urlpatterns = [
+    path("agents/active", views.active, name="agents-active"),
+    path("agents/stale", views.stale, name="agents-stale"),
+    path("agents/<str:agent_id>/heartbeat/start", views.start, name="heartbeat-start"),
+    path("agents/<str:agent_id>/heartbeat", views.beat, name="heartbeat"),
+    path("agents/<str:agent_id>/heartbeat/stop", views.stop, name="heartbeat-stop"),
+    path("agents/<str:agent_id>", views.status, name="agent-status"),
+]
