@@ -35,7 +35,16 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
 
-test: lint
+# The page tests drive a real Chromium (Playwright with the system browser: its own download
+# needs internet). Debian/Ubuntu: installed with apt-get when missing.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMIUM):
+	@echo "Installing Chromium for the browser tests (apt-get)..."
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: lint $(CHROMIUM)
 	$(PY) -m pytest --db=sqlite
 	@if $(PY) -c 'import sys, tests.services as s; sys.exit(s.postgres_bin_dir() is None)'; then \
 		$(PY) -m pytest --db=postgres; \

@@ -9,6 +9,7 @@ from core.scopes import AGENT_SCOPES, SCOPES
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
 admin.site.site_header = "Agent telemetry"
 admin.site.site_title = "Agent telemetry"
+admin.site.site_url = "/live/"  # the admin's "View site" link goes to the live page
 
 
 class AgentKeyForm(forms.ModelForm):

@@ -3,7 +3,11 @@ no thread while it waits (an async view on the asyncio Redis client)."""
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest
+from django.shortcuts import render
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
@@ -93,3 +97,15 @@ async def consume(request: HttpRequest, key) -> dict:
     for event in found:
         positions[event["event_type"]] = event["event_id"]
     return {"events": found, "after": positions}
+
+
+@staff_member_required
+def live_page(request: HttpRequest):
+    """/live/: agents, events and pending approvals as they happen (static/streaming/live.js)."""
+    context = {
+        **admin.site.each_context(request),
+        "is_nav_sidebar_enabled": False,
+        "feed_url": "/ws/live/",
+        "stale_seconds": settings.HEARTBEAT_STALE_SECONDS,
+    }
+    return render(request, "streaming/live.html", context)

@@ -3,10 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.views import health
+from streaming.views import live_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
+    path("live/", live_page, name="live"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("coordination.urls")),
     path("api/v1/", include("streaming.urls")),
