@@ -9,6 +9,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -124,15 +125,16 @@ def production_env(**overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def asgi_server(env: dict, workers: int = 1, port: int | None = None):
-    """The production web server (uvicorn, as `make run` starts it) on a free loopback port; yields its URL."""
+def asgi_server(env: dict, workers: int = 1, port: int | None = None, app: str = "telemetry_site.asgi:application"):
+    """The production web server (uvicorn, as `make run` starts it) on a free loopback port; yields
+    its URL once /health answers (for another `app`: once the port accepts connections)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "telemetry_site.asgi:application",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -151,9 +153,12 @@ def asgi_server(env: dict, workers: int = 1, port: int | None = None):
         deadline = time.monotonic() + 30
         while True:
             try:
+                if app != "telemetry_site.asgi:application":
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
+            except (httpx.TransportError, OSError):
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the server did not come up")
