@@ -12,7 +12,7 @@ import time
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
+from channels.testing.websocket import WebsocketCommunicator  # not channels.testing: that needs daphne
 from django.test import Client
 
 from core import events
