@@ -12,7 +12,7 @@ import time
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing.websocket import WebsocketCommunicator  # not channels.testing: that needs daphne
+from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from core import events
