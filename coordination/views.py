@@ -7,11 +7,7 @@ from rest_framework import exceptions
 from coordination import heartbeats
 from coordination.schemas import BeatIn, StartIn, StopIn
 from core.api import async_endpoint, json_body
-
-
-def ensure_may_act_as(key, agent_id: str) -> None:
-    if key is not None and not key.may_act_as(agent_id):
-        raise exceptions.PermissionDenied(f"This key may not act as agent '{agent_id}'.", code="agent_forbidden")
+from core.permissions import ensure_key_may_act_as
 
 
 def threshold_param(request) -> float | None:
@@ -27,7 +23,7 @@ def threshold_param(request) -> float | None:
 
 @async_endpoint({"POST": "coordination:write"})
 async def start(request, key, agent_id: str) -> dict:
-    ensure_may_act_as(key, agent_id)
+    ensure_key_may_act_as(key, agent_id)
     body = json_body(request, StartIn)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
     return (await heartbeats.beat(agent_id, {"status": "running", **fields}, start=True)).to_dict()
@@ -35,13 +31,13 @@ async def start(request, key, agent_id: str) -> dict:
 
 @async_endpoint({"POST": "coordination:write"})
 async def beat(request, key, agent_id: str) -> dict:
-    ensure_may_act_as(key, agent_id)
+    ensure_key_may_act_as(key, agent_id)
     return (await heartbeats.beat(agent_id, json_body(request, BeatIn).model_dump())).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"})
 async def stop(request, key, agent_id: str) -> dict:
-    ensure_may_act_as(key, agent_id)
+    ensure_key_may_act_as(key, agent_id)
     stopped = await heartbeats.stop(agent_id, json_body(request, StopIn).final_status)
     if stopped is None:
         raise exceptions.NotFound(f"Agent '{agent_id}' has no heartbeat to stop.")

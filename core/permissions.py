@@ -50,4 +50,14 @@ def agent_checker(request) -> Callable[[str], bool]:
 
 def ensure_may_act_as(request, agent_id: str) -> None:
     if not may_act_as(request, agent_id):
-        raise exceptions.PermissionDenied(f"This key may not act as agent '{agent_id}'.", code="agent_forbidden")
+        raise agent_forbidden(agent_id)
+
+
+def ensure_key_may_act_as(key: AgentKey | None, agent_id: str) -> None:
+    """`ensure_may_act_as` for async views, which get the key from core.api.authorize (None: staff)."""
+    if key is not None and not key.may_act_as(agent_id):
+        raise agent_forbidden(agent_id)
+
+
+def agent_forbidden(agent_id: str) -> exceptions.PermissionDenied:
+    return exceptions.PermissionDenied(f"This key may not act as agent '{agent_id}'.", code="agent_forbidden")
