@@ -152,10 +152,15 @@ class Feed:
                 subscriber.deliver(frame)
 
 
+async def _redis_now_ms(redis) -> int:
+    """Redis's clock, which stamps the entry ids, in milliseconds."""
+    seconds, micros = await redis.time()
+    return seconds * 1000 + micros // 1000
+
+
 async def _now_id() -> Id:
     """The last id Redis could hand out before now: every later entry gets a larger one."""
-    seconds, micros = await get_async_redis().time()
-    return seconds * 1000 + micros // 1000 - 1, MAX_SEQ
+    return await _redis_now_ms(get_async_redis()) - 1, MAX_SEQ
 
 
 class StreamReader:
@@ -216,11 +221,7 @@ class StreamReader:
 
     @staticmethod
     async def _wait_until_after(redis, ms: int) -> None:
-        while True:
-            seconds, micros = await redis.time()
-            now_ms = seconds * 1000 + micros // 1000
-            if now_ms > ms:
-                return
+        while (now_ms := await _redis_now_ms(redis)) <= ms:
             await asyncio.sleep((ms - now_ms + 1) / 1000)
 
 
