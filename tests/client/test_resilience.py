@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from core.embedded_redis import free_port
 from runs.models import Run, RunEvent
 from tests.client.conftest import event_counts, stored_runs
@@ -42,15 +44,20 @@ def test_runs_recorded_while_the_server_is_down_arrive_exactly_once(server_env, 
     assert client.get_stats()["failed_requests"] > 0
 
 
-def test_an_agent_killed_mid_stream_loses_nothing_it_accepted(live_asgi, agent_key, tmp_path):
-    env = {
+@pytest.fixture
+def agent_env(live_asgi, agent_key, tmp_path) -> dict[str, str]:
+    """The environment of an agent process (agent_process.py) that sends to the live server."""
+    return {
         **os.environ,
         "TELEMETRY_API_URL": live_asgi,
         "TELEMETRY_API_KEY": agent_key,
         "TELEMETRY_SPOOL_DIR": str(tmp_path / "spool"),
     }
+
+
+def test_an_agent_killed_mid_stream_loses_nothing_it_accepted(agent_env):
     agent = subprocess.Popen(
-        [sys.executable, str(AGENT), "record", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(AGENT), "record", "100000"], cwd=ROOT, env=agent_env, stdout=subprocess.PIPE, text=True
     )
     finished = []
     for line in agent.stdout:
@@ -61,7 +68,7 @@ def test_an_agent_killed_mid_stream_loses_nothing_it_accepted(live_asgi, agent_k
     agent.wait()
     finished += [line.strip() for line in agent.stdout.read().splitlines()]
     restarted = subprocess.run(
-        [sys.executable, str(AGENT), "flush"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(AGENT), "flush"], cwd=ROOT, env=agent_env, capture_output=True, text=True, timeout=120
     )
     assert restarted.returncode == 0, restarted.stderr
     runs = stored_runs()
@@ -90,15 +97,9 @@ def test_a_torn_spool_line_is_skipped(live_asgi, make_client, tmp_path, sdk_logs
     assert "skipping a torn record" in sdk_logs.text
 
 
-def test_an_agent_that_just_exits_has_its_records_delivered_at_exit(live_asgi, agent_key, tmp_path):
-    env = {
-        **os.environ,
-        "TELEMETRY_API_URL": live_asgi,
-        "TELEMETRY_API_KEY": agent_key,
-        "TELEMETRY_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+def test_an_agent_that_just_exits_has_its_records_delivered_at_exit(agent_env):
     agent = subprocess.run(
-        [sys.executable, str(AGENT), "exit", "50"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, str(AGENT), "exit", "50"], cwd=ROOT, env=agent_env, capture_output=True, text=True, timeout=60
     )
     assert agent.returncode == 0, agent.stderr
     assert sorted(stored_runs()) == [f"exit-{i:06d}" for i in range(50)]
