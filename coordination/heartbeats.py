@@ -1,7 +1,8 @@
 """Heartbeats. An agent's live state is a Redis hash with a TTL, and its last beat is its score in
-one sorted set, which the lists and the stale sweep read by range. The Agent row follows without
-a database write per beat: it is written on start, stop and status change, and every few seconds
-in bulk by `sync_registry` (a Celery beat task).
+one sorted set, which the lists and the stale sweep read. The Agent row follows without a database
+write per beat: it is written on start, stop and status change, and every few seconds in bulk by
+`sync_registry` (a Celery beat task). The Agent row also records the stale spells: `sweep` sets
+`stale_since` (once, by a conditional update) and the agent's next beat clears it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from coordination.models import Agent
 from core import events
@@ -135,19 +137,27 @@ def _record_stop(heartbeat: Heartbeat) -> None:
     )
 
 
+def states(agent_ids: list[str]) -> dict[str, Heartbeat]:
+    """The live state of each of `agent_ids` that has one (for the admin)."""
+    pipe = get_redis().pipeline(transaction=False)
+    for agent_id in agent_ids:
+        pipe.hgetall(state_key(agent_id))
+    return {agent_id: Heartbeat.from_redis(raw) for agent_id, raw in zip(agent_ids, pipe.execute(), strict=True) if raw}
+
+
 async def status(agent_id: str) -> Heartbeat | None:
     raw = await get_async_redis().hgetall(state_key(agent_id))
     return Heartbeat.from_redis(raw) if raw else None
 
 
-async def _beating() -> list[tuple[Heartbeat, float]]:
+def _beating() -> list[tuple[Heartbeat, float]]:
     """Every agent that has not stopped, with seconds since its last beat."""
-    redis = get_async_redis()
+    redis = get_redis()
     pipe = redis.pipeline(transaction=False)
-    for agent_id in await redis.zrange(LAST_BEATS, 0, -1):
+    for agent_id in redis.zrange(LAST_BEATS, 0, -1):
         pipe.hgetall(state_key(agent_id.decode()))
     now = time.time()
-    return [(h, now - h.last_beat.timestamp()) for h in map(Heartbeat.from_redis, filter(None, await pipe.execute()))]
+    return [(h, now - h.last_beat.timestamp()) for h in map(Heartbeat.from_redis, filter(None, pipe.execute()))]
 
 
 def threshold_of(heartbeat: Heartbeat, threshold: float | None) -> float:
@@ -155,16 +165,69 @@ def threshold_of(heartbeat: Heartbeat, threshold: float | None) -> float:
     return threshold or heartbeat.stale_after_seconds or settings.HEARTBEAT_STALE_SECONDS
 
 
-async def active(threshold: float | None = None) -> list[Heartbeat]:
+def active(threshold: float | None = None) -> list[Heartbeat]:
     """Agents that beat within their threshold, most recent first."""
-    beating = [h for h, silent in await _beating() if silent <= threshold_of(h, threshold)]
+    beating = [h for h, silent in _beating() if silent <= threshold_of(h, threshold)]
     return sorted(beating, key=lambda h: h.last_beat, reverse=True)
 
 
-async def stale(threshold: float | None = None) -> list[Heartbeat]:
+def stale(threshold: float | None = None) -> list[Heartbeat]:
     """Agents that have not stopped but are silent past their threshold, longest silent first."""
-    silent = [h for h, silent in await _beating() if silent > threshold_of(h, threshold)]
+    silent = [h for h, silent in _beating() if silent > threshold_of(h, threshold)]
     return sorted(silent, key=lambda h: h.last_beat)
+
+
+# Sets `stale` only on a state that still exists: HSET alone would revive an expired one, partly.
+MARK_STALE = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'stale', '1') end"
+
+
+def sweep() -> list[str]:
+    """Record the agents that went stale since the last sweep and announce them (`agent.stale`);
+    returns their ids. Each transition is recorded once, by a conditional update, however many
+    sweeps run at once. An agent whose live state is gone (Redis lost it) is judged by its
+    registry row."""
+    newly_silent = [h for h in stale() if not h.stale]
+    marked = [h for h in newly_silent if _mark_stale(h.agent_id, h.last_beat + timedelta(seconds=threshold_of(h, None)))]
+    lost = _silent_without_state()
+    marked_lost = [agent for agent in lost if _mark_stale(agent.agent_id, timezone.now())]
+    mark = get_redis().register_script(MARK_STALE)
+    for heartbeat in marked:
+        mark(keys=[state_key(heartbeat.agent_id)])
+    events.publish(
+        *(h.event("agent.stale") for h in marked),
+        *(events.Event("agent.stale", _row_data(agent)) for agent in marked_lost),
+    )
+    return [h.agent_id for h in marked] + [agent.agent_id for agent in marked_lost]
+
+
+def _mark_stale(agent_id: str, since: datetime) -> bool:
+    not_yet_stale = Agent.objects.filter(agent_id=agent_id, stale_since__isnull=True, stopped_at__isnull=True)
+    return bool(not_yet_stale.update(stale_since=since))
+
+
+def _silent_without_state() -> list[Agent]:
+    """Registered agents, neither stopped nor stale, silent past their threshold, and unknown to
+    Redis: their live state is gone, so `stale()` cannot see them."""
+    now = timezone.now()
+    candidates = [
+        agent
+        for agent in Agent.objects.filter(stopped_at__isnull=True, stale_since__isnull=True, last_seen_at__isnull=False)
+        if (now - agent.last_seen_at).total_seconds() > (agent.stale_after_seconds or settings.HEARTBEAT_STALE_SECONDS)
+    ]
+    if not candidates:
+        return []
+    scores = get_redis().zmscore(LAST_BEATS, [agent.agent_id for agent in candidates])
+    return [agent for agent, score in zip(candidates, scores, strict=True) if score is None]
+
+
+def _row_data(agent: Agent) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "display_name": agent.display_name or None,
+        "status": agent.status,
+        "last_beat": agent.last_seen_at.isoformat(),
+        "stale": True,
+    }
 
 
 def sync_registry() -> int:

@@ -26,3 +26,24 @@ class BeatIn(BaseModel):
 class StopIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     final_status: str = Field(default="completed", min_length=1, max_length=50)
+
+
+SignalType = Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="Letters, digits and _ . : -")
+
+
+class SignalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signal_type: str = SignalType
+    source_agent: str | None = Field(default=None, max_length=200, description="Default: the key's agent")
+    target_agent: str | None = Field(default=None, max_length=200, description="None: broadcast to every agent")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=86_400, description="Default: SIGNAL_DEFAULT_TTL (60)")
+
+
+class ReceiveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent_id: str | None = Field(default=None, max_length=200, description="The receiver; default: the key's agent")
+    signal_type: str = Field(default="", max_length=100, description="Empty: any type")
+    source_agent: str = Field(default="", max_length=200, description="Empty: from anyone")
+    consume: bool = Field(default=True, description="False: only look (seed 001's peek)")
+    timeout: float = Field(default=0.0, ge=0, description="Seconds to wait for one; 0: answer at once")

@@ -9,4 +9,6 @@ urlpatterns = [
     path("agents/<str:agent_id>/heartbeat", views.beat, name="heartbeat"),
     path("agents/<str:agent_id>/heartbeat/stop", views.stop, name="heartbeat-stop"),
     path("agents/<str:agent_id>", views.status, name="agent-status"),
+    path("signals", views.signal_list, name="signals"),
+    path("signals/receive", views.signal_receive, name="signal-receive"),
 ]

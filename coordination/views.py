@@ -1,13 +1,17 @@
-"""The heartbeat API. Async views: a beat is a Redis round trip or two and holds no thread."""
+"""The heartbeat and signal API. Async views: a beat or a signal is a Redis round trip or two,
+and a wait holds no thread."""
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import JsonResponse
 from rest_framework import exceptions
 
-from coordination import heartbeats
-from coordination.schemas import BeatIn, StartIn, StopIn
+from coordination import heartbeats, signals
+from coordination.schemas import BeatIn, ReceiveIn, SignalIn, StartIn, StopIn
 from core.api import async_endpoint, json_body
-from core.permissions import ensure_key_may_act_as
+from core.permissions import ensure_key_may_act_as, resolve_agent
 
 
 def threshold_param(request) -> float | None:
@@ -54,9 +58,36 @@ async def status(request, key, agent_id: str) -> dict:
 
 @async_endpoint({"GET": "coordination:read"})
 async def active(request, key) -> list:
-    return [h.to_dict() for h in await heartbeats.active(threshold_param(request))]
+    return [h.to_dict() for h in await sync_to_async(heartbeats.active)(threshold_param(request))]
 
 
 @async_endpoint({"GET": "coordination:read"})
 async def stale(request, key) -> list:
-    return [h.to_dict() for h in await heartbeats.stale(threshold_param(request))]
+    return [h.to_dict() for h in await sync_to_async(heartbeats.stale)(threshold_param(request))]
+
+
+@async_endpoint({"GET": "coordination:read", "POST": "coordination:write", "DELETE": "coordination:write"})
+async def signal_list(request, key):
+    """GET: the signals an agent would receive (a look: nothing is taken). POST: send one, to
+    `target_agent` or, when that is null, to every agent. DELETE: drop an agent's signals."""
+    if request.method == "POST":
+        body = json_body(request, SignalIn)
+        source = resolve_agent(key, body.source_agent, "source_agent")
+        sent = await signals.send(body.signal_type, source, body.target_agent, body.payload, body.ttl_seconds)
+        return JsonResponse(sent, status=201)
+    agent_id = resolve_agent(key, request.GET.get("agent_id"), "agent_id")
+    signal_type = request.GET.get("signal_type", "")
+    if request.method == "DELETE":
+        return {"cleared": await signals.clear(agent_id, signal_type)}
+    return await signals.pending(agent_id, signal_type)
+
+
+@async_endpoint({"POST": "coordination:write"})
+async def signal_receive(request, key) -> dict:
+    """The oldest matching signal for the agent, or null; with `timeout`, waits for one to arrive
+    (at most LONG_WAIT_MAX_SECONDS; call again to wait longer)."""
+    body = json_body(request, ReceiveIn)
+    agent_id = resolve_agent(key, body.agent_id, "agent_id")
+    timeout = min(body.timeout, settings.LONG_WAIT_MAX_SECONDS)
+    found = await signals.receive(agent_id, body.signal_type, body.source_agent, body.consume, timeout)
+    return {"signal": found}

@@ -55,6 +55,13 @@ class AgentKey(AbstractAPIKey):
     def may_act_as(self, agent_id: str) -> bool:
         return any(fnmatchcase(agent_id, pattern) for pattern in self.agents)
 
+    @property
+    def sole_agent(self) -> str | None:
+        """The agent id this key acts as, when it names exactly one and no pattern."""
+        if len(self.agents) == 1 and not any(char in self.agents[0] for char in "*?["):
+            return self.agents[0]
+        return None
+
     def touch(self) -> None:
         """Record use, writing only when the stored time is older than LAST_USED_RESOLUTION."""
         now = timezone.now()

@@ -59,5 +59,16 @@ def ensure_key_may_act_as(key: AgentKey | None, agent_id: str) -> None:
         raise agent_forbidden(agent_id)
 
 
+def resolve_agent(key: AgentKey | None, agent_id: str | None, field: str) -> str:
+    """`agent_id` if the key may act as it; when not given, the key's only agent. For async views."""
+    if agent_id:
+        ensure_key_may_act_as(key, agent_id)
+        return agent_id
+    if key is not None and key.sole_agent:
+        return key.sole_agent
+    who = "This key may act as several agents" if key is not None else "Staff act as no agent of their own"
+    raise exceptions.ValidationError({field: [f"{who}: name the agent."]})
+
+
 def agent_forbidden(agent_id: str) -> exceptions.PermissionDenied:
     return exceptions.PermissionDenied(f"This key may not act as agent '{agent_id}'.", code="agent_forbidden")

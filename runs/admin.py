@@ -7,7 +7,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from runs import services
-from runs.models import Run, RunEvent
+from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import RunOut, run_json
 
 EXPORT_FIELDS = list(RunOut.model_fields)
@@ -73,7 +73,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark selected running runs as cancelled")
     def mark_cancelled(self, request, queryset):
-        count = services.mark_cancelled(queryset, f"Cancelled in the admin by {request.user.get_username()}")
+        count = services.end_running(queryset, RunStatus.CANCELLED, f"Cancelled in the admin by {request.user.get_username()}")
         self.message_user(request, f"Cancelled {count} running run(s); the others had ended already.", messages.SUCCESS)
 
     @admin.action(description="Export selected runs as CSV")

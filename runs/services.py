@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from itertools import groupby
 from operator import attrgetter
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from coordination.models import Agent
 from core import events
 from core.api import error_body
 from core.batch import Batch, BatchResults, Row, row_of
@@ -119,15 +122,29 @@ def associate_commits(items: list, may_act_as: MayActAs) -> Batch:
     return batch
 
 
-def mark_cancelled(runs, reason: str) -> int:
-    """Cancel the runs among `runs` still running (the admin's bulk action); returns how many."""
+def end_running(runs, status: RunStatus, reason: str) -> int:
+    """End the runs among `runs` still running with `status` and `reason` (the admin's cancel,
+    the abandoned-run sweep); returns how many. Safe against a concurrent end: a run that ended
+    meanwhile keeps its own ending."""
     now = timezone.now()
     ids = list(runs.filter(status=RunStatus.RUNNING).values_list("pk", flat=True))
-    cancelled = Run.objects.filter(pk__in=ids, status=RunStatus.RUNNING)
-    count = cancelled.update(status=RunStatus.CANCELLED, end_time=now, error_summary=reason[:500], updated_at=now)
-    mine = Run.objects.filter(pk__in=ids, status=RunStatus.CANCELLED, updated_at=now)
+    ending = Run.objects.filter(pk__in=ids, status=RunStatus.RUNNING)
+    count = ending.update(status=status, end_time=now, error_summary=reason[:500], updated_at=now)
+    mine = Run.objects.filter(pk__in=ids, status=status, updated_at=now)
     events.publish(*(lifecycle_event(row_of(run)) for run in mine))
     return count
+
+
+def time_out_abandoned_runs(grace_seconds: float) -> int:
+    """Runs still `running` whose agent went stale after they started and has stayed stale for
+    `grace_seconds` are marked `timeout` (seed 003's stale-run cleanup); returns how many."""
+    stale_long_enough = Agent.objects.filter(
+        agent_id=OuterRef("agent_name"),
+        stale_since__lte=timezone.now() - timedelta(seconds=grace_seconds),
+        stale_since__gte=OuterRef("created_at"),
+    )
+    abandoned = Run.objects.filter(Exists(stale_long_enough), status=RunStatus.RUNNING)
+    return end_running(abandoned, RunStatus.TIMEOUT, "Timed out: the agent stopped sending heartbeats.")
 
 
 def _event(run: Run, item: EventIn) -> Row:

@@ -134,6 +134,10 @@ EVENT_STREAM_MAXLEN = env.int("EVENT_STREAM_MAXLEN", default=10_000)  # entries 
 HEARTBEAT_STALE_SECONDS = env.float("HEARTBEAT_STALE_SECONDS", default=60.0)  # silent this long: stale
 AGENT_STATE_TTL = env.int("AGENT_STATE_TTL", default=24 * 3600)  # seconds an agent's live state outlives its last beat
 REGISTRY_SYNC_SECONDS = env.float("REGISTRY_SYNC_SECONDS", default=5.0)  # how far the Agent rows may lag the beats
+STALE_SWEEP_SECONDS = env.float("STALE_SWEEP_SECONDS", default=10.0)  # how often beat looks for stale agents
+STALE_RUN_GRACE_SECONDS = env.float("STALE_RUN_GRACE_SECONDS", default=300.0)  # stale this long: its running runs time out
+SIGNAL_DEFAULT_TTL = env.int("SIGNAL_DEFAULT_TTL", default=60)  # seconds a signal lives unless it says otherwise
+LONG_WAIT_MAX_SECONDS = env.float("LONG_WAIT_MAX_SECONDS", default=60.0)  # longest one wait request is held
 LIVE_CLIENT_BUFFER = env.int("LIVE_CLIENT_BUFFER", default=4 * 1024 * 1024)  # bytes a websocket client may lag
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -145,6 +149,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "core.tasks.record_worker_heartbeat", "schedule": 15.0},
     "sync-agent-registry": {"task": "coordination.tasks.sync_agent_registry", "schedule": REGISTRY_SYNC_SECONDS},
+    "sweep-stale-agents": {"task": "coordination.tasks.sweep_stale_agents", "schedule": STALE_SWEEP_SECONDS},
+    "time-out-abandoned-runs": {"task": "runs.tasks.time_out_abandoned_runs", "schedule": 60.0},
 }
 
 # --- Auth, sessions, security ------------------------------------------------------------

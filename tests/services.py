@@ -169,6 +169,33 @@ def asgi_server(env: dict, workers: int = 1, port: int | None = None, app: str =
         process.wait(timeout=30)
 
 
+@contextmanager
+def celery_processes(env: dict, worker: bool = True, beat: bool = True):
+    """A real Celery worker and beat (as `make run` starts them) on the broker and database of
+    `env`; stopped at the end. Beat wakes every second, so short schedules run on time."""
+    commands = []
+    if worker:
+        commands.append(["worker", "--concurrency=2", "--pool=prefork", "--without-mingle", "--without-gossip"])
+    if beat:
+        beat_dir = tempfile.mkdtemp(prefix="beat-")
+        commands.append(["beat", "--max-interval=1", f"--schedule={beat_dir}/schedule", f"--pidfile={beat_dir}/pid"])
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "telemetry_site", *command, "--loglevel=WARNING"], cwd=ROOT, env=env)
+        for command in commands
+    ]
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def pytest_addoption(parser):
     parser.addoption("--db", choices=["sqlite", "postgres"], default="sqlite", help="database the suite runs on")
 

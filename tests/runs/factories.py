@@ -16,3 +16,10 @@ def run_payload(agent_name: str = "alpha", **fields) -> dict:
     }
     payload.update(fields)
     return payload
+
+
+def make_run(agent_name: str = "alpha", **fields):
+    """A run stored directly, as if an agent had sent it."""
+    from runs.models import Run
+
+    return Run.objects.create(**run_payload(agent_name, **fields))
