@@ -43,6 +43,7 @@ class Heartbeat:
     display_name: str | None = None
     stale_after_seconds: float | None = None
     stale: bool = False
+    stopped: bool = False
 
     @classmethod
     def from_redis(cls, raw: dict[bytes, bytes]) -> Heartbeat:
@@ -57,7 +58,12 @@ class Heartbeat:
             display_name=state.get("display_name") or None,
             stale_after_seconds=float(state["stale_after"]) if state.get("stale_after") else None,
             stale=state.get("stale") == "1",
+            stopped=state.get("stopped") == "1",
         )
+
+    def alive(self) -> bool:
+        """Beating within its threshold and not stopped."""
+        return not self.stopped and time.time() - self.last_beat.timestamp() <= threshold_of(self, None)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -75,7 +81,7 @@ async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> He
     redis = get_async_redis()
     now = time.time()
     key = state_key(agent_id)
-    state = {"agent_id": agent_id, "last_beat": repr(now), "stale": "0"}
+    state = {"agent_id": agent_id, "last_beat": repr(now), "stale": "0", "stopped": "0"}
     for name in ("status", "progress", "current_task", "display_name", "stale_after"):
         if fields.get(name) is not None:
             state[name] = str(fields[name])
@@ -118,7 +124,7 @@ async def stop(agent_id: str, final_status: str) -> Heartbeat | None:
     key = state_key(agent_id)
     pipe = redis.pipeline(transaction=False)
     pipe.exists(key)
-    pipe.hset(key, mapping={"status": final_status, "last_beat": repr(time.time()), "stale": "0"})
+    pipe.hset(key, mapping={"status": final_status, "last_beat": repr(time.time()), "stale": "0", "stopped": "1"})
     pipe.zrem(LAST_BEATS, agent_id)
     pipe.hgetall(key)
     existed, *_, raw = await pipe.execute()

@@ -53,7 +53,7 @@ async def status(request, key, agent_id: str) -> dict:
     found = await heartbeats.status(agent_id)
     if found is None:
         raise exceptions.NotFound(f"Agent '{agent_id}' has no heartbeat.")
-    return found.to_dict()
+    return {**found.to_dict(), "alive": found.alive()}
 
 
 @async_endpoint({"GET": "coordination:read"})

@@ -179,10 +179,8 @@ def celery_processes(env: dict, worker: bool = True, beat: bool = True):
     if beat:
         beat_dir = tempfile.mkdtemp(prefix="beat-")
         commands.append(["beat", "--max-interval=1", f"--schedule={beat_dir}/schedule", f"--pidfile={beat_dir}/pid"])
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "celery", "-A", "telemetry_site", *command, "--loglevel=WARNING"], cwd=ROOT, env=env)
-        for command in commands
-    ]
+    celery = [sys.executable, "-m", "celery", "-A", "telemetry_site"]
+    processes = [subprocess.Popen([*celery, *command, "--loglevel=WARNING"], cwd=ROOT, env=env) for command in commands]
     try:
         yield
     finally:

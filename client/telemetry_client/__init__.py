@@ -10,7 +10,18 @@ with client.track_run("my_agent", "process_files") as ctx:
 
 from telemetry_client.client import RunContext, TelemetryClient
 from telemetry_client.config import TelemetryConfig
+from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
 from telemetry_client.streams import EventStreamer, StreamEvent
 
 __version__ = "0.1.0"
-__all__ = ["EventStreamer", "RunContext", "StreamEvent", "TelemetryClient", "TelemetryConfig"]
+__all__ = [
+    "AgentHeartbeat",
+    "CoordinationSignal",
+    "CoordinationSignals",
+    "EventStreamer",
+    "HeartbeatCoordinator",
+    "RunContext",
+    "StreamEvent",
+    "TelemetryClient",
+    "TelemetryConfig",
+]

@@ -1,25 +1,19 @@
 """EventStreamer and StreamEvent: seed 001's event-stream API, over the server's streams API.
 
-Unlike the recording calls, these are questions to the server: they wait for its answer (with
-the client's request timeout) and, like everything in the SDK, never raise into the agent: a
-failed call is logged and returns an empty answer ("" , [], {} or False).
+These are questions to the server (telemetry_client.api): a failed call is logged and returns
+an empty answer ("", [], {} or False).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
-
+from telemetry_client.api import ServerApi
 from telemetry_client.client import TelemetryClient
-from telemetry_client.config import TelemetryConfig
-
-logger = logging.getLogger("telemetry_client")
 
 
 @dataclass
@@ -64,26 +58,11 @@ class EventStreamer:
     whose server and key to use (None: one configured from the environment)."""
 
     def __init__(self, memory: TelemetryClient | None = None):
-        config = memory.config if memory is not None else TelemetryConfig.from_env()
-        headers = {"Authorization": f"Api-Key {config.api_key}"} if config.api_key else {}
-        self._http = httpx.Client(base_url=(config.api_url or "").rstrip("/"), headers=headers, timeout=config.request_timeout)
-        self._enabled = bool(config.api_url)
-
-    def _call(self, method: str, path: str, empty: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-        if not self._enabled:
-            logger.warning("telemetry: EventStreamer needs TELEMETRY_API_URL; %s %s not sent", method, path)
-            return empty
-        try:
-            response = self._http.request(method, f"/api/v1/streams{path}", timeout=timeout or self._http.timeout, **kwargs)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            logger.warning("telemetry: %s /api/v1/streams%s failed: %s", method, path, exc)
-            return empty
+        self._api = ServerApi(memory, "/api/v1/streams")
 
     def publish_event(self, event_type: str, data: dict[str, Any], source: str = "attune") -> str:
         """Publish an event; its stream id, or "" when the server could not be reached."""
-        return self._call("POST", f"/{event_type}", {}, json={"data": data, "source": source}).get("event_id", "")
+        return self._api.call("POST", f"/{event_type}", {}, json={"data": data, "source": source}).get("event_id", "")
 
     def consume_events(
         self, event_types: list[str] | None = None, block_ms: int | None = None, count: int = 10, start_id: str = "$"
@@ -92,7 +71,7 @@ class EventStreamer:
         that has a stream), in batches of `count`. Without `block_ms` it yields what is there
         and stops; with it, it keeps waiting and stops once `block_ms` passes with nothing new.
         The server wakes the moment an event arrives; there is no polling."""
-        types = event_types or self._call("GET", "", {}).get("event_types", [])
+        types = event_types or self._api.call("GET", "", {}).get("event_types", [])
         if not types:
             return
         after = {event_type: start_id for event_type in types}
@@ -100,7 +79,7 @@ class EventStreamer:
             params = {"types": ",".join(after), "after": ",".join(after.values()), "count": count}
             if block_ms:
                 params["block_ms"] = block_ms
-            answer = self._call("GET", "/consume", {}, timeout=(block_ms or 0) / 1000 + 10, params=params)
+            answer = self._api.call("GET", "/consume", {}, timeout=(block_ms or 0) / 1000 + 10, params=params)
             found = answer.get("events", [])
             after.update(answer.get("after", {}))
             yield from (StreamEvent.from_dict(raw) for raw in found)
@@ -108,14 +87,14 @@ class EventStreamer:
                 return
 
     def get_recent_events(self, event_type: str, count: int = 100, start_id: str = "-", end_id: str = "+") -> list[StreamEvent]:
-        found = self._call("GET", f"/{event_type}", [], params={"count": count, "start": start_id, "end": end_id})
+        found = self._api.call("GET", f"/{event_type}", [], params={"count": count, "start": start_id, "end": end_id})
         return [StreamEvent.from_dict(raw) for raw in found]
 
     def get_stream_info(self, event_type: str) -> dict[str, Any]:
-        return self._call("GET", f"/{event_type}/info", {})
+        return self._api.call("GET", f"/{event_type}/info", {})
 
     def delete_stream(self, event_type: str) -> bool:
-        return bool(self._call("DELETE", f"/{event_type}", {}).get("deleted", False))
+        return bool(self._api.call("DELETE", f"/{event_type}", {}).get("deleted", False))
 
     def trim_stream(self, event_type: str, max_length: int = 1000) -> int:
-        return int(self._call("POST", f"/{event_type}/trim", {}, json={"max_length": max_length}).get("removed", 0))
+        return int(self._api.call("POST", f"/{event_type}/trim", {}, json={"max_length": max_length}).get("removed", 0))
