@@ -5,7 +5,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from coordination import heartbeats, signals
 from coordination.models import Agent
@@ -64,8 +64,8 @@ class AgentAdmin(admin.ModelAdmin):
         live = heartbeats.states([agent.agent_id]).get(agent.agent_id)
         if live is None:
             return "none (never beat, or its state expired)"
-        rows = [format_html("<tr><th>{}</th><td>{}</td></tr>", name, value) for name, value in live.to_dict().items()]
-        return format_html("<table>{}</table>", format_html("".join(rows)))
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", live.to_dict().items())
+        return format_html("<table>{}</table>", rows)
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.signals_view)

@@ -78,3 +78,12 @@ def test_staff_beat_with_a_session_only_with_the_csrf_token(staff):
     staff.get("/admin/")
     token = staff.cookies["csrftoken"].value
     assert staff.post("/api/v1/agents/any/heartbeat", {}, format="json", HTTP_X_CSRFTOKEN=token).status_code == 200
+
+
+def test_live_state_expires_after_its_ttl(agent, settings):
+    settings.AGENT_STATE_TTL = 1
+    agent.post("/api/v1/agents/alpha/heartbeat", {"status": "working"}, format="json")
+    assert agent.get("/api/v1/agents/alpha").status_code == 200
+    time.sleep(1.2)
+    assert agent.get("/api/v1/agents/alpha").status_code == 404
+    assert agent.get("/api/v1/agents/stale").json() == []  # a forgotten agent is not listed
