@@ -11,6 +11,7 @@ urlpatterns = [
     path("live/", live_page, name="live"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("coordination.urls")),
+    path("api/v1/", include("approvals.urls")),
     path("api/v1/", include("streaming.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

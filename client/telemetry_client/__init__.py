@@ -8,6 +8,7 @@ with client.track_run("my_agent", "process_files") as ctx:
     ctx.set_metrics(items_discovered=10, items_succeeded=10)
 """
 
+from telemetry_client.approvals import ApprovalGate, ApprovalRequest, ApprovalResponse
 from telemetry_client.client import RunContext, TelemetryClient
 from telemetry_client.config import TelemetryConfig
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
@@ -16,6 +17,9 @@ from telemetry_client.streams import EventStreamer, StreamEvent
 __version__ = "0.1.0"
 __all__ = [
     "AgentHeartbeat",
+    "ApprovalGate",
+    "ApprovalRequest",
+    "ApprovalResponse",
     "CoordinationSignal",
     "CoordinationSignals",
     "EventStreamer",

@@ -24,7 +24,7 @@ logger = logging.getLogger("telemetry_client")
 QUICK_TIMEOUT = 5.0
 
 
-def _time(raw: str | None) -> datetime:
+def parse_time(raw: str | None) -> datetime:
     return datetime.fromisoformat(raw) if raw else datetime.now(timezone.utc)
 
 
@@ -58,7 +58,7 @@ class AgentHeartbeat:
             status=data.get("status", ""),
             progress=float(data.get("progress") or 0.0),
             current_task=data.get("current_task", ""),
-            last_beat=_time(data.get("last_beat")),
+            last_beat=parse_time(data.get("last_beat")),
             metadata=data.get("metadata") or {},
             display_name=data.get("display_name"),
         )
@@ -178,7 +178,7 @@ class CoordinationSignal:
             source_agent=data.get("source_agent", ""),
             target_agent=data.get("target_agent"),
             payload=data.get("payload") or {},
-            timestamp=_time(data.get("timestamp")),
+            timestamp=parse_time(data.get("timestamp")),
             ttl_seconds=int(data.get("ttl_seconds") or 60),
         )
 

@@ -1,0 +1,134 @@
+"""The approval UI: pending requests first, the context readable, Approve and Reject for people
+with the approve permission. Nothing here changes a request except a decision (a POST)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case, Value, When
+from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from approvals import services
+from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
+
+FOLD_CHARS = 300  # context texts longer than this are folded
+
+admin.site.index_template = "admin/approvals_index.html"  # the admin index shows the pending count
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+    AGES = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+
+    def lookups(self, request, model_admin):
+        return [("5m", "under 5 minutes"), ("1h", "under an hour"), ("1d", "under a day"), ("older", "a day or more")]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.AGES:
+            return queryset.filter(created_at__gte=timezone.now() - self.AGES[self.value()])
+        if self.value() == "older":
+            return queryset.filter(created_at__lt=timezone.now() - self.AGES["1d"])
+        return queryset
+
+
+def render_context(context: dict) -> str:
+    """Each entry of the context as pretty JSON; long texts folded behind their beginning."""
+
+    def value_html(value):
+        if isinstance(value, str) and len(value) > FOLD_CHARS:
+            return format_html("<details><summary>{}…</summary><pre>{}</pre></details>", value[:120], value)
+        return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+    rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", ((name, value_html(v)) for name, v in context.items()))
+    return format_html("<table class='approval-context'>{}</table>", rows)
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(admin.ModelAdmin):
+    list_display = ["approval_type", "agent_id", "status_badge", "created_at", "expires_at", "responder_name", "decided_at"]
+    list_filter = ["status", "approval_type", "agent_id", AgeFilter]
+    search_fields = ["request_id", "approval_type", "agent_id", "reason"]
+    ordering = [Case(When(status=ApprovalStatus.PENDING, then=Value(0)), default=Value(1)).asc(), "-created_at"]
+    fields = [
+        "request_id",
+        "approval_type",
+        "agent_id",
+        "status",
+        "context_view",
+        "created_at",
+        "timeout_seconds",
+        "expires_at",
+        "approved",
+        "responder_name",
+        "reason",
+        "decided_at",
+        "link_used_at",
+    ]
+    readonly_fields = fields
+    actions = ["approve_selected", "reject_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # agents ask through the API
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a request changes only by a decision (the buttons), never by editing
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # kept for audit; agents purge expired ones with clear_expired_requests
+
+    def has_decide_permission(self, request) -> bool:
+        return request.user.has_perm(DECIDE_PERMISSION)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: ApprovalRequest):
+        colours = {"pending": "#b26b00", "approved": "#2e7d32", "rejected": "#ba2121"}
+        return format_html('<b style="color:{}">{}</b>', colours.get(obj.status, "#666"), obj.status)
+
+    @admin.display(description="context")
+    def context_view(self, obj: ApprovalRequest):
+        return render_context(obj.context) if obj.context else "(none)"
+
+    @admin.action(description="Approve the selected pending requests", permissions=["decide"])
+    def approve_selected(self, request, queryset):
+        self._decide_all(request, queryset, approved=True)
+
+    @admin.action(description="Reject the selected pending requests", permissions=["decide"])
+    def reject_selected(self, request, queryset):
+        self._decide_all(request, queryset, approved=False)
+
+    def _decide_all(self, request, queryset, approved: bool) -> None:
+        decided = sum(services.decide(obj, approved, request.user) for obj in queryset.filter(status=ApprovalStatus.PENDING))
+        skipped = queryset.count() - decided
+        verb = "Approved" if approved else "Rejected"
+        self.message_user(request, f"{verb} {decided} request(s)." + (f" {skipped} were no longer pending." if skipped else ""))
+
+    def get_urls(self):
+        decide = self.admin_site.admin_view(self.decide_view)
+        return [path("<path:object_id>/decide/", decide, name="approvals_approvalrequest_decide"), *super().get_urls()]
+
+    def decide_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_decide_permission(request):
+            raise PermissionDenied
+        obj = get_object_or_404(ApprovalRequest, pk=object_id)
+        decision = request.POST.get("decision")
+        if decision not in ("approve", "reject"):
+            return HttpResponseBadRequest("decision must be approve or reject")
+        if services.decide(obj, decision == "approve", request.user, request.POST.get("reason", "")[:5000]):
+            self.message_user(request, f"{'Approved' if obj.approved else 'Rejected'}: {obj}.")
+        else:
+            self.message_user(request, f"Not decided: the request is already {obj.status}.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:approvals_approvalrequest_change", args=[obj.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"may_decide": self.has_decide_permission(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)

@@ -1,0 +1,99 @@
+"""Approval requests: created by agents, decided once by a person, expired by the clock.
+
+Every change of status is a conditional update from `pending`; whoever's update matched is the one
+that decided, and only it announces the change (an `approval.*` event) and wakes the waiting agent
+(core.wakeups). A wait re-reads the request only when woken, and expires it itself at its deadline,
+so an agent learns of an expiry without waiting for the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, ApprovalStatus
+from core import events, wakeups
+
+logger = logging.getLogger(__name__)
+
+
+def wake_channel(request_id: str) -> str:
+    return f"approvals:{request_id}"
+
+
+def create(agent_id: str, approval_type: str, context: dict, timeout_seconds: float) -> ApprovalRequest:
+    with transaction.atomic():
+        request = ApprovalRequest.objects.create(
+            agent_id=agent_id, approval_type=approval_type, context=context, timeout_seconds=timeout_seconds
+        )
+        events.publish(events.Event("approval.requested", request.as_dict()))
+    return request
+
+
+def decide(request: ApprovalRequest, approved: bool, user, reason: str = "") -> bool:
+    """Record `user`'s decision; False when the request was decided, cancelled or expired before."""
+    status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+    fields = {"approved": approved, "responder": user, "responder_name": user.get_username(), "reason": reason}
+    return _settle(request, status, "approval.decided", Q(expires_at__gt=timezone.now()), **fields)
+
+
+def expire(request: ApprovalRequest) -> bool:
+    """Mark a pending request past its timeout expired; False if it is not (or no longer) one."""
+    reason = f"Expired: nobody decided within {request.timeout_seconds:g} s."
+    due = Q(expires_at__lte=timezone.now())
+    return _settle(request, ApprovalStatus.EXPIRED, "approval.expired", due, approved=False, reason=reason)
+
+
+def cancel(request: ApprovalRequest) -> bool:
+    return _settle(request, ApprovalStatus.CANCELLED, "approval.cancelled", Q(), approved=False, reason="Cancelled by the agent.")
+
+
+def _settle(request: ApprovalRequest, status: str, event_type: str, condition: Q, **fields) -> bool:
+    """Move `request` from pending to `status` if it is still pending and meets `condition`."""
+    still_pending = ApprovalRequest.objects.filter(condition, pk=request.pk, status=ApprovalStatus.PENDING)
+    with transaction.atomic():
+        if not still_pending.update(status=status, decided_at=timezone.now(), **fields):
+            request.refresh_from_db()
+            return False
+        request.refresh_from_db()
+        events.publish(events.Event(event_type, request.as_dict()))
+        transaction.on_commit(lambda: _wake(request.request_id))
+    return True
+
+
+def _wake(request_id: str) -> None:
+    try:
+        wakeups.notify(wake_channel(request_id))
+    except Exception:
+        logger.exception("approvals: could not wake the agent waiting on %s; its wait ends at its timeout", request_id)
+
+
+def expire_due() -> int:
+    """The sweep: expire every pending request past its timeout; returns how many this call expired."""
+    due = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=timezone.now())
+    return sum(expire(request) for request in due.iterator())
+
+
+def clear_expired(requests) -> int:
+    """Delete the expired requests among `requests` (seed 001's clear_expired_requests)."""
+    deleted, _ = requests.filter(status=ApprovalStatus.EXPIRED).delete()
+    return deleted
+
+
+async def wait(request: ApprovalRequest, timeout: float) -> ApprovalRequest:
+    """The request once decided (or expired, or cancelled), or as it stands after `timeout` seconds."""
+
+    async def settled() -> ApprovalRequest | None:
+        current = await ApprovalRequest.objects.aget(pk=request.pk)
+        if current.is_pending and current.expires_at <= timezone.now():
+            await sync_to_async(expire)(current)
+        return None if current.is_pending else current
+
+    until_expiry = (request.expires_at - timezone.now()).total_seconds()
+    # A little past the expiry, so the last check finds it due and expires it.
+    limit = min(timeout, max(until_expiry, 0) + 0.05)
+    return await wakeups.wait_until(settled, [wake_channel(request.request_id)], limit) or request

@@ -1,0 +1,98 @@
+"""The approvals API. Agents ask and wait (async: a wait holds no thread); people decide."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import JsonResponse
+from rest_framework import exceptions
+
+from approvals import services
+from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
+from approvals.schemas import ApprovalIn, DecisionIn, WaitIn
+from core.api import async_endpoint, bounded_int, json_body
+from core.permissions import resolve_agent
+
+
+async def _find(key, request_id: str) -> ApprovalRequest:
+    """The request, if the key may act as its agent (404 otherwise: others' requests stay unseen)."""
+    found = await ApprovalRequest.objects.filter(request_id=request_id).afirst()
+    if found is None or (key is not None and not key.may_act_as(found.agent_id)):
+        raise exceptions.NotFound(f"No approval request '{request_id}'.")
+    return found
+
+
+@async_endpoint({"GET": "approvals:read", "POST": "approvals:request"})
+async def approval_list(request, key):
+    """POST: ask for approval (201 with the request). GET: requests, newest first, filtered by
+    `status` (default pending), `approval_type`, `agent_id`; a key sees only its agents'."""
+    if request.method == "POST":
+        body = json_body(request, ApprovalIn)
+        agent_id = resolve_agent(key, body.agent_id, "agent_id")
+        timeout = body.timeout_seconds or settings.APPROVAL_DEFAULT_TIMEOUT
+        created = await sync_to_async(services.create)(agent_id, body.approval_type, body.context, timeout)
+        return JsonResponse(created.as_dict(), status=201)
+    status = request.GET.get("status", ApprovalStatus.PENDING)
+    if status not in ApprovalStatus.values:
+        raise exceptions.ValidationError({"status": [f"One of {', '.join(ApprovalStatus.values)}."]})
+    # Pending ones past their timeout are about to expire: they wait for nobody.
+    requests = ApprovalRequest.objects
+    found = requests.waiting() if status == ApprovalStatus.PENDING else requests.filter(status=status)
+    for name in ("approval_type", "agent_id"):
+        if request.GET.get(name):
+            found = found.filter(**{name: request.GET[name]})
+    if key is not None and key.sole_agent:
+        found = found.filter(agent_id=key.sole_agent)
+    limit = bounded_int(request.GET, "limit", 100, 1, 1000)
+    rows = [row async for row in found[: limit * 4 if key is not None else limit]]
+    return [row.as_dict() for row in rows if key is None or key.may_act_as(row.agent_id)][:limit]
+
+
+@async_endpoint({"GET": "approvals:read"})
+async def approval_detail(request, key, request_id: str) -> dict:
+    return (await _find(key, request_id)).as_dict()
+
+
+@async_endpoint({"POST": "approvals:request"})
+async def approval_wait(request, key, request_id: str) -> dict:
+    """The decision as soon as a person makes it, or at `timeout` (status still `pending`), or at
+    the request's expiry (`expired`, approved false)."""
+    found = await _find(key, request_id)
+    timeout = min(json_body(request, WaitIn).timeout, settings.LONG_WAIT_MAX_SECONDS)
+    return (await services.wait(found, timeout)).as_dict()
+
+
+@async_endpoint({"POST": "approvals:request"})
+async def approval_cancel(request, key, request_id: str) -> dict:
+    found = await _find(key, request_id)
+    if not await sync_to_async(services.cancel)(found):
+        raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})
+    return found.as_dict()
+
+
+@async_endpoint({"POST": "approvals:request"})
+async def approval_decide(request, key, request_id: str) -> dict:
+    """A person's decision: needs a session of a user with the approve permission."""
+    if key is not None:
+        raise exceptions.PermissionDenied(
+            "Agents cannot decide approvals: a person with the approve permission does, in the admin.",
+            code="agents_cannot_decide",
+        )
+    user = await request.auser()
+    if not await sync_to_async(user.has_perm)(DECIDE_PERMISSION):
+        raise exceptions.PermissionDenied("You lack the permission to approve or reject requests.")
+    found = await _find(key, request_id)
+    body = json_body(request, DecisionIn)
+    if not await sync_to_async(services.decide)(found, body.approved, user, body.reason):
+        raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})
+    return found.as_dict()
+
+
+@async_endpoint({"POST": "approvals:request"})
+async def clear_expired(request, key) -> dict:
+    """Delete expired requests (a key: of its agents); seed 001's clear_expired_requests."""
+    found = ApprovalRequest.objects.all()
+    if key is not None:
+        agents = [agent async for agent in found.values_list("agent_id", flat=True).distinct()]
+        found = found.filter(agent_id__in=[agent for agent in agents if key.may_act_as(agent)])
+    return {"cleared": await sync_to_async(services.clear_expired)(found)}

@@ -1,0 +1,101 @@
+"""The admin as the approval UI: pending first, readable context, decisions by POST only, and the
+permission matrix."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from approvals import services
+from approvals.models import ApprovalRequest
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/approvals/approvalrequest/"
+
+
+def change_url(request: ApprovalRequest) -> str:
+    return f"{CHANGELIST}{request.pk}/change/"
+
+
+@pytest.fixture
+def requests(admin_user) -> list[ApprovalRequest]:
+    """[decided, pending, pending]; the decided one is the newest."""
+    pending = [
+        services.create("alpha", "deploy", {"diff": "x" * 1000, "files": ["a.py", "b.py"]}, 600),
+        services.create("beta", "spend", {"usd": 12.5}, 600),
+    ]
+    decided = services.create("alpha", "deploy", {}, 600)
+    services.decide(decided, True, admin_user, "fine")
+    return [decided, *pending]
+
+
+@pytest.fixture
+def viewer(client, django_user_model):
+    """Staff who may look at approval requests but not decide them."""
+    user = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_approvalrequest"))
+    client.force_login(user)
+    return client
+
+
+def test_pending_requests_come_first_and_the_index_counts_them(admin_client, requests):
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert page.index(">pending<") < page.index(">approved<")
+    assert admin_client.get(CHANGELIST, {"status__exact": "approved"}).context["cl"].result_count == 1
+    assert admin_client.get(CHANGELIST, {"age": "5m"}).context["cl"].result_count == 3
+    assert admin_client.get(CHANGELIST, {"age": "older"}).context["cl"].result_count == 0
+    assert admin_client.get(CHANGELIST, {"agent_id__exact": "beta"}).context["cl"].result_count == 1
+    index = admin_client.get("/admin/").content.decode()
+    assert "<b>2</b> approval requests waiting for a decision" in index
+
+
+def test_the_change_page_shows_the_context_folded_and_the_buttons(admin_client, requests):
+    page = admin_client.get(change_url(requests[1])).content.decode()
+    assert "<details><summary>" in page and "&quot;a.py&quot;" in page
+    assert 'value="approve"' in page and 'value="reject"' in page
+    decided_page = admin_client.get(change_url(requests[0])).content.decode()
+    assert 'value="approve"' not in decided_page and "fine" in decided_page
+
+
+def test_approve_with_a_reason_records_the_user(admin_client, requests):
+    response = admin_client.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "approve", "reason": "looks right"})
+    assert response.status_code == 302
+    stored = ApprovalRequest.objects.get(pk=requests[1].pk)
+    assert (stored.status, stored.responder_name, stored.reason) == ("approved", "admin", "looks right")
+    assert stored.decided_at is not None
+    again = admin_client.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "reject"}, follow=True)
+    assert "already approved" in again.content.decode()
+    assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "approved"
+
+
+def test_get_changes_nothing_and_bad_decisions_are_refused(admin_client, requests):
+    assert admin_client.get(f"{CHANGELIST}{requests[1].pk}/decide/").status_code == 405
+    assert admin_client.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "maybe"}).status_code == 400
+    assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "pending"
+
+
+def test_bulk_actions_decide_only_pending_requests(admin_client, requests):
+    selected = [r.pk for r in requests]
+    response = admin_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": selected}, follow=True)
+    assert "Rejected 2 request(s). 1 were no longer pending." in response.content.decode()
+    assert sorted(ApprovalRequest.objects.values_list("status", flat=True)) == ["approved", "rejected", "rejected"]
+
+
+def test_without_the_permission_no_buttons_no_actions_and_403(viewer, requests):
+    page = viewer.get(change_url(requests[1])).content.decode()
+    assert page and 'value="approve"' not in page
+    listing = viewer.get(CHANGELIST).content.decode()
+    assert "approve_selected" not in listing and "reject_selected" not in listing
+    assert viewer.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "approve"}).status_code == 403
+    viewer.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [requests[1].pk]})
+    assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "pending"
+
+
+def test_the_decision_needs_the_csrf_token(requests, admin_user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    assert client.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "approve"}).status_code == 403
+    assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "pending"
