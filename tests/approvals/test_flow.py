@@ -1,0 +1,86 @@
+"""The whole gate, as people use it: an agent blocks in the SDK, a reviewer logs in to the admin in
+headless Chromium and decides, the agent unblocks with the decision. Real server, Redis, Celery
+worker and beat."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.contrib.auth.models import Permission
+from telemetry_client import ApprovalGate, TelemetryClient, TelemetryConfig
+
+from approvals.models import ApprovalRequest
+from tests.conftest import make_key
+from tests.services import asgi_server, celery_processes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def reviewer(django_user_model):
+    user = django_user_model.objects.create_user("rita", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["decide_approvalrequest", "view_approvalrequest"]))
+    return user
+
+
+@pytest.fixture
+def agent_key() -> str:
+    return make_key("deployer")[1]
+
+
+def blocked_agent(gate: ApprovalGate, approval_type: str, context: dict, timeout: float) -> tuple[threading.Thread, dict]:
+    answer: dict = {}
+
+    def ask():
+        started = time.monotonic()
+        answer["response"] = gate.request_approval(approval_type, context, timeout=timeout)
+        answer["waited"] = time.monotonic() - started
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    return thread, answer
+
+
+def test_a_reviewer_approves_and_rejects_in_the_admin_and_the_agent_unblocks(server_env, reviewer, agent_key, browser, tmp_path):
+    with asgi_server(server_env) as base, celery_processes({**server_env, "APPROVAL_SWEEP_SECONDS": "1"}):
+        gate = ApprovalGate(TelemetryClient(TelemetryConfig(api_url=base, api_key=agent_key, spool_dir=tmp_path / "spool")))
+        page = browser.new_page()
+        page.goto(f"{base}/admin/approvals/approvalrequest/")
+        page.fill("#id_username", "rita")
+        page.fill("#id_password", "pw")
+        page.click("input[type=submit]")
+
+        for decision, reason in (("approve", "ship it"), ("reject", "not on a Friday")):
+            thread, answer = blocked_agent(gate, "deploy", {"service": "search", "diff": "+" * 800}, timeout=120)
+            while not gate.get_pending_approvals():  # (no ORM here: Playwright's loop runs in this thread)
+                time.sleep(0.05)
+            page.goto(f"{base}/admin/approvals/approvalrequest/")
+            page.click("#result_list tbody tr:first-child th a")
+            page.fill("#id_reason", reason)
+            page.screenshot(path=str(tmp_path / f"{decision}.png"), full_page=True)
+            clicked = time.monotonic()
+            page.click(f"#{decision}")
+            page.locator(".messagelist").wait_for()
+            thread.join(timeout=30)
+            response = answer["response"]
+            assert (response.approved, response.responder, response.reason) == (decision == "approve", "rita", reason)
+            assert time.monotonic() - clicked < 10  # woken by the decision, not by its 120 s timeout
+
+        # A request nobody decides: the agent unblocks at its timeout with approved=False.
+        response = gate.request_approval("deploy", {}, timeout=1)
+        assert response.approved is False and "Expired" in response.reason
+
+
+def test_beat_expires_requests_nobody_waits_for(server_env, agent_key):
+    import httpx
+
+    with asgi_server(server_env) as base, celery_processes({**server_env, "APPROVAL_SWEEP_SECONDS": "1"}):
+        headers = {"Authorization": f"Api-Key {agent_key}"}
+        asked = httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "spend", "timeout_seconds": 1}, headers=headers)
+        request_id = asked.json()["request_id"]
+        deadline = time.monotonic() + 20
+        while ApprovalRequest.objects.get(request_id=request_id).status != "expired":
+            assert time.monotonic() < deadline, "beat did not expire the request"
+            time.sleep(0.2)
