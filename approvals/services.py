@@ -8,17 +8,25 @@ so an agent learns of an expiry without waiting for the sweep.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core import signing
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from core import events, wakeups
+from core import events, notifications, wakeups
 
 logger = logging.getLogger(__name__)
+
+LINK_SALT = "approvals.link"
+LINK_MAX_AGE = 30 * 86_400  # seconds; a decided or expired request's page offers no decision anyway
+CONTEXT_CHARS_IN_NOTIFICATIONS = 2000
 
 
 def wake_channel(request_id: str) -> str:
@@ -31,7 +39,39 @@ def create(agent_id: str, approval_type: str, context: dict, timeout_seconds: fl
             agent_id=agent_id, approval_type=approval_type, context=context, timeout_seconds=timeout_seconds
         )
         events.publish(events.Event("approval.requested", request.as_dict()))
+        transaction.on_commit(lambda: notify_reviewers(request))
     return request
+
+
+def notify_reviewers(request: ApprovalRequest) -> None:
+    """Tell the channels that hear `approval.requested`, with a link to the decision page."""
+    context = json.dumps(request.context, indent=2, ensure_ascii=False, default=str)
+    if len(context) > CONTEXT_CHARS_IN_NOTIFICATIONS:
+        context = context[:CONTEXT_CHARS_IN_NOTIFICATIONS] + "\n… (the rest on the decision page)"
+    notifications.notify(
+        notifications.Notification(
+            topic="approval.requested",
+            subject=f"Approval needed: {request.approval_type} for {request.agent_id}",
+            text=f"{request.agent_id} asks for approval ({request.approval_type}); it expires at "
+            f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC unless someone decides.\n\n{context}",
+            link=settings.SITE_URL + reverse("approval-link", args=[signing.dumps(request.request_id, salt=LINK_SALT)]),
+            data=request.as_dict(),
+        )
+    )
+
+
+def open_link(token: str) -> ApprovalRequest:
+    """The request a notification's link names, marked used: a link opens its page once.
+    BadSignature for a forged link; LinkUsed when it was opened before."""
+    request_id = signing.loads(token, salt=LINK_SALT, max_age=LINK_MAX_AGE)
+    request = ApprovalRequest.objects.get(request_id=request_id)
+    if not ApprovalRequest.objects.filter(pk=request.pk, link_used_at__isnull=True).update(link_used_at=timezone.now()):
+        raise LinkUsed
+    return request
+
+
+class LinkUsed(Exception):
+    pass
 
 
 def decide(request: ApprovalRequest, approved: bool, user, reason: str = "") -> bool:

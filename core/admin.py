@@ -1,9 +1,10 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from core.models import AgentKey
+from core.models import AgentKey, NotificationChannel
+from core.notifications import DELIVERY_ERRORS, Notification, deliver
 from core.scopes import AGENT_SCOPES, SCOPES
 
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
@@ -51,3 +52,23 @@ class AgentKeyAdmin(APIKeyModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), "last_used_at"]
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "target", "topic_list", "enabled"]
+    list_filter = ["kind", "enabled"]
+    actions = ["send_test"]
+
+    @admin.display(description="topics")
+    def topic_list(self, channel: NotificationChannel) -> str:
+        return ", ".join(channel.topics) or "everything"
+
+    @admin.action(description="Send a test notification now")
+    def send_test(self, request, queryset):
+        test = Notification(topic="test", subject="Test from agent telemetry", text=f"Sent by {request.user.get_username()}.")
+        for channel in queryset:
+            try:
+                self.message_user(request, f"{channel}: {deliver(channel, test)}", messages.SUCCESS)
+            except DELIVERY_ERRORS as exc:
+                self.message_user(request, f"{channel}: failed: {exc}", messages.ERROR)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from fnmatch import fnmatchcase
 
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
 from django.db import models
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
@@ -71,3 +73,52 @@ class AgentKey(AbstractAPIKey):
         AgentKey.objects.filter(pk=self.pk).filter(
             models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
         ).update(last_used_at=now)
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class NotificationChannel(models.Model):
+    """Where people (or other systems) are told that something happened: e-mail, a JSON webhook or
+    a Slack-compatible webhook. Each channel hears the topics (event types) it lists."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "e-mail"
+        WEBHOOK = "webhook", "JSON webhook"
+        SLACK = "slack", "Slack-compatible webhook"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    target = models.CharField(max_length=1000, help_text="E-mail addresses (comma-separated), or the webhook's URL.")
+    topics = models.JSONField(
+        default=list, blank=True, help_text='What it hears, e.g. ["approval.requested"]; empty: everything.'
+    )
+    secret = models.CharField(
+        max_length=64,
+        default=new_secret,
+        help_text="Webhook bodies are signed with it: X-Telemetry-Signature: sha256=<HMAC-SHA256 of the body>.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def hears(self, topic: str) -> bool:
+        return not self.topics or topic in self.topics
+
+    def recipients(self) -> list[str]:
+        return [address.strip() for address in self.target.split(",") if address.strip()]
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.EMAIL:
+            for address in self.recipients():
+                validate_email(address)
+        else:
+            URLValidator(schemes=["http", "https"])(self.target)
+        if not isinstance(self.topics, list) or not all(isinstance(topic, str) for topic in self.topics):
+            raise ValidationError({"topics": 'A list of event types, e.g. ["approval.requested"].'})

@@ -138,6 +138,10 @@ STALE_SWEEP_SECONDS = env.float("STALE_SWEEP_SECONDS", default=10.0)  # how ofte
 STALE_RUN_GRACE_SECONDS = env.float("STALE_RUN_GRACE_SECONDS", default=300.0)  # stale this long: its running runs time out
 SIGNAL_DEFAULT_TTL = env.int("SIGNAL_DEFAULT_TTL", default=60)  # seconds a signal lives unless it says otherwise
 LONG_WAIT_MAX_SECONDS = env.float("LONG_WAIT_MAX_SECONDS", default=60.0)  # longest one wait request is held
+SITE_URL = env.str("SITE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")  # links in notifications
+# EMAIL_URL: smtp://user:password@host:587/?tls=True (django-environ); by default mail is written to the log.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="telemetry@localhost")
 APPROVAL_DEFAULT_TIMEOUT = env.float("APPROVAL_DEFAULT_TIMEOUT", default=3600.0)  # seconds a request waits for a person
 APPROVAL_SWEEP_SECONDS = env.float("APPROVAL_SWEEP_SECONDS", default=10.0)  # how often beat expires overdue requests
 LIVE_CLIENT_BUFFER = env.int("LIVE_CLIENT_BUFFER", default=4 * 1024 * 1024)  # bytes a websocket client may lag

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from approvals.pages import open_link
 from core.views import health
 from streaming.views import live_page
 
@@ -9,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("live/", live_page, name="live"),
+    path("approvals/open/<str:token>/", open_link, name="approval-link"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("coordination.urls")),
     path("api/v1/", include("approvals.urls")),

@@ -194,6 +194,37 @@ def celery_processes(env: dict, worker: bool = True, beat: bool = True):
                 process.wait()
 
 
+@contextmanager
+def http_receiver(statuses: list[int] | None = None):
+    """A real HTTP server on loopback that records every POST (headers, body) and answers with the
+    next of `statuses` (then 200); yields (url, received)."""
+    import http.server
+    import threading
+
+    answers = list(statuses or [])
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            self.send_response(answers.pop(0) if answers else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def pytest_addoption(parser):
     parser.addoption("--db", choices=["sqlite", "postgres"], default="sqlite", help="database the suite runs on")
 

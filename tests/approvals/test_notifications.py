@@ -1,0 +1,114 @@
+"""Notifications of new requests: e-mail (Django's outbox) and webhooks (a real local receiver),
+signed, with a link that opens the decision page once, after login."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import pytest
+from django.core import mail
+
+from approvals import services
+from approvals.models import ApprovalRequest
+from core.models import NotificationChannel
+from telemetry_site.celery import app as celery_app
+from tests.conftest import make_key
+from tests.services import celery_processes, http_receiver
+
+
+@pytest.fixture
+def eager():
+    """Tasks run in this process (so mail lands in Django's test outbox)."""
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before
+
+
+def channels(url: str) -> dict[str, NotificationChannel]:
+    return {
+        "email": NotificationChannel.objects.create(name="reviewers", kind="email", target="ada@example.com, bo@example.com"),
+        "webhook": NotificationChannel.objects.create(name="hook", kind="webhook", target=url, topics=["approval.requested"]),
+        "slack": NotificationChannel.objects.create(name="slack", kind="slack", target=url),
+        "other": NotificationChannel.objects.create(name="costs", kind="webhook", target=url, topics=["alert.opened"]),
+    }
+
+
+@pytest.mark.django_db
+def test_a_new_request_mails_and_posts_a_signed_single_use_link(eager, django_capture_on_commit_callbacks, client, admin_user):
+    with http_receiver() as (url, received):
+        configured = channels(url)
+        with django_capture_on_commit_callbacks(execute=True):
+            request = services.create("deployer", "deploy", {"service": "search"}, 600)
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["ada@example.com", "bo@example.com"] and "deploy for deployer" in message.subject
+    link = message.body.strip().splitlines()[-1]
+    assert link.startswith("http://") and "/approvals/open/" in link and '"service": "search"' in message.body
+
+    assert len(received) == 2  # the JSON webhook and the Slack one; "costs" hears something else
+    webhook = next(r for r in received if b'"topic"' in r["body"])
+    body = json.loads(webhook["body"])
+    assert body["topic"] == "approval.requested" and body["link"] == link and body["data"]["request_id"] == request.request_id
+    signed = webhook["headers"]["X-Telemetry-Timestamp"].encode() + b"." + webhook["body"]
+    expected = hmac.new(configured["webhook"].secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert webhook["headers"]["X-Telemetry-Signature"] == f"sha256={expected}"
+    slack = json.loads(next(r for r in received if r is not webhook)["body"])
+    assert list(slack) == ["text"] and link in slack["text"]
+
+    path = link.removeprefix("http://127.0.0.1:8000")
+    assert client.get(path).status_code == 302  # to the login: the link alone grants nothing
+    assert ApprovalRequest.objects.get(pk=request.pk).link_used_at is None
+    client.force_login(admin_user)
+    opened = client.get(path)
+    assert opened.status_code == 302 and opened["Location"] == f"/admin/approvals/approvalrequest/{request.pk}/change/"
+    assert client.get(path).status_code == 410  # used up
+    assert client.get(path[:-3] + "xx/").status_code == 404  # forged
+
+
+@pytest.mark.django_db
+def test_an_old_link_has_expired(eager, monkeypatch, admin_client):
+    request = services.create("deployer", "deploy", {}, 600)
+    monkeypatch.setattr(services, "LINK_MAX_AGE", -1)
+    from django.core import signing
+
+    token = signing.dumps(request.request_id, salt=services.LINK_SALT)
+    assert admin_client.get(f"/approvals/open/{token}/").status_code == 410
+
+
+def test_a_failing_webhook_is_retried_by_the_worker_and_never_holds_up_the_agent(server_env, live_asgi):
+    headers = {"Authorization": f"Api-Key {make_key('deployer')[1]}"}
+    with http_receiver(statuses=[500, 503]) as (url, received), celery_processes(server_env, beat=False):
+        NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+        started = time.monotonic()
+        asked = httpx.post(f"{live_asgi}/api/v1/approvals", json={"approval_type": "deploy"}, headers=headers)
+        assert asked.status_code == 201 and time.monotonic() - started < 2
+        deadline = time.monotonic() + 30
+        while len(received) < 3:  # two failures, then delivered
+            assert time.monotonic() < deadline, f"only {len(received)} attempts"
+            time.sleep(0.2)
+        assert len({r["body"] for r in received}) == 1
+
+
+@pytest.mark.django_db
+def test_the_admin_sends_a_test_and_shows_the_result(admin_client):
+    with http_receiver() as (url, received):
+        working = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+        dead = NotificationChannel.objects.create(name="dead", kind="webhook", target="http://127.0.0.1:9/hook")
+        page = admin_client.post(
+            "/admin/core/notificationchannel/", {"action": "send_test", "_selected_action": [working.pk, dead.pk]}, follow=True
+        ).content.decode()
+    assert f"posted to {url}: 200" in page and "Dead (JSON webhook): failed" in page
+    assert json.loads(received[0]["body"])["topic"] == "test"
+
+
+@pytest.mark.django_db
+def test_a_channel_with_a_bad_target_is_refused(admin_client):
+    form = {"name": "x", "kind": "email", "target": "not an address", "topics": "[]", "secret": "s", "enabled": "on"}
+    page = admin_client.post("/admin/core/notificationchannel/add/", form)
+    assert page.status_code == 200 and "valid email" in page.content.decode()
+    assert not NotificationChannel.objects.exists()
