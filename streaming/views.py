@@ -14,6 +14,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals.models import ApprovalRequest
 from core import events
 from core.api import async_endpoint, bounded_int, validate
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
@@ -107,5 +108,6 @@ def live_page(request: HttpRequest):
         "is_nav_sidebar_enabled": False,
         "feed_url": "/ws/live/",
         "stale_seconds": settings.HEARTBEAT_STALE_SECONDS,
+        "pending_approvals": ApprovalRequest.objects.waiting().count(),
     }
     return render(request, "streaming/live.html", context)

@@ -85,17 +85,16 @@
     while (feed.children.length > FEED_LIMIT) feed.lastElementChild.remove();
   }
 
-  function adjustApprovals(event) {
-    const count = document.querySelector("#pending-approvals b");
-    if (!count) return;
-    const change = event.event_type === "approval.requested" ? 1 : -1;
-    count.textContent = Math.max(0, parseInt(count.textContent, 10) + change);
+  async function countApprovals() {
+    // Asked of the server, not counted from events: events missed while disconnected cannot skew it.
+    const response = await fetch(root.dataset.approvalsUrl, { credentials: "same-origin" });
+    if (response.ok) document.querySelector("#pending-approvals b").textContent = (await response.json()).length;
   }
 
   function handle(event) {
     lastEventId = event.event_id;
     if (event.event_type.startsWith("agent.")) updateAgent(event);
-    if (event.event_type.startsWith("approval.")) adjustApprovals(event);
+    if (event.event_type.startsWith("approval.")) countApprovals();
     showEvent(event);
   }
 
@@ -122,6 +121,7 @@
       if (body.type === "ready") {
         setConnection("connected", "live");
         retryDelay = 1000;
+        countApprovals();
       } else if (body.type === "events") {
         body.events.forEach(handle);
         renderAgents();
