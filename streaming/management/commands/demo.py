@@ -1,6 +1,7 @@
 """`python manage.py demo` (`make demo`): a handful of simulated agents against a running server, so
 the live page (/live/) has something to show: heartbeats with progress, runs with events through
-the SDK, stream events, one agent that goes silent (stale) and comes back."""
+the SDK, stream events, signals passed from agent to agent, an agent that asks for approval (decide
+it in the admin) and one that goes silent (stale) and comes back."""
 
 from __future__ import annotations
 
@@ -32,15 +33,14 @@ class Command(BaseCommand):
         except httpx.TransportError:
             self.stderr.write(f"No server at {url}: start it with `make run` (or pass --url).")
             raise SystemExit(1) from None
-        scopes = ["runs:write", "coordination:write", "streams:write"]
+        scopes = ["runs:write", "coordination:write", "streams:write", "approvals:request", "approvals:read"]
         key = AgentKey(name=f"demo-{int(time.time())}", agents=["demo-*"], scopes=scopes)
         raw_key = AgentKey.objects.assign_key(key)
         key.save()
         self.stdout.write(f"{agents} demo agents on {url} for {seconds:.0f} s; watch {url}/live/ (Ctrl-C stops)")
         stop = threading.Event()
         threads = [
-            threading.Thread(target=simulate, args=(url, raw_key, f"demo-{n + 1}", n == 0, stop), daemon=True)
-            for n in range(agents)
+            threading.Thread(target=simulate, args=(url, raw_key, n + 1, agents, stop), daemon=True) for n in range(agents)
         ]
         for thread in threads:
             thread.start()
@@ -53,33 +53,43 @@ class Command(BaseCommand):
         key.save()
 
 
-def simulate(url: str, raw_key: str, agent_id: str, goes_silent: bool, stop: threading.Event) -> None:
-    from telemetry_client import TelemetryClient
+def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.Event) -> None:
+    """Agent demo-1 goes silent now and then; demo-2 asks for approval before each report; each
+    agent signals the next when it finishes a run."""
+    from telemetry_client import ApprovalGate, CoordinationSignals, EventStreamer, HeartbeatCoordinator, TelemetryClient
 
-    headers = {"Authorization": f"Api-Key {raw_key}"}
+    agent_id, next_agent = f"demo-{number}", f"demo-{number % agents + 1}"
     rng = random.Random(agent_id)
-    spool = tempfile.mkdtemp(prefix=f"telemetry-demo-{agent_id}-")
-    client = TelemetryClient(api_url=url, api_key=raw_key, spool_dir=spool)
-    with httpx.Client(base_url=f"{url}/api/v1", headers=headers, timeout=10) as http:
-        start = {"display_name": agent_id.replace("-", " ").title(), "stale_after_seconds": 15}
-        http.post(f"/agents/{agent_id}/heartbeat/start", json=start)
-        runs = 0
-        while not stop.is_set():
-            runs += 1
-            run_id = client.start_run(agent_id, rng.choice(["ingest", "review", "report"]))
-            steps = rng.randint(4, 10)
-            for step in range(steps):
-                task = rng.choice(TASKS)
-                beat = {"status": "running", "progress": (step + 1) / steps, "current_task": task}
-                http.post(f"/agents/{agent_id}/heartbeat", json=beat)
-                client.log_event(run_id, "step", {"task": task, "step": step + 1})
-                if rng.random() < 0.2:
-                    http.post("/streams/demo.insight", json={"data": {"agent_id": agent_id, "note": f"{task} looks fine"}})
-                if stop.wait(rng.uniform(0.5, 2.0)):
-                    break
-            failed = rng.random() < 0.15
-            client.end_run(run_id, "failure" if failed else "success", items_discovered=steps, items_succeeded=steps - failed)
-            if goes_silent and runs % 3 == 0:
-                stop.wait(20)  # past its 15 s threshold: stale on the page, recovered on the next beat
-        http.post(f"/agents/{agent_id}/heartbeat/stop", json={"final_status": "stopped"})
+    client = TelemetryClient(api_url=url, api_key=raw_key, spool_dir=tempfile.mkdtemp(prefix=f"telemetry-demo-{agent_id}-"))
+    heartbeat, streams = HeartbeatCoordinator(client), EventStreamer(client)
+    signals, gate = CoordinationSignals(client, agent_id=agent_id), ApprovalGate(client, agent_id=agent_id)
+    # A thread keeps beating every 5 s (through the approval wait too), except for demo-1, which goes silent.
+    interval = None if number == 1 else 5
+    name = agent_id.replace("-", " ").title()
+    heartbeat.start_heartbeat(agent_id, display_name=name, interval=interval, stale_after_seconds=15)
+    runs = 0
+    while not stop.is_set():
+        runs += 1
+        job = rng.choice(["ingest", "review", "report"])
+        run_id = client.start_run(agent_id, job)
+        steps = rng.randint(4, 10)
+        for step in range(steps):
+            task = rng.choice(TASKS)
+            heartbeat.beat(status="running", progress=(step + 1) / steps, current_task=task)
+            client.log_event(run_id, "step", {"task": task, "step": step + 1})
+            if rng.random() < 0.2:
+                streams.publish_event("demo.insight", {"agent_id": agent_id, "note": f"{task} looks fine"})
+            if signals.check_signal("handoff"):
+                heartbeat.beat(status="running", progress=(step + 1) / steps, current_task="picking up a handoff")
+            if stop.wait(rng.uniform(0.5, 2.0)):
+                break
+        if number == 2 and not stop.is_set():
+            heartbeat.beat(status="waiting for approval", progress=1.0, current_task="publish the report")
+            gate.request_approval("publish_report", {"run_id": run_id, "pages": steps}, timeout=30)
+        failed = rng.random() < 0.15
+        client.end_run(run_id, "failure" if failed else "success", items_discovered=steps, items_succeeded=steps - failed)
+        signals.signal("handoff", target_agent=next_agent, payload={"from_run": run_id}, ttl_seconds=30)
+        if number == 1 and runs % 3 == 0:
+            stop.wait(20)  # past its 15 s threshold: stale on the page, recovered on the next beat
+    heartbeat.stop_heartbeat(final_status="stopped")
     client.close()
