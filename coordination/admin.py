@@ -49,7 +49,10 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, agent: Agent) -> str:
-        return f"{agent.live.progress:g}" if agent.live and not agent.stopped_at else ""
+        if not agent.live or agent.stopped_at:
+            return ""
+        progress = agent.live.progress
+        return f"{progress * 100 if progress <= 1 else progress:.0f}%"  # a fraction, or a percentage already
 
     @admin.display(description="current task")
     def current_task(self, agent: Agent) -> str:

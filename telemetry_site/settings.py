@@ -235,4 +235,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Every few seconds beat sends a sweep and the worker runs it; a line each would bury the log.
+    # Failures still show (they are warnings and errors).
+    "loggers": {
+        name: {"level": "WARNING"} for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy", "httpx")
+    },
 }

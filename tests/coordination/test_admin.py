@@ -16,7 +16,7 @@ def test_the_agents_list_shows_live_state_and_stale_marks(admin_client, agent):
     other.post("/api/v1/agents/beta/heartbeat/start", {"stale_after_seconds": 1}, format="json")
     Agent.objects.filter(agent_id="beta").update(stale_since=timezone.now())
     page = admin_client.get("/admin/coordination/agent/").content.decode()
-    assert "indexing" in page and "doc-42" in page and "0.25" in page
+    assert "indexing" in page and "doc-42" in page and "25%" in page
     assert "stale</b> for" in page
     stale_only = admin_client.get("/admin/coordination/agent/", {"stale_since__isnull": "False"}).content.decode()
     assert "beta" in stale_only and "doc-42" not in stale_only
