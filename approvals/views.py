@@ -10,7 +10,7 @@ from rest_framework import exceptions
 from approvals import services
 from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
 from approvals.schemas import ApprovalIn, DecisionIn, WaitIn
-from core.api import async_endpoint, bounded_int, json_body
+from core.api import async_endpoint, bounded_int
 from core.permissions import resolve_agent
 
 
@@ -22,12 +22,11 @@ async def _find(key, request_id: str) -> ApprovalRequest:
     return found
 
 
-@async_endpoint({"GET": "approvals:read", "POST": "approvals:request"})
-async def approval_list(request, key):
+@async_endpoint({"GET": "approvals:read", "POST": "approvals:request"}, {"POST": ApprovalIn})
+async def approval_list(request, key, body: ApprovalIn | None = None):
     """POST: ask for approval (201 with the request). GET: requests, newest first, filtered by
     `status` (default pending), `approval_type`, `agent_id`; a key sees only its agents'."""
     if request.method == "POST":
-        body = json_body(request, ApprovalIn)
         agent_id = resolve_agent(key, body.agent_id, "agent_id")
         timeout = body.timeout_seconds or settings.APPROVAL_DEFAULT_TIMEOUT
         created = await sync_to_async(services.create)(agent_id, body.approval_type, body.context, timeout)
@@ -50,28 +49,30 @@ async def approval_list(request, key):
 
 @async_endpoint({"GET": "approvals:read"})
 async def approval_detail(request, key, request_id: str) -> dict:
+    """One request, with its decision once there is one."""
     return (await _find(key, request_id)).as_dict()
 
 
-@async_endpoint({"POST": "approvals:request"})
-async def approval_wait(request, key, request_id: str) -> dict:
+@async_endpoint({"POST": "approvals:request"}, {"POST": WaitIn})
+async def approval_wait(request, key, request_id: str, body: WaitIn) -> dict:
     """The decision as soon as a person makes it, or at `timeout` (status still `pending`), or at
     the request's expiry (`expired`, approved false)."""
     found = await _find(key, request_id)
-    timeout = min(json_body(request, WaitIn).timeout, settings.LONG_WAIT_MAX_SECONDS)
+    timeout = min(body.timeout, settings.LONG_WAIT_MAX_SECONDS)
     return (await services.wait(found, timeout)).as_dict()
 
 
 @async_endpoint({"POST": "approvals:request"})
 async def approval_cancel(request, key, request_id: str) -> dict:
+    """The agent withdraws its pending request."""
     found = await _find(key, request_id)
     if not await sync_to_async(services.cancel)(found):
         raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})
     return found.as_dict()
 
 
-@async_endpoint({"POST": "approvals:request"})
-async def approval_decide(request, key, request_id: str) -> dict:
+@async_endpoint({"POST": "approvals:request"}, {"POST": DecisionIn})
+async def approval_decide(request, key, request_id: str, body: DecisionIn) -> dict:
     """A person's decision: needs a session of a user with the approve permission."""
     if key is not None:
         raise exceptions.PermissionDenied(
@@ -82,7 +83,6 @@ async def approval_decide(request, key, request_id: str) -> dict:
     if not await sync_to_async(user.has_perm)(DECIDE_PERMISSION):
         raise exceptions.PermissionDenied("You lack the permission to approve or reject requests.")
     found = await _find(key, request_id)
-    body = json_body(request, DecisionIn)
     if not await sync_to_async(services.decide)(found, body.approved, user, body.reason):
         raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})
     return found.as_dict()

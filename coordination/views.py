@@ -10,7 +10,7 @@ from rest_framework import exceptions
 
 from coordination import heartbeats, signals
 from coordination.schemas import BeatIn, ReceiveIn, SignalIn, StartIn, StopIn
-from core.api import async_endpoint, json_body
+from core.api import async_endpoint
 from core.permissions import ensure_key_may_act_as, resolve_agent
 
 
@@ -25,24 +25,26 @@ def threshold_param(request) -> float | None:
     return value
 
 
-@async_endpoint({"POST": "coordination:write"})
-async def start(request, key, agent_id: str) -> dict:
+@async_endpoint({"POST": "coordination:write"}, {"POST": StartIn})
+async def start(request, key, agent_id: str, body: StartIn) -> dict:
+    """(Re)start the agent's heartbeat: its live state begins afresh; publishes agent.started."""
     ensure_key_may_act_as(key, agent_id)
-    body = json_body(request, StartIn)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
     return (await heartbeats.beat(agent_id, {"status": "running", **fields}, start=True)).to_dict()
 
 
-@async_endpoint({"POST": "coordination:write"})
-async def beat(request, key, agent_id: str) -> dict:
+@async_endpoint({"POST": "coordination:write"}, {"POST": BeatIn})
+async def beat(request, key, agent_id: str, body: BeatIn) -> dict:
+    """One heartbeat; an agent's first registers it."""
     ensure_key_may_act_as(key, agent_id)
-    return (await heartbeats.beat(agent_id, json_body(request, BeatIn).model_dump())).to_dict()
+    return (await heartbeats.beat(agent_id, body.model_dump())).to_dict()
 
 
-@async_endpoint({"POST": "coordination:write"})
-async def stop(request, key, agent_id: str) -> dict:
+@async_endpoint({"POST": "coordination:write"}, {"POST": StopIn})
+async def stop(request, key, agent_id: str, body: StopIn) -> dict:
+    """The agent's last beat, with its final status; publishes agent.stopped."""
     ensure_key_may_act_as(key, agent_id)
-    stopped = await heartbeats.stop(agent_id, json_body(request, StopIn).final_status)
+    stopped = await heartbeats.stop(agent_id, body.final_status)
     if stopped is None:
         raise exceptions.NotFound(f"Agent '{agent_id}' has no heartbeat to stop.")
     return stopped.to_dict()
@@ -50,6 +52,7 @@ async def stop(request, key, agent_id: str) -> dict:
 
 @async_endpoint({"GET": "coordination:read"})
 async def status(request, key, agent_id: str) -> dict:
+    """The agent's live state, with `alive` (beating within its threshold and not stopped)."""
     found = await heartbeats.status(agent_id)
     if found is None:
         raise exceptions.NotFound(f"Agent '{agent_id}' has no heartbeat.")
@@ -58,20 +61,21 @@ async def status(request, key, agent_id: str) -> dict:
 
 @async_endpoint({"GET": "coordination:read"})
 async def active(request, key) -> list:
+    """Agents beating within their threshold (`?threshold_seconds=` overrides it), most recent first."""
     return [h.to_dict() for h in await sync_to_async(heartbeats.active)(threshold_param(request))]
 
 
 @async_endpoint({"GET": "coordination:read"})
 async def stale(request, key) -> list:
+    """Agents silent past their threshold (`?threshold_seconds=` overrides it), longest silent first."""
     return [h.to_dict() for h in await sync_to_async(heartbeats.stale)(threshold_param(request))]
 
 
-@async_endpoint({"GET": "coordination:read", "POST": "coordination:write", "DELETE": "coordination:write"})
-async def signal_list(request, key):
+@async_endpoint({"GET": "coordination:read", "POST": "coordination:write", "DELETE": "coordination:write"}, {"POST": SignalIn})
+async def signal_list(request, key, body: SignalIn | None = None):
     """GET: the signals an agent would receive (a look: nothing is taken). POST: send one, to
     `target_agent` or, when that is null, to every agent. DELETE: drop an agent's signals."""
     if request.method == "POST":
-        body = json_body(request, SignalIn)
         source = resolve_agent(key, body.source_agent, "source_agent")
         sent = await signals.send(body.signal_type, source, body.target_agent, body.payload, body.ttl_seconds)
         return JsonResponse(sent, status=201)
@@ -82,11 +86,10 @@ async def signal_list(request, key):
     return await signals.pending(agent_id, signal_type)
 
 
-@async_endpoint({"POST": "coordination:write"})
-async def signal_receive(request, key) -> dict:
+@async_endpoint({"POST": "coordination:write"}, {"POST": ReceiveIn})
+async def signal_receive(request, key, body: ReceiveIn) -> dict:
     """The oldest matching signal for the agent, or null; with `timeout`, waits for one to arrive
     (at most LONG_WAIT_MAX_SECONDS; call again to wait longer)."""
-    body = json_body(request, ReceiveIn)
     agent_id = resolve_agent(key, body.agent_id, "agent_id")
     timeout = min(body.timeout, settings.LONG_WAIT_MAX_SECONDS)
     found = await signals.receive(agent_id, body.signal_type, body.source_agent, body.consume, timeout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pydantic
@@ -100,11 +101,14 @@ class LimitOffsetPage:
         return Response(data, headers=headers)
 
 
-def async_endpoint(scopes: dict[str, str]):
+def async_endpoint(scopes: dict[str, str], bodies: dict[str, type[pydantic.BaseModel]] | None = None):
     """An async JSON view (it holds no thread while it waits): checks the method and the scope it
     needs (`scopes` by method), and CSRF for a session; the view gets the request, the agent key
-    (None for staff) and the URL's arguments, and returns data for a JSON reply (or a response).
-    API exceptions become the API's error reply."""
+    (None for staff) and the URL's arguments, and for a method in `bodies` the JSON body checked
+    against its schema (`body=`). It returns data for a JSON reply (or a response). API exceptions
+    become the API's error reply. The OpenAPI schema describes it from the same `scopes` and
+    `bodies` (core.openapi)."""
+    bodies = bodies or {}
 
     def decorate(view):
         @functools.wraps(view)
@@ -116,14 +120,24 @@ def async_endpoint(scopes: dict[str, str]):
                 key = await authorize(request, scope)
                 if key is None and request.method not in SAFE_METHODS:
                     _check_csrf(request)
+                if request.method in bodies:
+                    kwargs["body"] = json_body(request, bodies[request.method])
                 result = await view(request, key, *args, **kwargs)
             except exceptions.APIException as exc:
                 return error_response(exc)
             return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
 
+        endpoint.api = AsyncEndpointDoc(scopes, bodies, view.__doc__ or "")
         return csrf_exempt(endpoint)
 
     return decorate
+
+
+@dataclass(frozen=True)
+class AsyncEndpointDoc:
+    scopes: dict[str, str]
+    bodies: dict[str, type[pydantic.BaseModel]]
+    doc: str
 
 
 def _check_csrf(request) -> None:

@@ -227,6 +227,7 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from our own static files: the machines it runs on may have no internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.add_async_endpoints"],
 }
 
 LOGGING = {
@@ -237,7 +238,5 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Every few seconds beat sends a sweep and the worker runs it; a line each would bury the log.
     # Failures still show (they are warnings and errors).
-    "loggers": {
-        name: {"level": "WARNING"} for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy", "httpx")
-    },
+    "loggers": {name: {"level": "WARNING"} for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy", "httpx")},
 }

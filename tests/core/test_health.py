@@ -47,3 +47,17 @@ def test_the_openapi_schema_is_valid_and_complete():
     from django.core.management import call_command
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+
+
+def test_the_async_endpoints_are_in_the_schema_with_their_bodies_and_scopes(client):
+    from django.urls import get_resolver
+
+    from core.openapi import _endpoints
+
+    paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
+    declared = {path for path, _ in _endpoints(get_resolver().url_patterns, "/")}
+    assert declared and declared <= set(paths)
+    send = paths["/api/v1/signals"]["post"]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SignalIn"}
+    assert "`coordination:write`" in send["description"]
+    assert [p["name"] for p in paths["/api/v1/approvals/{request_id}/wait"]["post"]["parameters"]] == ["request_id"]

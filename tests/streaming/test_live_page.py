@@ -56,7 +56,8 @@ def test_the_live_page_shows_heartbeats_and_events_without_reload_and_recovers_f
         assert page.inner_text("#pending-approvals b") == "0"
         httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "deploy"}, headers=headers)
         page.locator("#pending-approvals b", has_text="1").wait_for()
-        assert page.get_attribute("#pending-approvals", "href").endswith("/admin/approvals/approvalrequest/?status__exact=pending")
+        link = page.get_attribute("#pending-approvals", "href")
+        assert link.endswith("/admin/approvals/approvalrequest/?status__exact=pending")
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
     # The server is gone: the page says so, and catches up once it is back.

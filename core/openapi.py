@@ -1,0 +1,84 @@
+"""The OpenAPI schema of the async endpoints (core.api.async_endpoint), which drf-spectacular does
+not see: a postprocessing hook describes each from the scopes and body schemas it is declared
+with, so the schema and the checks come from one place."""
+
+from __future__ import annotations
+
+import re
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from core.api import AsyncEndpointDoc
+
+ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+            },
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+ERRORS = {
+    "400": "Bad input: see `error.fields`",
+    "401": "No key or login",
+    "403": "Missing scope, or not this agent",
+    "404": "Not found",
+    "415": "Not JSON",
+}
+
+
+def add_async_endpoints(result: dict, generator, request, public) -> dict:
+    """drf-spectacular's POSTPROCESSING_HOOKS entry."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = ERROR
+    for path, callback in _endpoints(get_resolver().url_patterns, "/"):
+        doc: AsyncEndpointDoc = callback.api
+        names = re.findall(r"{(\w+)}", path)
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+        item = result.setdefault("paths", {}).setdefault(path, {})
+        for method, scope in doc.scopes.items():
+            summary, _, description = doc.doc.strip().partition("\n")
+            operation = {
+                "operationId": f"{callback.__name__}_{method.lower()}",
+                "summary": summary,
+                "description": f"{description.strip()}\n\nAgent keys need the `{scope}` scope.".strip(),
+                "tags": [callback.__module__.split(".")[0]],
+                "parameters": parameters,
+                "security": [{"agentKey": []}, {"cookieAuth": []}],
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
+                    "201": {"description": "Created", "content": {"application/json": {"schema": {}}}},
+                    **{code: _error(text) for code, text in ERRORS.items()},
+                },
+            }
+            if method in doc.bodies:
+                operation["requestBody"] = {"content": {"application/json": {"schema": _schema(doc.bodies[method], components)}}}
+            item[method.lower()] = operation
+    return result
+
+
+def _endpoints(patterns, prefix: str):
+    for pattern in patterns:
+        route = prefix + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
+        if isinstance(pattern, URLResolver):
+            yield from _endpoints(pattern.url_patterns, route)
+        elif isinstance(pattern, URLPattern) and hasattr(pattern.callback, "api"):
+            yield route, pattern.callback
+
+
+def _schema(model, components: dict) -> dict:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _error(text: str) -> dict:
+    return {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
