@@ -50,16 +50,17 @@ def environment(db: str):
 
 
 class Load:
-    """Sends prepared requests with `concurrency` connections until they run out or `seconds` pass."""
+    """Sends prepared requests with `concurrency` connections until they run out or `seconds` pass.
+    `path` is one path for every body, or a list of paths, one per body."""
 
     def __init__(self, base: str, headers: dict, concurrency: int, seconds: float):
         self.base, self.headers, self.concurrency, self.seconds = base, headers, concurrency, seconds
 
-    def run(self, path: str, bodies: list[bytes], expect: set[int]) -> dict:
+    def run(self, path: str | list[str], bodies: list[bytes], expect: set[int]) -> dict:
         return asyncio.run(self._run(path, bodies, expect))
 
-    async def _run(self, path: str, bodies: list[bytes], expect: set[int]) -> dict:
-        queue = iter(bodies)
+    async def _run(self, path: str | list[str], bodies: list[bytes], expect: set[int]) -> dict:
+        queue = zip([path] * len(bodies) if isinstance(path, str) else path, bodies, strict=True)
         latencies: list[float] = []
         failures: list[int] = []
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
@@ -68,11 +69,11 @@ class Load:
             deadline = start + self.seconds
 
             async def worker():
-                for body in queue:
+                for url, body in queue:
                     if time.perf_counter() > deadline:
                         return
                     sent = time.perf_counter()
-                    response = await client.post(path, content=body)
+                    response = await client.post(url, content=body)
                     latencies.append(time.perf_counter() - sent)
                     if response.status_code not in expect:
                         failures.append(response.status_code)

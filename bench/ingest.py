@@ -48,10 +48,10 @@ def raw_bulk_create_rows_per_second() -> float:
     return RAW_ROWS / elapsed
 
 
-def agent_headers(scopes: tuple[str, ...] = ("runs:write", "runs:read")) -> dict:
+def agent_headers(scopes: tuple[str, ...] = ("runs:write", "runs:read"), agents: tuple[str, ...] = ("agent-*",)) -> dict:
     from core.models import AgentKey
 
-    key = AgentKey(name="bench", agents=["agent-*"], scopes=list(scopes))
+    key = AgentKey(name="bench", agents=list(agents), scopes=list(scopes))
     raw = AgentKey.objects.assign_key(key)
     key.save()
     return {"Authorization": f"Api-Key {raw}", "Content-Type": "application/json"}

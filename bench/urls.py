@@ -1,4 +1,6 @@
+from django.http import JsonResponse
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,4 +17,10 @@ class Bare(APIView):
         return Response({"ok": True, "echo": len(request.data)})
 
 
-urlpatterns = [path("bench/bare", Bare.as_view()), *urlpatterns]
+@csrf_exempt
+async def bare_async(request):
+    """A bare async Django view: no DRF, no authentication, no database."""
+    return JsonResponse({"ok": True, "echo": len(request.body)})
+
+
+urlpatterns = [path("bench/bare", Bare.as_view()), path("bench/bare-async", bare_async), *urlpatterns]

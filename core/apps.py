@@ -5,4 +5,4 @@ class CoreConfig(AppConfig):
     name = "core"
 
     def ready(self) -> None:
-        from core import websocket  # noqa: F401  (connects the key-revocation signal)
+        from core import authentication, websocket  # noqa: F401  (connect the key-change signals)

@@ -1,13 +1,32 @@
-"""Agent-key authentication for every API request (staff use the session)."""
+"""Agent-key authentication for every API request (staff use the session).
+
+A key once checked is remembered for KEY_CACHE_SECONDS in the Django cache (Redis, shared by every
+process), under its prefix together with a SHA-256 of the whole key, so a request with a known key
+costs no database query. Saving or deleting a key through the ORM (revoking it in the admin, say)
+forgets it at once; expiry is checked on every request. Without Redis the database answers.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from core.models import AgentKey
 
+logger = logging.getLogger(__name__)
+
 KEY_SCHEMES = ("api-key", "bearer")
+# How long a checked key is trusted without the database. A change made other than by saving or
+# deleting the model (a queryset update) shows after at most this long.
+KEY_CACHE_SECONDS = 30
 
 
 class KeyUser:
@@ -38,15 +57,75 @@ def key_from_header(header: str) -> str | None:
 
 
 def authenticate_key(raw_key: str) -> AgentKey:
-    """The usable key for `raw_key`; AuthenticationFailed when unknown, revoked or expired."""
+    """The usable key for `raw_key`; AuthenticationFailed when unknown, revoked or expired.
+
+    For async views and websockets (which call it through sync_to_async): their request may stay
+    open for a long wait, and Django gives a thread's database connection back only when the
+    request ends, so it is given back here. Otherwise every held wait would keep a connection:
+    with PostgreSQL's pool, DATABASE_POOL_MAX_SIZE waits would stall their web process."""
     try:
-        key = AgentKey.objects.get_from_key(raw_key)
-    except AgentKey.DoesNotExist:
-        raise exceptions.AuthenticationFailed("Unknown or revoked API key.", code="invalid_key") from None
+        return checked_key(raw_key)
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def checked_key(raw_key: str) -> AgentKey:
+    """`authenticate_key`, keeping the thread's database connection (for sync views)."""
+    key = _remembered(raw_key)
+    if key is None:
+        try:
+            key = AgentKey.objects.get_from_key(raw_key)
+        except AgentKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.", code="invalid_key") from None
+        _remember(raw_key, key)
     if key.has_expired:
         raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_key")
+    last_used = key.last_used_at
     key.touch()
+    if key.last_used_at != last_used:
+        _remember(raw_key, key)
     return key
+
+
+def _cache_name(prefix: str) -> str:
+    return f"agent-key:{prefix}"
+
+
+def _digest(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def _remembered(raw_key: str) -> AgentKey | None:
+    try:
+        found = cache.get(_cache_name(raw_key.partition(".")[0]))
+    except Exception as exc:  # noqa: BLE001 - without the cache, the database answers
+        logger.warning("agent keys: the cache could not be read (%s); asking the database", exc)
+        return None
+    if found is not None and hmac.compare_digest(found[0], _digest(raw_key)):
+        return found[1]
+    return None
+
+
+def _remember(raw_key: str, key: AgentKey) -> None:
+    try:
+        cache.set(_cache_name(key.prefix), (_digest(raw_key), key), KEY_CACHE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - without the cache, the database answers
+        logger.warning("agent keys: the cache could not be written (%s)", exc)
+
+
+def forget_key(prefix: str) -> None:
+    try:
+        cache.delete(_cache_name(prefix))
+    except Exception as exc:  # noqa: BLE001 - without the cache, the database answers
+        logger.warning("agent keys: the cache could not forget key %s (%s)", prefix, exc)
+
+
+@receiver([post_save, post_delete], sender=AgentKey)
+def forget_changed_key(sender, instance: AgentKey, **kwargs) -> None:
+    """Now, and again once committed: a request that read the old row meanwhile may have cached it."""
+    forget_key(instance.prefix)
+    transaction.on_commit(lambda: forget_key(instance.prefix))
 
 
 class AgentKeyAuthentication(authentication.BaseAuthentication):
@@ -54,7 +133,7 @@ class AgentKeyAuthentication(authentication.BaseAuthentication):
         raw_key = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
         if raw_key is None:
             return None
-        key = authenticate_key(raw_key)
+        key = checked_key(raw_key)
         return KeyUser(key), key
 
     def authenticate_header(self, request) -> str:

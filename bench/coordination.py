@@ -1,0 +1,376 @@
+"""Coordination: signals, many waiting agents, heartbeats, each beside a raw limit of the same run.
+
+1. Signal -> wait return: from just before the send until the waiter has the signal, p50/p99
+   over LATENCY_SAMPLES sequential signals (each wait held HOLD seconds first), through HTTP
+   (a held POST /api/v1/signals/receive, POST /api/v1/signals) and through the SDK
+   (CoordinationSignals.wait_for_signal / .signal), beside raw Redis wake-ups (BLPOP woken by
+   LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (seed 001 polled
+   every 500 ms).
+2. WAITERS held receives on ONE web process: the latency of other requests while they wait,
+   as a ratio to the same requests with nobody waiting (target: within 20%); then one broadcast
+   wakes them all: how many got it (target: all) and how long each took.
+3. Heartbeats of AGENTS agents, round robin, on uvicorn x2: beats/s as a ratio to a bare async
+   Django view on the same server setup (target >= 50%); and the Agent registry, synced by Celery
+   beat every REGISTRY_SYNC_SECONDS: every beat shows in its agent's row (last_seen_at) within
+   5 s, while they beat (sampled every 0.25 s) and after they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import redis.asyncio
+
+from bench.harness import Load, environment
+from bench.ingest import agent_headers
+from tests.services import asgi_server, celery_processes
+
+WORKERS = 2
+HOLD = 0.03  # seconds a wait is held before the signal is sent
+LATENCY_SAMPLES = 300
+WARMUP = 10
+WAITERS = 1000
+PROBES = 300  # sequential requests timed beside the waiters, per kind
+SETTLE = 2.0  # seconds between the last wait held and the probes: they measure waiting, not arriving
+AGENTS = 1000
+CONCURRENCY = 16
+SECONDS = 8.0
+REGISTRY_SYNC_SECONDS = 5
+REGISTRY_TARGET = 5.0
+SCOPES = ("coordination:read", "coordination:write")
+BEAT = json.dumps({"status": "running", "progress": 0.5, "current_task": "t"}).encode()
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {
+        "n": len(ordered),
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
+async def sequential_wakeups(block, wake) -> list[float]:
+    """`block()` held HOLD s, then `wake()`: seconds from the wake-up sent to `block()` returned.
+    When `wake()` returns something, `block()` must return the same (the waiter got that signal)."""
+    latencies = []
+    for sample in range(WARMUP + LATENCY_SAMPLES):
+
+        async def wait():
+            found = await block()
+            return time.perf_counter(), found
+
+        waiter = asyncio.create_task(wait())
+        await asyncio.sleep(HOLD)
+        sent = time.perf_counter()
+        expected = await wake()
+        returned, found = await asyncio.wait_for(waiter, 15)
+        if expected is not None and found != expected:
+            raise RuntimeError(f"the waiter got {found!r}, not {expected!r}")
+        if sample >= WARMUP:
+            latencies.append(returned - sent)
+    return latencies
+
+
+async def raw_redis(url: str) -> dict:
+    waiter, waker = redis.asyncio.Redis.from_url(url), redis.asyncio.Redis.from_url(url)
+
+    async def lpush():
+        await waker.lpush("bench:list", "x")
+
+    async def xadd():
+        await waker.xadd("bench:stream", {"x": "1"})
+
+    try:
+        blpop = await sequential_wakeups(lambda: waiter.blpop(["bench:list"], timeout=10), lpush)
+        xread = await sequential_wakeups(lambda: waiter.xread({"bench:stream": "$"}, block=10_000), xadd)
+    finally:
+        await waiter.aclose()
+        await waker.aclose()
+    return {"blpop": percentiles(blpop), "xread": percentiles(xread)}
+
+
+async def http_signals(base: str, waiter_headers: dict, sender_headers: dict) -> dict:
+    async with (
+        httpx.AsyncClient(base_url=base, headers=waiter_headers, timeout=30) as waiter,
+        httpx.AsyncClient(base_url=base, headers=sender_headers, timeout=30) as sender,
+    ):
+
+        async def block():
+            response = await waiter.post("/api/v1/signals/receive", json={"signal_type": "go", "timeout": 10})
+            return (response.json()["signal"] or {}).get("signal_id")
+
+        async def wake():
+            response = await sender.post("/api/v1/signals", json={"signal_type": "go", "target_agent": "B"})
+            return response.json()["signal_id"]
+
+        return percentiles(await sequential_wakeups(block, wake))
+
+
+def sdk_signals(base: str, key_a: str, key_b: str) -> dict:
+    from telemetry_client import CoordinationSignals, TelemetryClient, TelemetryConfig
+
+    with tempfile.TemporaryDirectory() as spool:
+        memories = [
+            TelemetryClient(TelemetryConfig(api_url=base, api_key=key, spool_dir=Path(spool) / name))
+            for name, key in (("A", key_a), ("B", key_b))
+        ]
+        sender = CoordinationSignals(memory=memories[0], agent_id="A")
+        waiter = CoordinationSignals(memory=memories[1], agent_id="B")
+        latencies = []
+        for sample in range(WARMUP + LATENCY_SAMPLES):
+            got = {}
+
+            def wait(got=got):
+                got["signal"] = waiter.wait_for_signal("go", timeout=10)
+                got["at"] = time.perf_counter()
+
+            thread = threading.Thread(target=wait)
+            thread.start()
+            time.sleep(HOLD)
+            sent = time.perf_counter()
+            signal_id = sender.signal("go", target_agent="B")
+            thread.join(15)
+            if not signal_id or got.get("signal") is None or got["signal"].signal_id != signal_id:
+                raise RuntimeError(f"the SDK waiter got {got.get('signal')!r}, not signal {signal_id!r}")
+            if sample >= WARMUP:
+                latencies.append(got["at"] - sent)
+        for memory in memories:
+            memory.close(timeout=1)
+    return percentiles(latencies)
+
+
+async def probe(client: httpx.AsyncClient) -> dict:
+    """PROBES sequential requests of each kind the waiters should not slow down."""
+    kinds = {
+        "heartbeat": lambda: client.post("/api/v1/agents/source/heartbeat", content=BEAT),
+        "agents_active": lambda: client.get("/api/v1/agents/active"),
+    }
+    figures = {}
+    for name, request in kinds.items():
+        latencies = []
+        for _ in range(PROBES):
+            sent = time.perf_counter()
+            response = await request()
+            latencies.append(time.perf_counter() - sent)
+            if response.status_code != 200:
+                raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+        figures[name] = percentiles(latencies)
+    return figures
+
+
+async def script_calls(client: redis.asyncio.Redis) -> int:
+    """Lua script calls Redis has run: each waiter takes twice (before and after it subscribes)."""
+    stats = await client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+async def lone_post(base: str, path: str, headers: dict, body: dict) -> tuple[int, dict | None]:
+    """POST on a connection of its own, read to its end: (status, JSON body). For WAITERS at once,
+    where httpx's pool spends O(connections) on every response (seconds for a thousand)."""
+    url = httpx.URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    data = json.dumps(body).encode()
+    head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, "Content-Length": len(data)}.items())
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nConnection: close\r\n{head}\r\n".encode() + data)
+    response = await reader.read()
+    writer.close()
+    status, _, rest = response.partition(b"\r\n")
+    return int(status.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
+
+
+async def many_waiters(base: str, url: str, crowd_headers: dict, source_headers: dict) -> dict:
+    async with (
+        httpx.AsyncClient(base_url=base, headers=source_headers, timeout=60) as source,
+        redis.asyncio.Redis.from_url(url) as redis_client,
+    ):
+        await probe(source)  # warm up
+        quiet = await probe(source)
+
+        async def wait(index: int):
+            body = {"agent_id": f"agent-{index}", "signal_type": "go", "timeout": 30}
+            try:
+                status, answer = await lone_post(base, "/api/v1/signals/receive", crowd_headers, body)
+            except (OSError, ValueError) as exc:
+                return time.perf_counter(), type(exc).__name__, None
+            return time.perf_counter(), status, answer["signal"] if status == 200 else None
+
+        # Held: as many takes as twice the waits not answered (each takes before and after it subscribes).
+        baseline = await script_calls(redis_client)
+        waiters = [asyncio.create_task(wait(index)) for index in range(WAITERS)]
+        opened = time.perf_counter()
+        while time.perf_counter() - opened < 60:
+            await asyncio.sleep(0.1)
+            waiting = sum(not task.done() for task in waiters)
+            if await script_calls(redis_client) - baseline >= 2 * waiting:
+                break
+        held_after_s = time.perf_counter() - opened
+        refused = [task.result()[1] for task in waiters if task.done()]
+        await asyncio.sleep(SETTLE)
+        busy = await probe(source)
+        held = sum(not task.done() for task in waiters)
+        sent = time.perf_counter()
+        response = await source.post("/api/v1/signals", json={"signal_type": "go", "target_agent": None})
+        await asyncio.wait(waiters, timeout=30)
+        for task in waiters:
+            task.cancel()
+    answers = [task.result() for task in waiters if task.done() and not task.cancelled()]
+    # By type and source, not id: a send can fail after it delivered (then its answer has no id).
+    delivered = [at - sent for at, _, signal in answers if signal and signal["source_agent"] == "source"]
+    failed = [status for _, status, signal in answers if status != 200]
+    return {
+        "waiters": WAITERS,
+        "held": held,
+        "held_after_s": held_after_s,
+        "refused_on_opening": {str(status): refused.count(status) for status in set(refused)},
+        "quiet": quiet,
+        "busy": busy,
+        "busy_vs_quiet_p50": {name: busy[name]["p50_ms"] / quiet[name]["p50_ms"] for name in quiet},
+        "broadcast_answer": response.status_code,
+        "broadcast_delivered": len(delivered),
+        "failed_in_all": {str(status): failed.count(status) for status in set(failed)},
+        "broadcast": percentiles(delivered) if delivered else None,
+    }
+
+
+def registry_lag() -> float:
+    """How long the oldest beat the Agent rows do not show yet has waited, in seconds (0: every
+    row shows its agent's last beat). Rows are read first, so a beat in between counts as new."""
+    from coordination.heartbeats import LAST_BEATS
+    from coordination.models import Agent
+    from core.redis import get_redis
+
+    rows = dict(Agent.objects.filter(agent_id__startswith="agent-").values_list("agent_id", "last_seen_at"))
+    beats = get_redis().zrange(LAST_BEATS, 0, -1, withscores=True)
+    now = time.time()
+    missing = [score for agent, score in beats if (seen := rows.get(agent.decode())) and seen.timestamp() < score - 0.001]
+    return now - min(missing) if missing else 0.0
+
+
+class LagSampler(threading.Thread):
+    """The worst registry lag, sampled every 0.25 s until stopped."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stopped, self.worst, self.samples = threading.Event(), 0.0, 0
+
+    def run(self):
+        from django.db import connection
+
+        while not self.stopped.wait(0.25):
+            self.worst, self.samples = max(self.worst, registry_lag()), self.samples + 1
+        connection.close()
+
+
+def heartbeats(env: dict, headers: dict) -> dict:
+    env = {**env, "REGISTRY_SYNC_SECONDS": str(REGISTRY_SYNC_SECONDS)}
+    with celery_processes(env), asgi_server(env, WORKERS) as base:
+        load = Load(base, headers, CONCURRENCY, SECONDS)
+        load.run("/bench/bare-async", [BEAT] * 2000, {200})  # warm up every worker
+        bare = load.run("/bench/bare-async", [BEAT] * 100_000, {200})
+        paths = [f"/api/v1/agents/agent-{i % AGENTS}/heartbeat" for i in range(100_000)]
+        Load(base, headers, CONCURRENCY, 60).run(paths[:AGENTS], [BEAT] * AGENTS, {200})  # registers them
+        sampler = LagSampler()
+        sampler.start()
+        beats = load.run(paths, [BEAT] * len(paths), {200})
+        stopped = time.perf_counter()
+        sampler.stopped.set()
+        sampler.join()
+        lag = registry_lag()
+        while lag > 0 and time.perf_counter() - stopped < 3 * REGISTRY_SYNC_SECONDS:
+            time.sleep(0.1)
+            lag = registry_lag()
+        caught_up = time.perf_counter() - stopped
+    return {
+        "bare_async_req_s": bare["per_second"],
+        "beats_s": beats["per_second"],
+        "beats_vs_bare": beats["per_second"] / bare["per_second"],
+        "beat_p50_ms": beats["p50_ms"],
+        "beat_p99_ms": beats["p99_ms"],
+        "registry_lag_while_beating_s": sampler.worst,
+        "registry_lag_samples": sampler.samples,
+        "registry_caught_up_after_s": caught_up,
+        "registry_lag_after_s": lag,
+    }
+
+
+def run(db: str) -> dict:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # WAITERS sockets here and in the server
+    with environment(db) as env:
+        key_a = agent_headers(SCOPES, ("A",))
+        key_b = agent_headers(SCOPES, ("B",))
+        crowd = agent_headers(SCOPES, ("agent-*",))
+        source = agent_headers(SCOPES, ("source",))
+        result = {"database": db, "raw": asyncio.run(raw_redis(env["REDIS_URL"]))}
+        with asgi_server(env, WORKERS) as base:
+            result["http"] = asyncio.run(http_signals(base, key_b, key_a))
+            raw_keys = [h["Authorization"].split()[1] for h in (key_a, key_b)]
+            result["sdk"] = sdk_signals(base, *raw_keys)
+        with asgi_server(env, workers=1) as base:
+            result["crowd"] = asyncio.run(many_waiters(base, env["REDIS_URL"], crowd, source))
+        result["heartbeats"] = heartbeats(env, crowd)
+    return result
+
+
+def report(result: dict) -> str:
+    raw = result["raw"]["blpop"]
+    lines = [
+        f"coordination on {result['database']} (uvicorn x{WORKERS}, loopback; signal -> wait return, "
+        f"{LATENCY_SAMPLES} sequential signals, each wait held {HOLD * 1000:.0f} ms first)"
+    ]
+    for name, figures in [("raw BLPOP <- LPUSH", raw), ("raw XREAD <- XADD", result["raw"]["xread"])]:
+        lines.append(f"  {name:24} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms")
+    for name, key in [("HTTP receive <- send", "http"), ("SDK wait_for_signal", "sdk")]:
+        figures = result[key]
+        lines.append(
+            f"  {name:24} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  (target <= 5 / <= 25 ms)  "
+            f"= {figures['p50_ms'] / raw['p50_ms']:.1f}x / {figures['p99_ms'] / raw['p99_ms']:.1f}x raw BLPOP"
+        )
+    crowd = result["crowd"]
+    lines.append(
+        f"  {crowd['waiters']} waits opened at once on one web process: {crowd['held']} held while probed "
+        f"(settled {crowd['held_after_s']:.1f} s after opening; refused on opening: {crowd['refused_on_opening'] or 'none'})"
+    )
+    if crowd["held"] < crowd["waiters"]:
+        lines.append(f"    !!! only {crowd['held']} held: the comparison below is not the one asked for")
+    for name, ratio in crowd["busy_vs_quiet_p50"].items():
+        quiet, busy = crowd["quiet"][name], crowd["busy"][name]
+        lines.append(
+            f"    {name:14} p50 {busy['p50_ms']:6.2f} ms vs {quiet['p50_ms']:6.2f} ms with none waiting = {ratio:6.1%} "
+            f"(target <= 120%)   p99 {busy['p99_ms']:6.2f} vs {quiet['p99_ms']:6.2f} ms"
+        )
+    broadcast = crowd["broadcast"] or {"p50_ms": 0, "p99_ms": 0, "max_ms": 0}
+    lines.append(
+        f"    one broadcast (answered {crowd['broadcast_answer']}): "
+        f"{crowd['broadcast_delivered']} of {crowd['waiters']} delivered (target: all); "
+        f"send -> return p50 {broadcast['p50_ms']:.0f} ms, p99 {broadcast['p99_ms']:.0f} ms, last {broadcast['max_ms']:.0f} ms; "
+        f"failed answers, opening and waking: {crowd['failed_in_all'] or 'none'}"
+    )
+    beats = result["heartbeats"]
+    lines += [
+        f"  heartbeats, {AGENTS} agents round robin, {CONCURRENCY} connections",
+        f"    bare async Django view  {beats['bare_async_req_s']:7.0f} req/s",
+        f"    POST .../heartbeat      {beats['beats_s']:7.0f} beats/s = {beats['beats_vs_bare']:6.1%} of bare (target >= 50%)   "
+        f"p50 {beats['beat_p50_ms']:.1f} ms, p99 {beats['beat_p99_ms']:.1f} ms",
+        f"    registry (synced every {REGISTRY_SYNC_SECONDS} s; target: a beat shows within {REGISTRY_TARGET:.0f} s): "
+        f"a beat waited at most {beats['registry_lag_while_beating_s']:.2f} s to show ({beats['registry_lag_samples']} samples);",
+        f"      after the last beat: {'every row showed it' if not beats['registry_lag_after_s'] else 'NOT every row showed it'} "
+        f"{beats['registry_caught_up_after_s']:.2f} s later",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from bench.results import main
+
+    main("coordination", run, report)

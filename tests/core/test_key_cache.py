@@ -1,0 +1,125 @@
+"""Checked agent keys are remembered in the cache (no database query per request), forgotten the
+moment they change, and the async path gives its database connection back, so waits held open do
+not keep one each."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from unittest import mock
+
+import httpx
+import pytest
+from django.utils import timezone
+from rest_framework import exceptions
+
+from core.authentication import authenticate_key, checked_key
+from tests.conftest import key_client, make_key
+from tests.services import asgi_server
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/runs"
+
+
+def test_a_checked_key_is_answered_without_the_database(django_assert_num_queries):
+    key, raw = make_key("alpha")
+    checked_key(raw)  # asks the database (and records the use)
+    with django_assert_num_queries(0):
+        assert checked_key(raw).pk == key.pk
+
+
+def test_revoking_a_key_refuses_it_at_once():
+    key, raw = make_key("alpha")
+    client = key_client(raw)
+    assert client.get(URL).status_code == 200
+    key.revoked = True
+    key.save()
+    assert client.get(URL).status_code == 401
+
+
+def test_deleting_a_key_refuses_it_at_once():
+    key, raw = make_key("alpha")
+    client = key_client(raw)
+    assert client.get(URL).status_code == 200
+    key.delete()
+    assert client.get(URL).status_code == 401
+
+
+def test_a_scope_taken_away_shows_at_once():
+    key, raw = make_key("alpha")
+    client = key_client(raw)
+    assert client.get(URL).status_code == 200
+    key.scopes = ["coordination:read"]
+    key.save()
+    response = client.get(URL)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "missing_scope"
+
+
+def test_a_remembered_prefix_with_another_secret_is_refused():
+    _, raw = make_key("alpha")
+    checked_key(raw)
+    prefix, _, secret = raw.partition(".")
+    with pytest.raises(exceptions.AuthenticationFailed):
+        checked_key(f"{prefix}.{secret[::-1]}")
+
+
+def test_a_remembered_key_still_expires():
+    _, raw = make_key("alpha", expiry_date=timezone.now() + timedelta(hours=1))
+    checked_key(raw)
+    later = timezone.now() + timedelta(hours=2)
+    with mock.patch("django.utils.timezone.now", return_value=later), pytest.raises(exceptions.AuthenticationFailed) as refused:
+        checked_key(raw)
+    assert refused.value.detail.code == "expired_key"
+
+
+def test_without_redis_the_database_answers(settings):
+    from core.embedded_redis import free_port
+
+    _, raw = make_key("alpha")
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    assert key_client(raw).get(URL).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_async_path_gives_the_database_connection_back():
+    _, raw = make_key("alpha")
+    held = []
+
+    def request_thread():
+        from django.db import connection
+
+        authenticate_key(raw)  # not remembered yet: asks the database
+        held.append(connection.connection)
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    thread.join()
+    assert held == [None]
+
+
+def test_held_waits_keep_no_database_connection(server_env):
+    """More waits than the database pool has connections (PostgreSQL; SQLite has no pool), each
+    with a key of its own (so each asks the database), and the server still answers at once."""
+    keys = {name: {"Authorization": f"Api-Key {make_key(name)[1]}"} for name in ["source", *(f"w{i}" for i in range(5))]}
+    answers = {}
+
+    def wait(base: str, name: str):
+        body = {"signal_type": "go", "timeout": 15}
+        answers[name] = httpx.post(f"{base}/api/v1/signals/receive", json=body, headers=keys[name], timeout=30)
+
+    with asgi_server({**server_env, "DATABASE_POOL_MAX_SIZE": "2"}) as base, httpx.Client(base_url=base, timeout=30) as source:
+        source.headers.update(keys["source"])
+        waiters = [threading.Thread(target=wait, args=(base, name)) for name in keys if name != "source"]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(1)  # the waits are held by now
+        started = time.monotonic()
+        beat = source.post("/api/v1/agents/source/heartbeat", json={"status": "running"})
+        assert beat.status_code == 200 and time.monotonic() - started < 3  # an exhausted pool waits 10 s, then 500
+        sent = source.post("/api/v1/signals", json={"signal_type": "go"}).json()
+        for waiter in waiters:
+            waiter.join(timeout=20)
+    got = {name: answer.json()["signal"]["signal_id"] for name, answer in answers.items()}
+    assert got == dict.fromkeys(keys.keys() - {"source"}, sent["signal_id"])
