@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import statistics
 import tempfile
 import threading
 import time
@@ -29,74 +28,32 @@ from pathlib import Path
 import httpx
 import redis.asyncio
 
-from bench.harness import Load, environment
+from bench.harness import (
+    HOLD,
+    LATENCY_SAMPLES,
+    Load,
+    environment,
+    lone_post,
+    percentiles,
+    probe,
+    raw_redis,
+    sequential_wakeups,
+    threaded_wakeups,
+)
 from bench.ingest import agent_headers
 from tests.services import asgi_server, celery_processes
 
 WORKERS = 2
-HOLD = 0.03  # seconds a wait is held before the signal is sent
-LATENCY_SAMPLES = 300
-WARMUP = 10
 WAITERS = 1000
 PROBES = 300  # sequential requests timed beside the waiters, per kind
 SETTLE = 2.0  # seconds between the last wait held and the probes: they measure waiting, not arriving
 AGENTS = 1000
 CONCURRENCY = 16
 SECONDS = 8.0
-REGISTRY_SYNC_SECONDS = 5
+REGISTRY_SYNC_SECONDS = 3
 REGISTRY_TARGET = 5.0
 SCOPES = ("coordination:read", "coordination:write")
 BEAT = json.dumps({"status": "running", "progress": 0.5, "current_task": "t"}).encode()
-
-
-def percentiles(seconds: list[float]) -> dict:
-    ordered = sorted(seconds)
-    return {
-        "n": len(ordered),
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
-
-
-async def sequential_wakeups(block, wake) -> list[float]:
-    """`block()` held HOLD s, then `wake()`: seconds from the wake-up sent to `block()` returned.
-    When `wake()` returns something, `block()` must return the same (the waiter got that signal)."""
-    latencies = []
-    for sample in range(WARMUP + LATENCY_SAMPLES):
-
-        async def wait():
-            found = await block()
-            return time.perf_counter(), found
-
-        waiter = asyncio.create_task(wait())
-        await asyncio.sleep(HOLD)
-        sent = time.perf_counter()
-        expected = await wake()
-        returned, found = await asyncio.wait_for(waiter, 15)
-        if expected is not None and found != expected:
-            raise RuntimeError(f"the waiter got {found!r}, not {expected!r}")
-        if sample >= WARMUP:
-            latencies.append(returned - sent)
-    return latencies
-
-
-async def raw_redis(url: str) -> dict:
-    waiter, waker = redis.asyncio.Redis.from_url(url), redis.asyncio.Redis.from_url(url)
-
-    async def lpush():
-        await waker.lpush("bench:list", "x")
-
-    async def xadd():
-        await waker.xadd("bench:stream", {"x": "1"})
-
-    try:
-        blpop = await sequential_wakeups(lambda: waiter.blpop(["bench:list"], timeout=10), lpush)
-        xread = await sequential_wakeups(lambda: waiter.xread({"bench:stream": "$"}, block=10_000), xadd)
-    finally:
-        await waiter.aclose()
-        await waker.aclose()
-    return {"blpop": percentiles(blpop), "xread": percentiles(xread)}
 
 
 async def http_signals(base: str, waiter_headers: dict, sender_headers: dict) -> dict:
@@ -109,7 +66,7 @@ async def http_signals(base: str, waiter_headers: dict, sender_headers: dict) ->
             response = await waiter.post("/api/v1/signals/receive", json={"signal_type": "go", "timeout": 10})
             return (response.json()["signal"] or {}).get("signal_id")
 
-        async def wake():
+        async def wake(_):
             response = await sender.post("/api/v1/signals", json={"signal_type": "go", "target_agent": "B"})
             return response.json()["signal_id"]
 
@@ -126,46 +83,24 @@ def sdk_signals(base: str, key_a: str, key_b: str) -> dict:
         ]
         sender = CoordinationSignals(memory=memories[0], agent_id="A")
         waiter = CoordinationSignals(memory=memories[1], agent_id="B")
-        latencies = []
-        for sample in range(WARMUP + LATENCY_SAMPLES):
-            got = {}
 
-            def wait(got=got):
-                got["signal"] = waiter.wait_for_signal("go", timeout=10)
-                got["at"] = time.perf_counter()
+        def block():
+            signal = waiter.wait_for_signal("go", timeout=10)
+            return signal and signal.signal_id
 
-            thread = threading.Thread(target=wait)
-            thread.start()
-            time.sleep(HOLD)
-            sent = time.perf_counter()
-            signal_id = sender.signal("go", target_agent="B")
-            thread.join(15)
-            if not signal_id or got.get("signal") is None or got["signal"].signal_id != signal_id:
-                raise RuntimeError(f"the SDK waiter got {got.get('signal')!r}, not signal {signal_id!r}")
-            if sample >= WARMUP:
-                latencies.append(got["at"] - sent)
+        latencies = threaded_wakeups(block, lambda _: sender.signal("go", target_agent="B"))
         for memory in memories:
             memory.close(timeout=1)
     return percentiles(latencies)
 
 
-async def probe(client: httpx.AsyncClient) -> dict:
-    """PROBES sequential requests of each kind the waiters should not slow down."""
+async def probe_coordination(client: httpx.AsyncClient) -> dict:
+    """The requests the waiters should not slow down."""
     kinds = {
         "heartbeat": lambda: client.post("/api/v1/agents/source/heartbeat", content=BEAT),
         "agents_active": lambda: client.get("/api/v1/agents/active"),
     }
-    figures = {}
-    for name, request in kinds.items():
-        latencies = []
-        for _ in range(PROBES):
-            sent = time.perf_counter()
-            response = await request()
-            latencies.append(time.perf_counter() - sent)
-            if response.status_code != 200:
-                raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
-        figures[name] = percentiles(latencies)
-    return figures
+    return await probe(kinds, PROBES)
 
 
 async def script_calls(client: redis.asyncio.Redis) -> int:
@@ -174,27 +109,13 @@ async def script_calls(client: redis.asyncio.Redis) -> int:
     return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
 
 
-async def lone_post(base: str, path: str, headers: dict, body: dict) -> tuple[int, dict | None]:
-    """POST on a connection of its own, read to its end: (status, JSON body). For WAITERS at once,
-    where httpx's pool spends O(connections) on every response (seconds for a thousand)."""
-    url = httpx.URL(base)
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    data = json.dumps(body).encode()
-    head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, "Content-Length": len(data)}.items())
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nConnection: close\r\n{head}\r\n".encode() + data)
-    response = await reader.read()
-    writer.close()
-    status, _, rest = response.partition(b"\r\n")
-    return int(status.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
-
-
 async def many_waiters(base: str, url: str, crowd_headers: dict, source_headers: dict) -> dict:
     async with (
         httpx.AsyncClient(base_url=base, headers=source_headers, timeout=60) as source,
         redis.asyncio.Redis.from_url(url) as redis_client,
     ):
-        await probe(source)  # warm up
-        quiet = await probe(source)
+        await probe_coordination(source)  # warm up
+        quiet = await probe_coordination(source)
 
         async def wait(index: int):
             body = {"agent_id": f"agent-{index}", "signal_type": "go", "timeout": 30}
@@ -216,7 +137,7 @@ async def many_waiters(base: str, url: str, crowd_headers: dict, source_headers:
         held_after_s = time.perf_counter() - opened
         refused = [task.result()[1] for task in waiters if task.done()]
         await asyncio.sleep(SETTLE)
-        busy = await probe(source)
+        busy = await probe_coordination(source)
         held = sum(not task.done() for task in waiters)
         sent = time.perf_counter()
         response = await source.post("/api/v1/signals", json={"signal_type": "go", "target_agent": None})
@@ -275,8 +196,8 @@ def heartbeats(env: dict, headers: dict) -> dict:
     env = {**env, "REGISTRY_SYNC_SECONDS": str(REGISTRY_SYNC_SECONDS)}
     with celery_processes(env), asgi_server(env, WORKERS) as base:
         load = Load(base, headers, CONCURRENCY, SECONDS)
-        load.run("/bench/bare-async", [BEAT] * 2000, {200})  # warm up every worker
-        bare = load.run("/bench/bare-async", [BEAT] * 100_000, {200})
+        load.run("/api/bench/bare-async", [BEAT] * 2000, {200})  # warm up every worker
+        bare = load.run("/api/bench/bare-async", [BEAT] * 100_000, {200})
         paths = [f"/api/v1/agents/agent-{i % AGENTS}/heartbeat" for i in range(100_000)]
         Load(base, headers, CONCURRENCY, 60).run(paths[:AGENTS], [BEAT] * AGENTS, {200})  # registers them
         sampler = LagSampler()

@@ -4,8 +4,10 @@ generator (the server itself starts with tests.services.asgi_server). Loopback o
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import redis.asyncio
 
 from core.embedded_redis import EmbeddedRedis
 from tests.services import ROOT, ThrowawayPostgres, postgres_bin_dir, production_env
@@ -50,8 +53,12 @@ def environment(db: str):
 
 
 class Load:
-    """Sends prepared requests with `concurrency` connections until they run out or `seconds` pass.
-    `path` is one path for every body, or a list of paths, one per body."""
+    """Sends prepared POSTs over `concurrency` keep-alive connections until they run out or
+    `seconds` pass. `path` is one path for every body, or a list of paths, one per body.
+
+    A bare HTTP/1.1 client rather than httpx: on these two cores httpx tops out near 800 requests
+    a second, fewer with more connections, which would measure the client instead of the server
+    (a bare ASGI app answers this client ~20,000 times a second)."""
 
     def __init__(self, base: str, headers: dict, concurrency: int, seconds: float):
         self.base, self.headers, self.concurrency, self.seconds = base, headers, concurrency, seconds
@@ -63,30 +70,156 @@ class Load:
         queue = zip([path] * len(bodies) if isinstance(path, str) else path, bodies, strict=True)
         latencies: list[float] = []
         failures: list[int] = []
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(base_url=self.base, headers=self.headers, limits=limits, timeout=60) as client:
-            start = time.perf_counter()
-            deadline = start + self.seconds
+        start = time.perf_counter()
+        deadline = start + self.seconds
 
-            async def worker():
+        async def worker():
+            async with Connection(self.base, self.headers) as connection:
                 for url, body in queue:
                     if time.perf_counter() > deadline:
                         return
                     sent = time.perf_counter()
-                    response = await client.post(url, content=body)
+                    status, _ = await connection.post(url, body)
                     latencies.append(time.perf_counter() - sent)
-                    if response.status_code not in expect:
-                        failures.append(response.status_code)
+                    if status not in expect:
+                        failures.append(status)
 
-            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
-            elapsed = time.perf_counter() - start
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        elapsed = time.perf_counter() - start
         if failures:
             raise RuntimeError(f"{len(failures)} unexpected answers, e.g. {failures[:5]}")
-        latencies.sort()
-        return {
-            "requests": len(latencies),
-            "seconds": elapsed,
-            "per_second": len(latencies) / elapsed,
-            "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        }
+        return {"requests": len(latencies), "seconds": elapsed, "per_second": len(latencies) / elapsed, **percentiles(latencies)}
+
+
+class Connection:
+    """One HTTP/1.1 keep-alive connection that POSTs and reads the whole answer (Content-Length
+    or chunked)."""
+
+    def __init__(self, base: str, headers: dict):
+        self.url = httpx.URL(base)
+        self.head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+    async def __aenter__(self) -> Connection:
+        self.reader, self.writer = await asyncio.open_connection(self.url.host, self.url.port)
+        self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer.close()
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of a POST."""
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.url.host}\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+        if "content-length" in headers:
+            return int(status_line.split()[1]), await self.reader.readexactly(int(headers["content-length"]))
+        chunks = []
+        while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
+            chunks.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+        await self.reader.readexactly(2)
+        return int(status_line.split()[1]), b"".join(chunks)
+
+
+# Wake-ups: a waiter blocks, something wakes it; how long from the wake-up sent to the waiter back.
+HOLD = 0.03  # seconds a wait is held before the wake-up is sent
+LATENCY_SAMPLES = 300
+WARMUP = 10
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {
+        "n": len(ordered),
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
+async def sequential_wakeups(block, wake, ready=None) -> list[float]:
+    """`block()` held HOLD s, then `wake(ready())`: seconds from the wake-up sent to `block()`
+    returned, over LATENCY_SAMPLES samples. `ready()` (untimed) learns what to wake, e.g. the
+    request the waiter made. When `wake()` returns something, `block()` must return the same."""
+    latencies = []
+    for sample in range(WARMUP + LATENCY_SAMPLES):
+
+        async def wait():
+            found = await block()
+            return time.perf_counter(), found
+
+        waiter = asyncio.create_task(wait())
+        await asyncio.sleep(HOLD)
+        token = await ready() if ready else None
+        sent = time.perf_counter()
+        expected = await wake(token)
+        returned, found = await asyncio.wait_for(waiter, 15)
+        if expected is not None and found != expected:
+            raise RuntimeError(f"the waiter got {found!r}, not {expected!r}")
+        if sample >= WARMUP:
+            latencies.append(returned - sent)
+    return latencies
+
+
+def threaded_wakeups(block, wake, ready=None) -> list[float]:
+    """sequential_wakeups for blocking calls (the SDK's): `block()` runs in a thread."""
+
+    async def in_thread(function):
+        return await asyncio.to_thread(function) if function else None
+
+    return asyncio.run(
+        sequential_wakeups(
+            lambda: in_thread(block), lambda token: asyncio.to_thread(wake, token), ready and (lambda: in_thread(ready))
+        )
+    )
+
+
+async def raw_redis(url: str) -> dict:
+    """The same measure of Redis itself: BLPOP woken by LPUSH, XREAD BLOCK woken by XADD."""
+    waiter, waker = redis.asyncio.Redis.from_url(url), redis.asyncio.Redis.from_url(url)
+
+    async def lpush(_):
+        await waker.lpush("bench:list", "x")
+
+    async def xadd(_):
+        await waker.xadd("bench:stream", {"x": "1"})
+
+    try:
+        blpop = await sequential_wakeups(lambda: waiter.blpop(["bench:list"], timeout=10), lpush)
+        xread = await sequential_wakeups(lambda: waiter.xread({"bench:stream": "$"}, block=10_000), xadd)
+    finally:
+        await waiter.aclose()
+        await waker.aclose()
+    return {"blpop": percentiles(blpop), "xread": percentiles(xread)}
+
+
+async def lone_post(base: str, path: str, headers: dict, body: dict) -> tuple[int, dict | None]:
+    """POST on a connection of its own, read to its end: (status, JSON body). For a thousand
+    waits at once, where httpx's pool spends O(connections) on every response (seconds)."""
+    url = httpx.URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    data = json.dumps(body).encode()
+    head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, "Content-Length": len(data)}.items())
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nConnection: close\r\n{head}\r\n".encode() + data)
+    response = await reader.read()
+    writer.close()
+    status, _, rest = response.partition(b"\r\n")
+    return int(status.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
+
+
+async def probe(kinds: dict, samples: int) -> dict:
+    """`samples` sequential requests of each kind ({name: () -> awaitable response}); latencies."""
+    figures = {}
+    for name, request in kinds.items():
+        latencies = []
+        for _ in range(samples):
+            sent = time.perf_counter()
+            response = await request()
+            latencies.append(time.perf_counter() - sent)
+            if response.status_code != 200:
+                raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+        figures[name] = percentiles(latencies)
+    return figures

@@ -63,8 +63,8 @@ def run(db: str) -> dict:
         headers = agent_headers()
         with asgi_server(env, WORKERS) as base:
             load = Load(base, headers, CONCURRENCY, SECONDS)
-            load.run("/bench/bare", [b"{}"] * 2000, {200})  # warm up every worker
-            bare = load.run("/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200})
+            load.run("/api/bench/bare", [b"{}"] * 2000, {200})  # warm up every worker
+            bare = load.run("/api/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200})
             single = load.run("/api/v1/runs", [json.dumps(sample_run(i)).encode() for i in range(50_000)], {201})
             batches = [json.dumps([sample_run(i) for i in range(BATCH_SIZE)]).encode() for _ in range(60)]
             batch = Load(base, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200})

@@ -8,7 +8,8 @@ from telemetry_site.urls import handler404, handler500, urlpatterns  # noqa: F40
 
 
 class Bare(APIView):
-    """A bare DRF view: no authentication, no permission, no database."""
+    """A bare DRF view: no authentication, no permission, no database. Under /api/ so that the
+    bench's requests, which carry an agent key, take the same way through the server as the API's."""
 
     authentication_classes: list = []
     permission_classes: list = []
@@ -23,4 +24,4 @@ async def bare_async(request):
     return JsonResponse({"ok": True, "echo": len(request.body)})
 
 
-urlpatterns = [path("bench/bare", Bare.as_view()), path("bench/bare-async", bare_async), *urlpatterns]
+urlpatterns = [path("api/bench/bare", Bare.as_view()), path("api/bench/bare-async", bare_async), *urlpatterns]

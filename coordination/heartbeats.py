@@ -24,6 +24,7 @@ from core.redis import get_async_redis, get_redis
 STATE_PREFIX = "telemetry:agent:"
 LAST_BEATS = "telemetry:agents:last-beat"  # sorted set: agent id -> time of its last beat
 REGISTRY_SYNCED_UNTIL = "telemetry:agents:registry-synced-until"
+REGISTRY_SYNC_OVERLAP_SECONDS = 1.0
 
 
 def state_key(agent_id: str) -> str:
@@ -240,10 +241,15 @@ def sync_registry() -> int:
     """Copy the last beats since the previous sync into the registry rows; returns how many."""
     redis = get_redis()
     now = time.time()
-    since = float(redis.get(REGISTRY_SYNCED_UNTIL) or 0)
+    # Overlapping the previous sync: a beat stamped just before it may have been stored just after.
+    since = float(redis.get(REGISTRY_SYNCED_UNTIL) or 0) - REGISTRY_SYNC_OVERLAP_SECONDS
     beats = redis.zrangebyscore(LAST_BEATS, since, now, withscores=True)
     last_seen = {agent_id.decode(): datetime.fromtimestamp(score, UTC) for agent_id, score in beats}
-    agents = list(Agent.objects.filter(agent_id__in=last_seen))
+    agents = [
+        agent
+        for agent in Agent.objects.filter(agent_id__in=last_seen)
+        if agent.last_seen_at is None or agent.last_seen_at < last_seen[agent.agent_id]
+    ]
     for agent in agents:
         agent.last_seen_at = last_seen[agent.agent_id]
     Agent.objects.bulk_update(agents, ["last_seen_at"], batch_size=500)

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.redis import get_async_redis, get_redis
+from core.redis import get_async_blocking_redis, get_async_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def delete(event_type: str) -> bool:
 async def read(after: dict[str, str], count: int, block_ms: int | None) -> list[dict[str, Any]]:
     """Events after the given ids of each type (XREAD), waiting up to `block_ms` for the first."""
     streams = {stream_key(event_type): last_id for event_type, last_id in after.items()}
-    answer = await get_async_redis().xread(streams, count=count, block=block_ms)
+    client = get_async_redis() if block_ms is None else get_async_blocking_redis()
+    answer = await client.xread(streams, count=count, block=block_ms)
     return [
         decode(key.decode().removeprefix(STREAM_PREFIX), entry_id, fields)
         for key, entries in answer or []

@@ -1,5 +1,7 @@
 """Redis connections of a process: the sync pool (shared with the Django cache) and, for async
-views, one asyncio client per event loop."""
+code, two asyncio clients per event loop: one for quick commands, whose pool makes a burst wait
+for a free connection instead of failing, and one for reads that block (streams consume, the live
+feed's reader, the wake-up subscription), which hold their connection while they wait."""
 
 import asyncio
 from weakref import WeakKeyDictionary
@@ -10,9 +12,12 @@ from django_redis import get_redis_connection
 from redis import Redis
 
 _async_clients: WeakKeyDictionary = WeakKeyDictionary()
+_blocking_clients: WeakKeyDictionary = WeakKeyDictionary()
 # Longer than any blocking read we issue (streams consume: 30 s; live feed: 5 s). redis-py's
 # default of 5 s would cut a longer XREAD BLOCK short with a TimeoutError.
 ASYNC_SOCKET_TIMEOUT = 60
+# Seconds a command waits for a free connection before it fails.
+POOL_TIMEOUT = 10
 
 
 def get_redis() -> Redis:
@@ -20,10 +25,25 @@ def get_redis() -> Redis:
 
 
 def get_async_redis() -> redis.asyncio.Redis:
+    """For commands that answer at once."""
+    return _client(_async_clients, settings.REDIS_MAX_CONNECTIONS)
+
+
+def get_async_blocking_redis() -> redis.asyncio.Redis:
+    """For commands that wait (XREAD BLOCK, SUBSCRIBE): each holds a connection while it waits."""
+    return _client(_blocking_clients, settings.REDIS_MAX_BLOCKING_CONNECTIONS)
+
+
+def _client(clients: WeakKeyDictionary, max_connections: int) -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
+    client = clients.get(loop)
     if client is None:
-        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=ASYNC_SOCKET_TIMEOUT, health_check_interval=30
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=max_connections,
+            timeout=POOL_TIMEOUT,
+            socket_timeout=ASYNC_SOCKET_TIMEOUT,
+            health_check_interval=30,
         )
+        client = clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return client

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from weakref import WeakKeyDictionary
 
-from core.redis import get_async_redis, get_redis
+from core.redis import get_async_blocking_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Waker:
     async def _listen(self) -> None:
         me = asyncio.current_task()
         while self._task is me:
-            pubsub = get_async_redis().pubsub()
+            pubsub = get_async_blocking_redis().pubsub()
             try:
                 await pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
                 while self._task is me:

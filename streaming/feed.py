@@ -22,7 +22,7 @@ from typing import Protocol
 from weakref import WeakKeyDictionary
 
 from core import events
-from core.redis import get_async_redis
+from core.redis import get_async_blocking_redis, get_async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,8 @@ class StreamReader:
     async def _read(self, redis, block: bool) -> tuple[list[FeedEvent], set[str]]:
         streams = {events.stream_key(t): format_id(position) for t, position in self.positions.items()}
         streams[events.NEW_TYPES_KEY] = format_id(self.new_types_position)
-        answer = await redis.xread(streams, count=READ_COUNT, block=BLOCK_MS if block else None)
+        client = get_async_blocking_redis() if block else redis
+        answer = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS if block else None)
         got: list[FeedEvent] = []
         full: set[str] = set()
         for key, entries in answer or []:

@@ -116,12 +116,21 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker ------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default=f"redis://127.0.0.1:{configured_port()}/0")
+# Connections each web process may open to Redis: for quick commands (a burst beyond waits for
+# one), and for blocking reads (one per streams consume held open; see core.redis).
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
+REDIS_MAX_BLOCKING_CONNECTIONS = env.int("REDIS_MAX_BLOCKING_CONNECTIONS", default=1000)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "cache",
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": 2,
+            "SOCKET_TIMEOUT": 5,
+            "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+            "CONNECTION_POOL_KWARGS": {"max_connections": REDIS_MAX_CONNECTIONS, "timeout": 10},
+        },
     }
 }
 CHANNEL_LAYERS = {
@@ -133,7 +142,7 @@ CHANNEL_LAYERS = {
 EVENT_STREAM_MAXLEN = env.int("EVENT_STREAM_MAXLEN", default=10_000)  # entries kept per event type (approximate)
 HEARTBEAT_STALE_SECONDS = env.float("HEARTBEAT_STALE_SECONDS", default=60.0)  # silent this long: stale
 AGENT_STATE_TTL = env.int("AGENT_STATE_TTL", default=24 * 3600)  # seconds an agent's live state outlives its last beat
-REGISTRY_SYNC_SECONDS = env.float("REGISTRY_SYNC_SECONDS", default=5.0)  # how far the Agent rows may lag the beats
+REGISTRY_SYNC_SECONDS = env.float("REGISTRY_SYNC_SECONDS", default=3.0)  # how far the Agent rows may lag the beats
 STALE_SWEEP_SECONDS = env.float("STALE_SWEEP_SECONDS", default=10.0)  # how often beat looks for stale agents
 STALE_RUN_GRACE_SECONDS = env.float("STALE_RUN_GRACE_SECONDS", default=300.0)  # stale this long: its running runs time out
 SIGNAL_DEFAULT_TTL = env.int("SIGNAL_DEFAULT_TTL", default=60)  # seconds a signal lives unless it says otherwise

@@ -27,6 +27,21 @@ def test_an_agent_records_and_reads_a_run_over_http(live_asgi):
         assert httpx.post(f"{live_asgi}/api/v1/runs", json=payload).status_code == 401
 
 
+def test_agent_key_requests_skip_the_browser_middleware_but_keep_the_security_headers(live_asgi):
+    _, raw = make_key("alpha")
+    keyed = httpx.post(f"{live_asgi}/api/v1/runs", json=run_payload(), headers={"Authorization": f"Api-Key {raw}"})
+    assert keyed.status_code == 201, keyed.text
+    assert keyed.headers["content-length"] == str(len(keyed.content))
+    assert keyed.headers["x-content-type-options"] == "nosniff"
+    assert keyed.headers["referrer-policy"] == "same-origin"
+    assert "x-frame-options" not in keyed.headers and "set-cookie" not in keyed.headers
+    anonymous = httpx.get(f"{live_asgi}/api/v1/runs")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "not_authenticated"
+    assert anonymous.headers["x-frame-options"] == "DENY"
+    malformed = httpx.get(f"{live_asgi}/api/v1/runs", headers={"Authorization": "Api-Key"})
+    assert malformed.status_code == 401 and malformed.json()["error"]["code"] == "authentication_failed"
+
+
 def test_the_admin_and_its_static_files_are_served(live_asgi):
     login = httpx.get(f"{live_asgi}/admin/login/")
     assert login.status_code == 200 and "csrfmiddlewaretoken" in login.text
