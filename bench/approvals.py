@@ -40,7 +40,7 @@ WORKERS = 2
 WAITERS = 1000
 PROBES = 300
 SETTLE = 2.0
-SCOPES = ("approvals:request", "coordination:write")
+SCOPES = ("approvals:request", "approvals:read", "coordination:write")
 REVIEWER, PASSWORD = "bench-reviewer", "bench-password"
 
 
@@ -102,18 +102,21 @@ def sdk_decisions(base: str, agent_key: str, reviewer: dict) -> dict:
             return response.request_id if response.approved else None
 
         def asked() -> str:
+            deadline = time.monotonic() + 10
             while not (pending := gate.get_pending_approvals("deploy")):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the SDK's request never showed as pending")
                 time.sleep(0.001)
             return pending[0].request_id
 
         def wake(request_id: str) -> str:
-            with httpx.Client(base_url=base, headers=reviewer) as person:
-                response = person.post(f"/api/v1/approvals/{request_id}/decide", json={"approved": True, "reason": "bench"})
+            response = person.post(f"/api/v1/approvals/{request_id}/decide", json={"approved": True, "reason": "bench"})
             if response.status_code != 200:
                 raise RuntimeError(f"decide: {response.status_code} {response.text[:200]}")
             return request_id
 
-        latencies = threaded_wakeups(block, wake, asked)
+        with httpx.Client(base_url=base, headers=reviewer) as person:
+            latencies = threaded_wakeups(block, wake, asked)
         memory.close(timeout=1)
     return percentiles(latencies)
 

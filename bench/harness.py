@@ -40,7 +40,8 @@ def environment(db: str):
             postgres = ThrowawayPostgres(postgres_bin_dir()).start()
             env["DATABASE_URL"] = postgres.url
         os.environ.update(env)
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        for command in (["migrate"], ["collectstatic", "--noinput"]):  # static files: the admin's login page
+            subprocess.run([sys.executable, "manage.py", *command, "-v0"], cwd=ROOT, env=env, check=True)
         import django
 
         django.setup()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pydantic
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpResponse, JsonResponse
@@ -23,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.authentication import authenticate_key, key_from_header
+from core.authentication import authenticate_key_async, key_from_header
 from core.parsers import parse_json
 from core.permissions import SAFE_ALIASES, is_staff
 
@@ -168,7 +167,7 @@ async def authorize_principal(authorization: str, get_user: Callable[[], Awaitab
     """A staff user (None is returned), or the agent key in the `authorization` header if it holds
     `scope`; DRF's authentication or permission exception otherwise. HTTP and websockets alike."""
     raw_key = key_from_header(authorization)
-    key = await sync_to_async(authenticate_key)(raw_key) if raw_key else None
+    key = await authenticate_key_async(raw_key) if raw_key else None
     if key is None:
         user = await get_user()
         if is_staff(user):

@@ -1,9 +1,10 @@
 """Agent-key authentication for every API request (staff use the session).
 
-A key once checked is remembered for KEY_CACHE_SECONDS in the Django cache (Redis, shared by every
-process), under its prefix together with a SHA-256 of the whole key, so a request with a known key
-costs no database query. Saving or deleting a key through the ORM (revoking it in the admin, say)
-forgets it at once; expiry is checked on every request. Without Redis the database answers.
+A key once checked is remembered for KEY_CACHE_SECONDS in Redis (shared by every process), under
+its prefix together with a SHA-256 of the whole key, so a request with a known key costs no
+database query, and in async views no thread either. Saving or deleting a key through the ORM
+(revoking it in the admin, say) forgets it at once; expiry is checked on every request. Without
+Redis the database answers.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import pickle
 
-from django.core.cache import cache
+from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -20,6 +22,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from core.models import AgentKey
+from core.redis import get_async_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,21 @@ def authenticate_key(raw_key: str) -> AgentKey:
             connection.close()
 
 
+async def authenticate_key_async(raw_key: str) -> AgentKey:
+    """`authenticate_key` for async code: a remembered key, its use recorded lately, costs one
+    Redis round trip and no thread (Django's ASGI handler starts a thread for each request's
+    first sync_to_async call)."""
+    try:
+        key = _recall(raw_key, await get_async_redis().get(_cache_name(raw_key)))
+    except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
+        logger.warning("agent keys: Redis could not be read (%s); asking the database", exc)
+        key = None
+    if key is None or key.use_to_record:
+        return await sync_to_async(authenticate_key)(raw_key)
+    _refuse_expired(key)
+    return key
+
+
 def checked_key(raw_key: str) -> AgentKey:
     """`authenticate_key`, keeping the thread's database connection (for sync views)."""
     key = _remembered(raw_key)
@@ -79,46 +97,53 @@ def checked_key(raw_key: str) -> AgentKey:
         except AgentKey.DoesNotExist:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.", code="invalid_key") from None
         _remember(raw_key, key)
-    if key.has_expired:
-        raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_key")
-    last_used = key.last_used_at
-    key.touch()
-    if key.last_used_at != last_used:
+    _refuse_expired(key)
+    if key.use_to_record:
+        key.touch()
         _remember(raw_key, key)
     return key
 
 
-def _cache_name(prefix: str) -> str:
-    return f"agent-key:{prefix}"
+def _refuse_expired(key: AgentKey) -> None:
+    if key.has_expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_key")
+
+
+def _cache_name(raw_key_or_prefix: str) -> str:
+    return f"telemetry:agent-key:{raw_key_or_prefix.partition('.')[0]}"
 
 
 def _digest(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+def _recall(raw_key: str, found: bytes | None) -> AgentKey | None:
+    if found is None:
+        return None
+    digest, key = pickle.loads(found)  # noqa: S301 - written by _remember, in our own Redis
+    return key if hmac.compare_digest(digest, _digest(raw_key)) else None
+
+
 def _remembered(raw_key: str) -> AgentKey | None:
     try:
-        found = cache.get(_cache_name(raw_key.partition(".")[0]))
-    except Exception as exc:  # noqa: BLE001 - without the cache, the database answers
-        logger.warning("agent keys: the cache could not be read (%s); asking the database", exc)
+        return _recall(raw_key, get_redis().get(_cache_name(raw_key)))
+    except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
+        logger.warning("agent keys: Redis could not be read (%s); asking the database", exc)
         return None
-    if found is not None and hmac.compare_digest(found[0], _digest(raw_key)):
-        return found[1]
-    return None
 
 
 def _remember(raw_key: str, key: AgentKey) -> None:
     try:
-        cache.set(_cache_name(key.prefix), (_digest(raw_key), key), KEY_CACHE_SECONDS)
-    except Exception as exc:  # noqa: BLE001 - without the cache, the database answers
-        logger.warning("agent keys: the cache could not be written (%s)", exc)
+        get_redis().set(_cache_name(raw_key), pickle.dumps((_digest(raw_key), key)), ex=KEY_CACHE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
+        logger.warning("agent keys: Redis could not be written (%s)", exc)
 
 
 def forget_key(prefix: str) -> None:
     try:
-        cache.delete(_cache_name(prefix))
-    except Exception as exc:  # noqa: BLE001 - without the cache, the database answers
-        logger.warning("agent keys: the cache could not forget key %s (%s)", prefix, exc)
+        get_redis().delete(_cache_name(prefix))
+    except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
+        logger.warning("agent keys: Redis could not forget key %s (%s)", prefix, exc)
 
 
 @receiver([post_save, post_delete], sender=AgentKey)

@@ -64,12 +64,16 @@ class AgentKey(AbstractAPIKey):
             return self.agents[0]
         return None
 
+    @property
+    def use_to_record(self) -> bool:
+        """Whether the stored time of last use is older than LAST_USED_RESOLUTION."""
+        return not self.last_used_at or timezone.now() - self.last_used_at >= LAST_USED_RESOLUTION
+
     def touch(self) -> None:
         """Record use, writing only when the stored time is older than LAST_USED_RESOLUTION."""
-        now = timezone.now()
-        if self.last_used_at and now - self.last_used_at < LAST_USED_RESOLUTION:
+        if not self.use_to_record:
             return
-        self.last_used_at = now
+        now = self.last_used_at = timezone.now()
         AgentKey.objects.filter(pk=self.pk).filter(
             models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
         ).update(last_used_at=now)

@@ -11,10 +11,11 @@ from unittest import mock
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 from rest_framework import exceptions
 
-from core.authentication import authenticate_key, checked_key
+from core.authentication import authenticate_key, authenticate_key_async, checked_key
 from tests.conftest import key_client, make_key
 from tests.services import asgi_server
 
@@ -28,6 +29,29 @@ def test_a_checked_key_is_answered_without_the_database(django_assert_num_querie
     checked_key(raw)  # asks the database (and records the use)
     with django_assert_num_queries(0):
         assert checked_key(raw).pk == key.pk
+
+
+def test_the_async_path_answers_a_remembered_key_from_redis_alone(django_assert_num_queries):
+    key, raw = make_key("alpha")
+    assert async_to_sync(authenticate_key_async)(raw).pk == key.pk  # asks the database, records the use
+    with django_assert_num_queries(0):
+        assert async_to_sync(authenticate_key_async)(raw).pk == key.pk
+    prefix, _, secret = raw.partition(".")
+    with pytest.raises(exceptions.AuthenticationFailed):
+        async_to_sync(authenticate_key_async)(f"{prefix}.{secret[::-1]}")
+
+
+def test_the_async_path_records_use_once_a_minute_and_checks_expiry():
+    key, raw = make_key("alpha", expiry_date=timezone.now() + timedelta(hours=1))
+    async_to_sync(authenticate_key_async)(raw)
+    first_use = type(key).objects.get(pk=key.pk).last_used_at
+    with mock.patch("django.utils.timezone.now", return_value=first_use + timedelta(minutes=2)):
+        async_to_sync(authenticate_key_async)(raw)
+    assert type(key).objects.get(pk=key.pk).last_used_at == first_use + timedelta(minutes=2)
+    later = first_use + timedelta(hours=2)
+    with mock.patch("django.utils.timezone.now", return_value=later), pytest.raises(exceptions.AuthenticationFailed) as refused:
+        async_to_sync(authenticate_key_async)(raw)
+    assert refused.value.detail.code == "expired_key"
 
 
 def test_revoking_a_key_refuses_it_at_once():

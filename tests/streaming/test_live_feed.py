@@ -234,7 +234,7 @@ def test_a_slow_client_is_dropped_without_holding_up_the_others(server_env):
     from tests.services import asgi_server
 
     raw = make_key("watcher", scopes=["streams:read"])[1]
-    with asgi_server({**server_env, "LIVE_CLIENT_BUFFER": "1000000"}) as base:
+    with asgi_server({**server_env, "LIVE_CLIENT_BUFFER": "4000000"}) as base:
         url = base.replace("http", "ws") + "/ws/live/"
         headers = {"Authorization": f"Api-Key {raw}"}
         tiny_buffer = socket.socket()
@@ -255,7 +255,7 @@ def test_a_slow_client_is_dropped_without_holding_up_the_others(server_env):
             reader = threading.Thread(target=read_fast)
             reader.start()
             ids = []
-            for n in range(600):  # ~12 MB, incompressible (the server deflates messages)
+            for n in range(600):  # ~12 MB, incompressible (the server deflates messages): 3x the buffer
                 ids += publish(events.Event("bulk", {"n": n, "padding": secrets.token_urlsafe(15_000)}))
                 time.sleep(0.001)
             reader.join(30)
