@@ -17,6 +17,7 @@ from django.utils import timezone
 from core.api import error_body, validation_fields
 
 Row = dict[str, Any]
+MayActAs = Callable[[str], bool]  # whether the request's key may act as this agent
 
 
 class BatchResults:

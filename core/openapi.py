@@ -4,9 +4,13 @@ with, so the schema and the checks come from one place."""
 
 from __future__ import annotations
 
+import enum
 import re
+import typing
 
+import pydantic
 from django.urls import URLPattern, URLResolver, get_resolver
+from drf_spectacular.utils import OpenApiParameter
 
 from core.api import AsyncEndpointDoc
 
@@ -82,3 +86,17 @@ def _schema(model, components: dict) -> dict:
 
 def _error(text: str) -> dict:
     return {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def query_parameters(schema: type[pydantic.BaseModel]) -> list[OpenApiParameter]:
+    """The query parameters a pydantic schema checks, for a DRF view's extend_schema."""
+    parameters = []
+    for name, field in schema.model_fields.items():
+        choices = [
+            member.value
+            for kind in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(kind, type) and issubclass(kind, enum.Enum)
+            for member in kind
+        ]
+        parameters.append(OpenApiParameter(name, str, required=field.is_required(), enum=choices or None))
+    return parameters

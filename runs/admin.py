@@ -7,7 +7,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from runs import services
-from runs.models import Run, RunEvent, RunStatus
+from runs.models import FeedbackEntry, LlmUsage, ModelPrice, Run, RunEvent, RunStatus, TemplateFeedback
 from runs.schemas import RunOut, run_json
 
 EXPORT_FIELDS = list(RunOut.model_fields)
@@ -94,3 +94,68 @@ class RunEventAdmin(admin.ModelAdmin):
     raw_id_fields = ["run"]
     show_full_result_count = False
     list_per_page = 100
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """The price table usage records are costed from when they arrive without a cost."""
+
+    list_display = [
+        "model",
+        "provider",
+        "tier",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cache_read_per_mtok",
+        "cache_write_per_mtok",
+        "updated_at",
+    ]
+    list_editable = ["tier", "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"]
+    list_filter = ["tier", "provider"]
+    search_fields = ["model"]
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """Records agents send: looked at, filtered, deleted; not edited."""
+
+    show_full_result_count = False
+    list_per_page = 100
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(LlmUsage)
+class LlmUsageAdmin(RecordAdmin):
+    list_display = [
+        "timestamp",
+        "agent_name",
+        "workflow",
+        "stage",
+        "model",
+        "tier",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cost",
+        "latency_ms",
+        "success",
+        "fallback",
+    ]
+    list_filter = ["tier", "success", "fallback", ("timestamp", admin.DateFieldListFilter)]
+    search_fields = ["=event_id", "^agent_name", "^model", "^workflow"]
+    raw_id_fields = ["run"]
+
+
+@admin.register(FeedbackEntry)
+class FeedbackEntryAdmin(RecordAdmin):
+    list_display = ["timestamp", "workflow_name", "stage_name", "tier", "quality_score", "agent_name"]
+    list_filter = ["tier", ("timestamp", admin.DateFieldListFilter)]
+    search_fields = ["=event_id", "^workflow_name", "^stage_name"]
+
+
+@admin.register(TemplateFeedback)
+class TemplateFeedbackAdmin(RecordAdmin):
+    list_display = ["timestamp", "template_id", "good", "agent_name"]
+    list_filter = ["good"]
+    search_fields = ["^template_id"]

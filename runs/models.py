@@ -138,3 +138,114 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class ModelTier(models.TextChoices):
+    """Seed 001's ModelTier: what a model costs and can do, cheapest first."""
+
+    CHEAP = "cheap"
+    CAPABLE = "capable"
+    PREMIUM = "premium"
+
+
+TIER_ORDER = [ModelTier.CHEAP, ModelTier.CAPABLE, ModelTier.PREMIUM]
+
+
+class ModelPrice(models.Model):
+    """What a model costs, in dollars per million tokens; operators keep it current in the admin.
+    A usage record sent without a cost is priced from here when it arrives."""
+
+    model = models.CharField(max_length=200, unique=True)
+    provider = models.CharField(max_length=100, blank=True, default="")
+    tier = models.CharField(max_length=10, choices=ModelTier.choices)
+    input_per_mtok = models.DecimalField("input $/Mtok", max_digits=12, decimal_places=6)
+    output_per_mtok = models.DecimalField("output $/Mtok", max_digits=12, decimal_places=6)
+    cache_read_per_mtok = models.DecimalField("cache read $/Mtok", max_digits=12, decimal_places=6, default=0)
+    cache_write_per_mtok = models.DecimalField("cache write $/Mtok", max_digits=12, decimal_places=6, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tier", "model"]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.tier})"
+
+
+class LlmUsage(models.Model):
+    """One model call: who made it for what, which model, the tokens and what they cost."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="llm_usage", db_index=False)
+    timestamp = models.DateTimeField(default=timezone.now)
+    agent_name = models.CharField(max_length=200)
+    workflow = models.CharField(max_length=200, blank=True, default="")
+    stage = models.CharField(max_length=200, blank=True, default="")
+    task_type = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=200)
+    tier = models.CharField(max_length=10, choices=ModelTier.choices, blank=True, default="")
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    success = models.BooleanField(default=True)
+    fallback = models.BooleanField(default=False, help_text="Retried on this model after a cheaper tier failed")
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name = "LLM usage"
+        verbose_name_plural = "LLM usage"
+        indexes = [
+            models.Index(fields=["timestamp"], name="usage_time"),
+            models.Index(fields=["agent_name", "timestamp"], name="usage_agent_time"),
+            models.Index(fields=["model", "timestamp"], name="usage_model_time"),
+            models.Index(fields=["tier", "timestamp"], name="usage_tier_time"),
+            models.Index(fields=["run"], name="usage_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} {self.model} {self.input_tokens}+{self.output_tokens} tokens"
+
+
+class FeedbackEntry(models.Model):
+    """Seed 001's FeedbackEntry: how good one LLM response was, 0 to 1, for a workflow's stage."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    timestamp = models.DateTimeField(default=timezone.now)
+    agent_name = models.CharField(max_length=200, blank=True, default="")
+    workflow_name = models.CharField(max_length=200)
+    stage_name = models.CharField(max_length=200)
+    tier = models.CharField(max_length=10, choices=ModelTier.choices)
+    quality_score = models.FloatField()
+    metadata = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name_plural = "feedback entries"
+        indexes = [models.Index(fields=["workflow_name", "stage_name", "tier", "timestamp"], name="feedback_stage_tier_time")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(quality_score__gte=0, quality_score__lte=1), name="feedback_score_0_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name}/{self.stage_name} {self.tier}: {self.quality_score:.2f}"
+
+
+class TemplateFeedback(models.Model):
+    """A good or bad rating of a (help) template; its confidence is good / (good + bad)."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    timestamp = models.DateTimeField(default=timezone.now)
+    agent_name = models.CharField(max_length=200, blank=True, default="")
+    template_id = models.CharField(max_length=200)
+    good = models.BooleanField()
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name_plural = "template feedback"
+        indexes = [models.Index(fields=["template_id", "good"], name="template_feedback_rating")]
+
+    def __str__(self) -> str:
+        return f"{self.template_id}: {'good' if self.good else 'bad'}"

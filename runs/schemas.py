@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, create_model
 
-from runs.models import CommitSource, Run, RunStatus
+from runs.models import CommitSource, ModelTier, Run, RunStatus
 
 # Older clients (local-telemetry) send these; we store the canonical value.
 STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success"}
@@ -113,6 +114,58 @@ class RunIn(Strict):
         if self.created_at is None:
             fields.pop("created_at", None)
         return fields
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Label = Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=200)]
+Tokens = Annotated[int, Field(ge=0)]
+
+
+class UsageIn(Strict):
+    """One model call (the SDK's record_llm_usage; kind "usage" in an ingest batch). Without a
+    cost, it is priced from the price table; without a tier, the table's tier for the model."""
+
+    event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
+    run_event_id: Identifier | None = None
+    timestamp: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
+    agent_name: Name
+    workflow: Label = ""
+    stage: Label = ""
+    task_type: Label = ""
+    provider: Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=100)] = ""
+    model: Name
+    tier: ModelTier | None = None
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    cost: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=8)] | None = None
+    latency_ms: Count = 0
+    success: bool = True
+    fallback: bool = False
+
+
+class FeedbackIn(Strict):
+    """Seed 001's FeedbackEntry: the quality (0-1) of one response of a workflow stage."""
+
+    event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
+    agent_name: Label = ""
+    workflow_name: Name
+    stage_name: Name
+    tier: ModelTier
+    quality_score: Annotated[float, Field(ge=0, le=1)]
+    metadata: JsonObject = None
+
+
+class TemplateFeedbackIn(Strict):
+    """A good or bad rating of a template."""
+
+    event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
+    agent_name: Label = ""
+    template_id: Name
+    good: bool
 
 
 # What identifies a run; everything else may still change until the run ends.
@@ -239,6 +292,62 @@ class BatchEventInList(RootModel[list[BatchEventIn]]):
     pass
 
 
+class UsageInList(RootModel[list[UsageIn]]):
+    pass
+
+
+class FeedbackInList(RootModel[list[FeedbackIn]]):
+    pass
+
+
+class TemplateFeedbackInList(RootModel[list[TemplateFeedbackIn]]):
+    pass
+
+
+class StageQuery(Strict):
+    workflow_name: Name
+    stage_name: Name
+    tier: ModelTier | None = None
+
+
+class RecommendationQuery(Strict):
+    workflow_name: Name
+    stage_name: Name
+    current_tier: ModelTier
+
+
+class TemplateQuery(Strict):
+    template_id: Name
+
+
+class QualityStatsOut(BaseModel):
+    workflow_name: str
+    stage_name: str
+    tier: str | None
+    avg_quality: float
+    min_quality: float
+    max_quality: float
+    sample_count: int
+    recent_trend: float = Field(description="The last week's average minus the earlier average (0 without both)")
+
+
+class TierRecommendationOut(BaseModel):
+    workflow_name: str
+    stage_name: str
+    current_tier: str
+    recommended_tier: str
+    reason: str
+    confidence: float = Field(description="0-1, from the number of ratings behind the recommendation")
+    tiers: dict[str, dict[str, float]] = Field(description="Per tier with ratings: avg_quality and sample_count")
+
+
+class TemplateConfidenceOut(BaseModel):
+    template_id: str
+    good: int
+    bad: int
+    confidence: float = Field(description="good / (good + bad); 0.5 before any rating")
+
+
 # The items of POST /api/v1/ingest, for the OpenAPI schema (the ingest service validates each
 # kind with the schemas above).
 class RunItem(RunIn):
@@ -257,5 +366,20 @@ class CommitKindItem(CommitItem):
     kind: Literal["commit"]
 
 
-class IngestItemList(RootModel[list[Annotated[RunItem | EventItem | EndItem | CommitKindItem, Field(discriminator="kind")]]]):
+class UsageItem(UsageIn):
+    kind: Literal["usage"]
+
+
+class FeedbackItem(FeedbackIn):
+    kind: Literal["feedback"]
+
+
+class TemplateFeedbackItem(TemplateFeedbackIn):
+    kind: Literal["template_feedback"]
+
+
+IngestItem = RunItem | EventItem | EndItem | CommitKindItem | UsageItem | FeedbackItem | TemplateFeedbackItem
+
+
+class IngestItemList(RootModel[list[Annotated[IngestItem, Field(discriminator="kind")]]]):
     pass

@@ -14,12 +14,10 @@ from django.utils import timezone
 from coordination.models import Agent
 from core import events
 from core.api import error_body
-from core.batch import Batch, BatchResults, Row, row_of
+from core.batch import Batch, BatchResults, MayActAs, Row, row_of
+from runs import quality
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
-
-MayActAs = Callable[[str], bool]
-
 
 LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
                     "items_discovered", "items_succeeded", "items_failed", "error_summary")  # fmt: skip
@@ -177,6 +175,9 @@ INGESTERS: dict[str, Callable[[list, MayActAs], Batch]] = {
     "event": ingest_events,
     "end": end_runs,
     "commit": associate_commits,
+    "usage": quality.ingest_usage,
+    "feedback": quality.ingest_feedback,
+    "template_feedback": quality.ingest_template_feedback,
 }
 
 

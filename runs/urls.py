@@ -10,4 +10,10 @@ urlpatterns = [
     path("runs/<str:event_id>/events", views.RunEvents.as_view(), name="run-events"),
     path("events/batch", views.EventBatch.as_view(), name="event-batch"),
     path("ingest", views.Ingest.as_view(), name="ingest"),
+    path("llm-usage", views.UsageBatch.as_view(), name="llm-usage"),
+    path("feedback", views.FeedbackBatch.as_view(), name="feedback"),
+    path("feedback/stats", views.QualityStatsView.as_view(), name="feedback-stats"),
+    path("feedback/recommendation", views.RecommendationView.as_view(), name="feedback-recommendation"),
+    path("feedback/templates", views.TemplateFeedbackBatch.as_view(), name="template-feedback"),
+    path("feedback/templates/confidence", views.TemplateConfidenceView.as_view(), name="template-confidence"),
 ]

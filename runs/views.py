@@ -10,8 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import LimitOffsetPage, validate
+from core.openapi import query_parameters
 from core.permissions import agent_checker, ensure_may_act_as
-from runs import services
+from runs import quality, services
 from runs.filters import RunFilter
 from runs.models import Run
 from runs.schemas import (
@@ -22,13 +23,22 @@ from runs.schemas import (
     EventInList,
     EventOut,
     EventOutList,
+    FeedbackInList,
     IngestItemList,
+    QualityStatsOut,
+    RecommendationQuery,
     RunIn,
     RunInList,
     RunOut,
     RunOutList,
     RunPatch,
+    StageQuery,
+    TemplateConfidenceOut,
+    TemplateFeedbackInList,
+    TemplateQuery,
+    TierRecommendationOut,
     UpdatedOut,
+    UsageInList,
     run_json,
 )
 
@@ -87,10 +97,11 @@ class BatchView(APIView):
     required_scopes = READ_WRITE
     max_body_bytes = settings.BATCH_MAX_BODY_BYTES
     key = "runs"
+    allow_single = False  # True: a bare JSON object is a batch of one
     ingest = staticmethod(services.ingest_runs)
 
     def post(self, request):
-        results = self.ingest(items_of(request.data, key=self.key), agent_checker(request))
+        results = self.ingest(items_of(request.data, allow_single=self.allow_single, key=self.key), agent_checker(request))
         return Response(results.body(), status=results.status_code)
 
 
@@ -156,3 +167,67 @@ class Ingest(BatchView):
 
     key = "items"
     ingest = staticmethod(services.ingest)
+
+
+@extend_schema_view(
+    post=extend_schema(request=UsageInList, responses=BATCH_RESPONSES, summary="Record LLM calls (one or a list)")
+)
+class UsageBatch(BatchView):
+    key = "usage"
+    allow_single = True
+    ingest = staticmethod(quality.ingest_usage)
+
+
+@extend_schema_view(
+    post=extend_schema(request=FeedbackInList, responses=BATCH_RESPONSES, summary="Rate responses (one or a list)")
+)
+class FeedbackBatch(BatchView):
+    key = "feedback"
+    allow_single = True
+    ingest = staticmethod(quality.ingest_feedback)
+
+
+@extend_schema_view(
+    post=extend_schema(request=TemplateFeedbackInList, responses=BATCH_RESPONSES, summary="Rate templates (one or a list)")
+)
+class TemplateFeedbackBatch(BatchView):
+    key = "ratings"
+    allow_single = True
+    ingest = staticmethod(quality.ingest_template_feedback)
+
+
+class QualityStatsView(APIView):
+    required_scopes = READ_WRITE
+
+    @extend_schema(
+        parameters=query_parameters(StageQuery), responses=QualityStatsOut, summary="Quality of a workflow stage's responses"
+    )
+    def get(self, request):
+        query = validate(StageQuery, request.query_params.dict())
+        stats = quality.quality_stats(query.workflow_name, query.stage_name, query.tier)
+        if stats is None:
+            raise exceptions.NotFound(
+                f"No feedback for {query.workflow_name}/{query.stage_name}" + (f" on {query.tier}." if query.tier else ".")
+            )
+        return Response(stats.to_dict())
+
+
+class RecommendationView(APIView):
+    required_scopes = READ_WRITE
+
+    @extend_schema(
+        parameters=query_parameters(RecommendationQuery), responses=TierRecommendationOut, summary="Which tier a stage should use"
+    )
+    def get(self, request):
+        query = validate(RecommendationQuery, request.query_params.dict())
+        return Response(quality.recommend_tier(query.workflow_name, query.stage_name, query.current_tier).to_dict())
+
+
+class TemplateConfidenceView(APIView):
+    required_scopes = READ_WRITE
+
+    @extend_schema(
+        parameters=query_parameters(TemplateQuery), responses=TemplateConfidenceOut, summary="good / (good + bad) of a template"
+    )
+    def get(self, request):
+        return Response(quality.template_confidence(validate(TemplateQuery, request.query_params.dict()).template_id))

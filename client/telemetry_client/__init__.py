@@ -12,6 +12,7 @@ from telemetry_client.approvals import ApprovalGate, ApprovalRequest, ApprovalRe
 from telemetry_client.client import RunContext, TelemetryClient
 from telemetry_client.config import TelemetryConfig
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
+from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
 from telemetry_client.streams import EventStreamer, StreamEvent
 
 __version__ = "0.1.0"
@@ -23,9 +24,14 @@ __all__ = [
     "CoordinationSignal",
     "CoordinationSignals",
     "EventStreamer",
+    "FeedbackEntry",
+    "FeedbackLoop",
     "HeartbeatCoordinator",
+    "ModelTier",
+    "QualityStats",
     "RunContext",
     "StreamEvent",
     "TelemetryClient",
     "TelemetryConfig",
+    "TierRecommendation",
 ]

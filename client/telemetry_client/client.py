@@ -41,6 +41,10 @@ RUN_FIELDS = frozenset({
     "git_run_tag", "git_commit_hash", "git_commit_source", "git_commit_author", "git_commit_timestamp", "host",
     "environment",
 })  # fmt: skip
+USAGE_FIELDS = frozenset({
+    "workflow", "stage", "task_type", "provider", "tier", "cache_read_tokens", "cache_write_tokens", "cost",
+    "latency_ms", "success", "fallback",
+})  # fmt: skip
 COUNTS = frozenset({"duration_ms", "items_discovered", "items_succeeded", "items_failed", "items_skipped"})
 STATUSES = frozenset({"running", "success", "failed", "partial", "timeout", "cancelled"})
 STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success", "canceled": "cancelled"}
@@ -310,6 +314,41 @@ class TelemetryClient:
         if not self._record(record):
             return False, "[ERROR] The telemetry spool is full or closed; the commit was not recorded"
         return True, f"Commit {commit_hash} recorded for run {run_id} (delivered in the background)"
+
+    @_never_raises(default="")
+    def record_llm_usage(
+        self,
+        agent_name: str,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        run_id: str | None = None,
+        **fields: Any,
+    ) -> str:
+        """Record one model call; returns its id at once. `fields`: workflow, stage, task_type,
+        provider, tier (cheap/capable/premium), cache_read_tokens, cache_write_tokens, cost (else
+        the server prices it from its table), latency_ms, success, fallback. `run_id` links it to
+        a run of this client."""
+        unknown = fields.keys() - USAGE_FIELDS
+        for name in unknown:
+            logger.warning("telemetry: record_llm_usage() ignoring unknown field %r", name)
+        record = {
+            "kind": "usage",
+            "event_id": str(uuid.uuid4()),
+            "timestamp": _now(),
+            "agent_name": agent_name,
+            "model": model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            **{name: value for name, value in fields.items() if name not in unknown},
+        }
+        run = self._runs.get(run_id) if run_id else None
+        event_id = run.event_id if run else self._ended.get(run_id) if run_id else None
+        if run_id and event_id is None:
+            logger.warning("telemetry: record_llm_usage() for unknown run %r: recorded without its run", run_id)
+        if event_id:
+            record["run_event_id"] = event_id
+        return record["event_id"] if self._record(record) else ""
 
     # --- delivery ---------------------------------------------------------------------------------
     @_never_raises(default=False)
