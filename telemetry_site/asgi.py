@@ -9,6 +9,7 @@ difference: a bare async view answers about three times as many requests. Everyt
 admin and the API with a staff session, goes through Django's own handler and the whole
 middleware list.
 """
+
 import asyncio
 import contextlib
 import os
