@@ -28,7 +28,8 @@ BROADCASTS = "telemetry:signals:broadcasts"
 SEEN_PREFIX = "telemetry:signals:seen:"
 BROADCAST_CHANNEL = "signals:broadcast"
 
-# KEYS: the set; ARGV: the signal (JSON), its TTL in ms. The set lives as long as its last signal.
+# KEYS: the set; ARGV: the signal (JSON), its TTL in ms, the wake-up channel to notify. The set
+# lives as long as its last signal. One round trip: the wait wakes as soon as it returns.
 SEND = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -37,6 +38,7 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
+redis.call('PUBLISH', ARGV[3], '')
 """
 
 # KEYS: the agent's inbox, the broadcasts, the agent's seen set.
@@ -104,11 +106,8 @@ async def send(
         "ttl_seconds": ttl_seconds or settings.SIGNAL_DEFAULT_TTL,
     }
     key, channel = (INBOX_PREFIX + target_agent, inbox_channel(target_agent)) if target_agent else (BROADCASTS, BROADCAST_CHANNEL)
-    redis = get_async_redis()
-    pipe = redis.pipeline(transaction=False)
-    await redis.register_script(SEND)(keys=[key], args=[json.dumps(signal), signal["ttl_seconds"] * 1000], client=pipe)
-    wakeups.notify(channel, pipe=pipe)
-    await pipe.execute()
+    args = [json.dumps(signal), signal["ttl_seconds"] * 1000, wakeups.channel_name(channel)]
+    await get_async_redis().register_script(SEND)(keys=[key], args=args)
     await events.publish_async(events.Event("signal.sent", signal))
     return signal
 

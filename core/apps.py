@@ -5,4 +5,4 @@ class CoreConfig(AppConfig):
     name = "core"
 
     def ready(self) -> None:
-        from core import authentication, websocket  # noqa: F401  (connect the key-change signals)
+        from core import authentication, db, websocket  # noqa: F401  (connect their signal receivers)

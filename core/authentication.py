@@ -15,12 +15,13 @@ import logging
 import pickle
 
 from asgiref.sync import sync_to_async
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from core.db import close_connections
 from core.models import AgentKey
 from core.redis import get_async_redis, get_redis
 
@@ -69,8 +70,7 @@ def authenticate_key(raw_key: str) -> AgentKey:
     try:
         return checked_key(raw_key)
     finally:
-        if not connection.in_atomic_block:
-            connection.close()
+        close_connections()
 
 
 async def authenticate_key_async(raw_key: str) -> AgentKey:

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from weakref import WeakKeyDictionary
 
+from core.db import give_back_connections
 from core.redis import get_async_blocking_redis, get_redis
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,12 @@ def channel_name(channel: str) -> str:
     return f"{CHANNEL_PREFIX}{channel}"
 
 
-def notify(*channels: str, pipe=None) -> None:
-    """Wake the waiters on `channels` (queued on `pipe` if given, else sent at once)."""
-    target = pipe if pipe is not None else get_redis().pipeline(transaction=False)
+def notify(*channels: str) -> None:
+    """Wake the waiters on `channels` (a Lua script may PUBLISH to `channel_name(channel)` itself)."""
+    pipe = get_redis().pipeline(transaction=False)
     for channel in channels:
-        target.publish(channel_name(channel), "")
-    if pipe is None:
-        target.execute()
+        pipe.publish(channel_name(channel), "")
+    pipe.execute()
 
 
 class Waiter:
@@ -144,4 +144,5 @@ async def wait_until(check, channels: Iterable[str], timeout: float):
             remaining = deadline - loop.time()
             if found or remaining <= 0:
                 return found
+            await give_back_connections()
             await waiter.sleep(remaining)

@@ -26,10 +26,11 @@ from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
-from django.db import close_old_connections, connections  # noqa: E402
+from django.db import close_old_connections  # noqa: E402
 from django.middleware.security import SecurityMiddleware  # noqa: E402
 
 from core.authentication import key_from_header  # noqa: E402
+from core.db import opened_connection  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
@@ -73,7 +74,7 @@ class AgentApiHandler(ASGIHandler):
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left during the send
                 await self.send_response(response, send)
-            return response
+            return response, opened_connection()  # (the view's context: this task's)
 
         # As Django: a client that disconnects cancels its request (a held wait stops waiting).
         tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
@@ -83,10 +84,10 @@ class AgentApiHandler(ASGIHandler):
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RequestAborted):
                 await task
-        response = None if tasks[1].cancelled() else tasks[1].result()
-        if connections.all(initialized_only=True):
+        response, opened = (None, True) if tasks[1].cancelled() else tasks[1].result()
+        if opened:  # closed in its thread, by the request_finished receiver
             await sync_to_async(response.close if response else close_old_connections)()
-        elif response:
+        else:
             response.close()
         body_file.close()
 

@@ -84,3 +84,33 @@ def test_beat_expires_requests_nobody_waits_for(server_env, agent_key):
         while ApprovalRequest.objects.get(request_id=request_id).status != "expired":
             assert time.monotonic() < deadline, "beat did not expire the request"
             time.sleep(0.2)
+
+
+def test_held_approval_waits_keep_no_database_connection(server_env, agent_key):
+    """More agents waiting than the database pool has connections (PostgreSQL; SQLite has no
+    pool): each wait reads the database before it sleeps, and the server still answers at once.
+    The requests that ask, more than the pool holds too, each give their connection back."""
+    import httpx
+
+    headers = {"Authorization": f"Api-Key {agent_key}"}
+    answers = []
+    with asgi_server({**server_env, "DATABASE_POOL_MAX_SIZE": "2"}) as base, httpx.Client(base_url=base, headers=headers) as http:
+        asked = [http.post("/api/v1/approvals", json={"approval_type": "deploy"}).json()["request_id"] for _ in range(5)]
+
+        def wait(request_id: str):
+            url = f"{base}/api/v1/approvals/{request_id}/wait"
+            answers.append(httpx.post(url, json={"timeout": 15}, headers=headers, timeout=30))
+
+        waiters = [threading.Thread(target=wait, args=(request_id,)) for request_id in asked]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(1)  # the waits are held by now
+        started = time.monotonic()
+        listed = http.get("/api/v1/approvals", timeout=30)
+        assert listed.status_code == 200 and len(listed.json()) == 5
+        assert time.monotonic() - started < 3  # an exhausted pool waits 10 s, then 500
+        for request_id in asked:
+            assert http.post(f"/api/v1/approvals/{request_id}/cancel").status_code == 200
+        for waiter in waiters:
+            waiter.join(timeout=20)
+    assert sorted(answer.json()["status"] for answer in answers) == ["cancelled"] * 5
