@@ -2,8 +2,9 @@
 
 1. Signal -> wait return: from just before the send until the waiter has the signal, p50/p99
    over LATENCY_SAMPLES sequential signals (each wait held HOLD seconds first), through HTTP
-   (a held POST /api/v1/signals/receive, POST /api/v1/signals) and through the SDK
-   (CoordinationSignals.wait_for_signal / .signal), beside raw Redis wake-ups (BLPOP woken by
+   with a bare client (a held POST /api/v1/signals/receive, POST /api/v1/signals: what the
+   server adds) and through the SDK (CoordinationSignals.wait_for_signal / .signal: httpx, in
+   threads, what an agent sees), beside raw Redis wake-ups (BLPOP woken by
    LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (seed 001 polled
    every 500 ms).
 2. WAITERS held receives on ONE web process: the latency of other requests while they wait,
@@ -31,6 +32,7 @@ import redis.asyncio
 from bench.harness import (
     HOLD,
     LATENCY_SAMPLES,
+    Connection,
     Load,
     environment,
     lone_post,
@@ -57,18 +59,16 @@ BEAT = json.dumps({"status": "running", "progress": 0.5, "current_task": "t"}).e
 
 
 async def http_signals(base: str, waiter_headers: dict, sender_headers: dict) -> dict:
-    async with (
-        httpx.AsyncClient(base_url=base, headers=waiter_headers, timeout=30) as waiter,
-        httpx.AsyncClient(base_url=base, headers=sender_headers, timeout=30) as sender,
-    ):
+    """Over bare keep-alive connections (harness.Connection): what the server adds, not httpx."""
+    async with Connection(base, waiter_headers) as waiter, Connection(base, sender_headers) as sender:
 
         async def block():
-            response = await waiter.post("/api/v1/signals/receive", json={"signal_type": "go", "timeout": 10})
-            return (response.json()["signal"] or {}).get("signal_id")
+            _, body = await waiter.post("/api/v1/signals/receive", json.dumps({"signal_type": "go", "timeout": 10}).encode())
+            return (json.loads(body)["signal"] or {}).get("signal_id")
 
         async def wake(_):
-            response = await sender.post("/api/v1/signals", json={"signal_type": "go", "target_agent": "B"})
-            return response.json()["signal_id"]
+            _, body = await sender.post("/api/v1/signals", json.dumps({"signal_type": "go", "target_agent": "B"}).encode())
+            return json.loads(body)["signal_id"]
 
         return percentiles(await sequential_wakeups(block, wake))
 
@@ -256,7 +256,7 @@ def report(result: dict) -> str:
     ]
     for name, figures in [("raw BLPOP <- LPUSH", raw), ("raw XREAD <- XADD", result["raw"]["xread"])]:
         lines.append(f"  {name:24} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms")
-    for name, key in [("HTTP receive <- send", "http"), ("SDK wait_for_signal", "sdk")]:
+    for name, key in [("HTTP (bare client)", "http"), ("SDK wait_for_signal", "sdk")]:
         figures = result[key]
         lines.append(
             f"  {name:24} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  (target <= 5 / <= 25 ms)  "

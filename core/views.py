@@ -6,16 +6,14 @@ import time
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.utils import timezone
 from django.views import defaults
 from django.views.decorators.http import require_GET
 
 from core.api import error_body
+from core.features import BACKGROUND_LATE_AFTER, tick_age
 from core.redis import get_redis
-from core.tasks import BACKGROUND_TICK_KEY
 
 VERSION = "1.0.0"
-BACKGROUND_LATE_AFTER = 60  # seconds: beat ticks every 15 s
 
 
 def _timed(check) -> dict:
@@ -37,10 +35,9 @@ def _background(redis_ok: bool) -> dict:
     """Worker and beat: ok when the worker recently ran the tick beat schedules."""
     if not redis_ok:
         return {"status": "unknown"}
-    tick = get_redis().get(BACKGROUND_TICK_KEY)
-    if tick is None:
+    age = tick_age()
+    if age is None:
         return {"status": "never", "hint": "start the Celery worker and beat (make run does)"}
-    age = timezone.now().timestamp() - float(tick)
     return {"status": "ok" if age < BACKGROUND_LATE_AFTER else "late", "last_tick_seconds_ago": round(age, 1)}
 
 

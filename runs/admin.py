@@ -1,16 +1,11 @@
-import csv
-import json
-
 from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from runs import services
+from runs import exports, services
 from runs.models import FeedbackEntry, LlmUsage, ModelPrice, Run, RunEvent, RunStatus, TemplateFeedback
-from runs.schemas import RunOut, run_json
 
-EXPORT_FIELDS = list(RunOut.model_fields)
 INLINE_EVENTS = 50
 
 
@@ -30,26 +25,6 @@ class RunEventInline(admin.TabularInline):
     max_num = 0
     can_delete = False
     verbose_name_plural = f"events (latest {INLINE_EVENTS})"
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_rows(queryset):
-    writer = csv.writer(_Echo())
-    yield writer.writerow(EXPORT_FIELDS)
-    for run in queryset.iterator(chunk_size=1000):
-        row = run_json(run)
-        yield writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in (row[f] for f in EXPORT_FIELDS)])
-
-
-def _json_rows(queryset):
-    yield "["
-    for index, run in enumerate(queryset.iterator(chunk_size=1000)):
-        yield ("," if index else "") + json.dumps(run_json(run))
-    yield "]\n"
 
 
 def _download(rows, content_type: str, extension: str) -> StreamingHttpResponse:
@@ -78,11 +53,12 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected runs as CSV")
     def export_csv(self, request, queryset):
-        return _download(_csv_rows(queryset), "text/csv", "csv")
+        runs = exports.KINDS["runs"]
+        return _download(exports.csv_lines(runs.columns, exports.rows(runs, queryset)), "text/csv", "csv")
 
     @admin.action(description="Export selected runs as JSON")
     def export_json(self, request, queryset):
-        return _download(_json_rows(queryset), "application/json", "json")
+        return _download(exports.json_chunks(exports.rows(exports.KINDS["runs"], queryset)), "application/json", "json")
 
 
 @admin.register(RunEvent)

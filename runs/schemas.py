@@ -341,6 +341,19 @@ class TierRecommendationOut(BaseModel):
     tiers: dict[str, dict[str, float]] = Field(description="Per tier with ratings: avg_quality and sample_count")
 
 
+class ReportQuery(Strict):
+    days: Annotated[float, Field(gt=0, le=3650)] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+    baseline_model: Name | None = None
+
+
+class ReportOut(BaseModel):
+    title: str
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]] = Field(description="One object per row, keyed by column")
+    notes: list[str]
+
+
 class TemplateConfidenceOut(BaseModel):
     template_id: str
     good: int

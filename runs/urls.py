@@ -16,4 +16,5 @@ urlpatterns = [
     path("feedback/recommendation", views.RecommendationView.as_view(), name="feedback-recommendation"),
     path("feedback/templates", views.TemplateFeedbackBatch.as_view(), name="template-feedback"),
     path("feedback/templates/confidence", views.TemplateConfidenceView.as_view(), name="template-confidence"),
+    path("reports/<str:name>", views.ReportView.as_view(), name="report"),
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from core.api import LimitOffsetPage, validate
 from core.openapi import query_parameters
 from core.permissions import agent_checker, ensure_may_act_as
-from runs import quality, services
+from runs import quality, reports, services
 from runs.filters import RunFilter
 from runs.models import Run
 from runs.schemas import (
@@ -27,6 +27,8 @@ from runs.schemas import (
     IngestItemList,
     QualityStatsOut,
     RecommendationQuery,
+    ReportOut,
+    ReportQuery,
     RunIn,
     RunInList,
     RunOut,
@@ -231,3 +233,31 @@ class TemplateConfidenceView(APIView):
     )
     def get(self, request):
         return Response(quality.template_confidence(validate(TemplateQuery, request.query_params.dict()).template_id))
+
+
+class ReportView(APIView):
+    """GET /api/v1/reports/<name>: the report `python manage.py telemetry <name> --json` prints."""
+
+    required_scopes = READ_WRITE
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("days", float, description=f"the period back from now (default {reports.DEFAULT_DAYS}; compare: 7)"),
+            OpenApiParameter("limit", int, description="show: how many calls (1-1000, default 20)"),
+            OpenApiParameter("baseline_model", str, description="savings: the model to compare against"),
+        ],
+        responses=ReportOut,
+        summary="One of the telemetry reports: show, savings, cache-stats, compare, agent-performance, task-routing, "
+        "tier1-status, test-status, file-test-status, sonnet-opus-analysis, features",
+    )
+    def get(self, request, name: str):
+        report = reports.REPORTS.get(name)
+        if report is None:
+            raise exceptions.NotFound(f"No report '{name}'; one of: {', '.join(reports.REPORTS)}.")
+        query = validate(ReportQuery, request.query_params.dict())
+        arguments = {} if name in reports.WITHOUT_PERIOD else query.model_dump(exclude_none=True)
+        if name != "show":
+            arguments.pop("limit", None)
+        if name != "savings":
+            arguments.pop("baseline_model", None)
+        return Response(report(**arguments).to_dict())
