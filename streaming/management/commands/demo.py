@@ -1,7 +1,8 @@
 """`python manage.py demo` (`make demo`): a handful of simulated agents against a running server, so
 the live page (/live/) has something to show: heartbeats with progress, runs with events through
-the SDK, stream events, signals passed from agent to agent, an agent that asks for approval (decide
-it in the admin) and one that goes silent (stale) and comes back."""
+the SDK, LLM calls and quality ratings (for the reports), stream events, signals passed from agent
+to agent, an agent that asks for approval (decide it in the admin) and one that goes silent (stale)
+and comes back."""
 
 from __future__ import annotations
 
@@ -56,13 +57,21 @@ class Command(BaseCommand):
 def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.Event) -> None:
     """Agent demo-1 goes silent now and then; demo-2 asks for approval before each report; each
     agent signals the next when it finishes a run."""
-    from telemetry_client import ApprovalGate, CoordinationSignals, EventStreamer, HeartbeatCoordinator, TelemetryClient
+    from telemetry_client import (
+        ApprovalGate,
+        CoordinationSignals,
+        EventStreamer,
+        FeedbackLoop,
+        HeartbeatCoordinator,
+        TelemetryClient,
+    )
 
     agent_id, next_agent = f"demo-{number}", f"demo-{number % agents + 1}"
     rng = random.Random(agent_id)
     client = TelemetryClient(api_url=url, api_key=raw_key, spool_dir=tempfile.mkdtemp(prefix=f"telemetry-demo-{agent_id}-"))
     heartbeat, streams = HeartbeatCoordinator(client), EventStreamer(client)
     signals, gate = CoordinationSignals(client, agent_id=agent_id), ApprovalGate(client, agent_id=agent_id)
+    feedback = FeedbackLoop(client)
     # A thread keeps beating every 5 s (through the approval wait too), except for demo-1, which goes silent.
     interval = None if number == 1 else 5
     name = agent_id.replace("-", " ").title()
@@ -77,6 +86,7 @@ def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.E
             task = rng.choice(TASKS)
             heartbeat.beat(status="running", progress=(step + 1) / steps, current_task=task)
             client.log_event(run_id, "step", {"task": task, "step": step + 1})
+            call_a_model(client, feedback, rng, agent_id, run_id, job, task)
             if rng.random() < 0.2:
                 streams.publish_event("demo.insight", {"agent_id": agent_id, "note": f"{task} looks fine"})
             if signals.check_signal("handoff"):
@@ -93,3 +103,37 @@ def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.E
             stop.wait(20)  # past its 15 s threshold: stale on the page, recovered on the next beat
     heartbeat.stop_heartbeat(final_status="stopped")
     client.close()
+
+
+MODELS = {"cheap": "claude-3-5-haiku", "capable": "claude-sonnet-4", "premium": "claude-opus-4"}
+
+
+def call_a_model(client, feedback, rng: random.Random, agent_id: str, run_id: str, workflow: str, task: str) -> None:
+    """A pretend LLM call, priced by the server's table, and a rating of its answer: mostly on the
+    cheap tier, now and then retried on a stronger one."""
+    tier = rng.choices(list(MODELS), weights=[6, 3, 1])[0]
+    failed = tier == "cheap" and rng.random() < 0.1
+    usage = {"workflow": workflow, "stage": task, "task_type": task, "tier": tier, "latency_ms": rng.randint(300, 4000)}
+    client.record_llm_usage(
+        agent_id,
+        MODELS[tier],
+        rng.randint(500, 6000),
+        rng.randint(100, 1500),
+        run_id=run_id,
+        cache_read_tokens=rng.choice([0, 0, 2000, 8000]),
+        success=not failed,
+        **usage,
+    )
+    if failed:
+        tier = "capable"
+        client.record_llm_usage(
+            agent_id,
+            MODELS[tier],
+            rng.randint(500, 6000),
+            rng.randint(100, 1500),
+            run_id=run_id,
+            fallback=True,
+            **{**usage, "tier": tier},
+        )
+    quality = {"cheap": 0.82, "capable": 0.9, "premium": 0.94}[tier]
+    feedback.record_feedback(workflow, task, tier, round(min(1.0, max(0.0, rng.gauss(quality, 0.06))), 2))
