@@ -92,10 +92,13 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 class RecordAdmin(admin.ModelAdmin):
-    """Records agents send: looked at, filtered, deleted; not edited."""
+    """Records agents send: looked at, filtered, deleted; neither added nor edited here."""
 
     show_full_result_count = False
     list_per_page = 100
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -90,6 +90,7 @@ def test_operators_edit_prices_and_look_at_usage_and_feedback_without_editing_it
     usage = LlmUsage.objects.get()
     detail = admin_client.get(f"/admin/runs/llmusage/{usage.pk}/change/").content.decode()
     assert 'name="input_tokens"' not in detail  # read-only
+    assert admin_client.get("/admin/runs/llmusage/add/").status_code == 403
     form = {"model": "claude-sonnet-4", "provider": "anthropic", "tier": "capable", "input_per_mtok": "2.5",
             "output_per_mtok": "15", "cache_read_per_mtok": "0.3", "cache_write_per_mtok": "3.75"}  # fmt: skip
     assert admin_client.post(f"/admin/runs/modelprice/{sonnet_price.pk}/change/", form).status_code == 302

@@ -102,22 +102,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Wrote {total} {what} to {path}")
 
 
-TEXT_COLUMNS = {
-    "time",
-    "agent",
-    "workflow/stage",
-    "model",
-    "tier",
-    "metric",
-    "task type",
-    "workflow",
-    "stage",
-    "fallback model",
-    "file",
-    "job type",
-    "feature",
-    "status",
-}
+TEXT_COLUMNS = {"time", "agent", "workflow/stage", "model", "tier", "metric", "task type", "workflow", "stage",
+                "fallback model", "file", "job type", "feature", "status", "what it serves", "detail"}  # fmt: skip
 
 
 def show(column: str, value: Any) -> str:
