@@ -3,8 +3,8 @@
 1. Signal -> wait return: from just before the send until the waiter has the signal, p50/p99
    over LATENCY_SAMPLES sequential signals (each wait held HOLD seconds first), through HTTP
    with a bare client (a held POST /api/v1/signals/receive, POST /api/v1/signals: what the
-   server adds) and through the SDK (CoordinationSignals.wait_for_signal / .signal: httpx, in
-   threads, what an agent sees), beside raw Redis wake-ups (BLPOP woken by
+   server adds) and through the SDK (CoordinationSignals.signal here, wait_for_signal in an agent
+   process of its own, bench/sdk_waiter.py: what agents see), beside raw Redis wake-ups (BLPOP woken by
    LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (seed 001 polled
    every 500 ms).
 2. WAITERS held receives on ONE web process: the latency of other requests while they wait,
@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,6 +34,7 @@ import redis.asyncio
 from bench.harness import (
     HOLD,
     LATENCY_SAMPLES,
+    WARMUP,
     Connection,
     Load,
     environment,
@@ -40,10 +43,9 @@ from bench.harness import (
     probe,
     raw_redis,
     sequential_wakeups,
-    threaded_wakeups,
 )
 from bench.ingest import agent_headers
-from tests.services import asgi_server, celery_processes
+from tests.services import ROOT, asgi_server, celery_processes
 
 WORKERS = 2
 WAITERS = 1000
@@ -74,23 +76,38 @@ async def http_signals(base: str, waiter_headers: dict, sender_headers: dict) ->
 
 
 def sdk_signals(base: str, key_a: str, key_b: str) -> dict:
+    """The waiter is an agent process of its own (bench/sdk_waiter.py); this process sends."""
     from telemetry_client import CoordinationSignals, TelemetryClient, TelemetryConfig
 
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "bench.sdk_waiter", base, key_b, "B"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    latencies = []
     with tempfile.TemporaryDirectory() as spool:
-        memories = [
-            TelemetryClient(TelemetryConfig(api_url=base, api_key=key, spool_dir=Path(spool) / name))
-            for name, key in (("A", key_a), ("B", key_b))
-        ]
-        sender = CoordinationSignals(memory=memories[0], agent_id="A")
-        waiter = CoordinationSignals(memory=memories[1], agent_id="B")
-
-        def block():
-            signal = waiter.wait_for_signal("go", timeout=10)
-            return signal and signal.signal_id
-
-        latencies = threaded_wakeups(block, lambda _: sender.signal("go", target_agent="B"))
-        for memory in memories:
-            memory.close(timeout=1)
+        client = TelemetryClient(TelemetryConfig(api_url=base, api_key=key_a, spool_dir=Path(spool)))
+        sender = CoordinationSignals(memory=client, agent_id="A")
+        try:
+            if waiter.stdout.readline().strip() != "ready":
+                raise RuntimeError("the SDK waiter did not start")
+            for sample in range(WARMUP + LATENCY_SAMPLES):
+                waiter.stdin.write("wait\n")
+                waiter.stdin.flush()
+                time.sleep(HOLD)
+                sent = time.perf_counter()
+                signal_id = sender.signal("go", target_agent="B")
+                returned, got = waiter.stdout.readline().split()
+                if got != signal_id:
+                    raise RuntimeError(f"the SDK waiter got {got!r}, not signal {signal_id!r}")
+                if sample >= WARMUP:
+                    latencies.append(float(returned) - sent)
+        finally:
+            waiter.stdin.close()
+            waiter.wait(15)
+            client.close(timeout=1)
     return percentiles(latencies)
 
 
