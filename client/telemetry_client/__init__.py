@@ -14,6 +14,7 @@ from telemetry_client.config import TelemetryConfig
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
 from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
 from telemetry_client.streams import EventStreamer, StreamEvent
+from telemetry_client.trackers import HelpTracker, UsageTracker
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "FeedbackEntry",
     "FeedbackLoop",
     "HeartbeatCoordinator",
+    "HelpTracker",
     "ModelTier",
     "QualityStats",
     "RunContext",
@@ -34,4 +36,5 @@ __all__ = [
     "TelemetryClient",
     "TelemetryConfig",
     "TierRecommendation",
+    "UsageTracker",
 ]
