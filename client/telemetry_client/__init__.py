@@ -12,6 +12,7 @@ from telemetry_client.approvals import ApprovalGate, ApprovalRequest, ApprovalRe
 from telemetry_client.client import RunContext, TelemetryClient
 from telemetry_client.config import TelemetryConfig
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
+from telemetry_client.features import FeatureInfo, FeatureStatus, TelemetryFeatures
 from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
 from telemetry_client.streams import EventStreamer, StreamEvent
 from telemetry_client.trackers import HelpTracker, UsageTracker
@@ -25,6 +26,8 @@ __all__ = [
     "CoordinationSignal",
     "CoordinationSignals",
     "EventStreamer",
+    "FeatureInfo",
+    "FeatureStatus",
     "FeedbackEntry",
     "FeedbackLoop",
     "HeartbeatCoordinator",
@@ -35,6 +38,7 @@ __all__ = [
     "StreamEvent",
     "TelemetryClient",
     "TelemetryConfig",
+    "TelemetryFeatures",
     "TierRecommendation",
     "UsageTracker",
 ]

@@ -82,3 +82,16 @@ def test_without_a_server_the_questions_have_safe_answers(tmp_path):
     assert (advice.recommended_tier, advice.confidence) == ("capable", 0.0)
     assert loop.get_template_confidence("faq") == 0.5
     client.close(timeout=0.1)
+
+
+def test_the_sdk_asks_which_features_work(client, tmp_path):
+    from telemetry_client import FeatureStatus, TelemetryFeatures
+
+    features = TelemetryFeatures(client)
+    found = {feature.name: feature for feature in features.check_all()}
+    assert set(found) == {"database", "redis", "streams", "websockets", "worker_and_beat"}
+    assert found["redis"].status is FeatureStatus.AVAILABLE and "ping" in found["redis"].detail
+    assert features.is_available("database") and not features.is_available("no-such-feature")
+    assert found["redis"].to_dict()["status"] == "available"
+    offline = TelemetryFeatures(TelemetryClient(TelemetryConfig(api_url="http://127.0.0.1:9", api_key="k", spool_dir=tmp_path)))
+    assert [(f.name, f.status) for f in offline.check_all()] == [("server", FeatureStatus.UNAVAILABLE)]
