@@ -4,12 +4,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals.pages import open_link
 from core.views import health
+from runs.pages import analytics_export, analytics_page
 from streaming.views import live_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("live/", live_page, name="live"),
+    path("analytics/", analytics_page, name="analytics"),
+    path("analytics/export.<str:fmt>", analytics_export, name="analytics-export"),
     path("approvals/open/<str:token>/", open_link, name="approval-link"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("coordination.urls")),

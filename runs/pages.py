@@ -1,0 +1,60 @@
+"""The analytics page (/analytics/, staff): charts of the filtered runs, usage and feedback, and
+their export as CSV, JSON or an XLSX workbook."""
+
+from __future__ import annotations
+
+import tempfile
+
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from runs import exports
+from runs.analytics import Filters, figures
+
+CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
+
+
+@require_GET
+@staff_member_required
+def analytics_page(request):
+    filters = Filters.from_query(request.GET)
+    agents = filters.runs().values_list("agent_name", flat=True).distinct().order_by("agent_name")[:200]
+    context = {
+        **admin.site.each_context(request),
+        "is_nav_sidebar_enabled": False,
+        "figures": figures(filters),
+        "filters": filters,
+        "agents": list(agents) if not filters.agent else [],
+        "query": request.GET.urlencode(),
+    }
+    return render(request, "runs/analytics.html", context)
+
+
+@require_GET
+@staff_member_required
+def analytics_export(request, fmt: str):
+    """The filtered runs as CSV or JSON (streamed); as XLSX, a workbook with the runs, the LLM
+    usage and the feedback on three sheets."""
+    filters = Filters.from_query(request.GET)
+    name = f"telemetry-{filters.start}-{filters.end}"
+    if fmt == "xlsx":
+        sheets = {
+            kind: (exports.KINDS[kind].columns, exports.rows(exports.KINDS[kind], queryset))
+            for kind, queryset in (("runs", filters.runs()), ("usage", filters.usage()), ("feedback", filters.feedback()))
+        }
+        # openpyxl writes rows as they come; FileResponse closes (and so deletes) the file once sent.
+        workbook = tempfile.TemporaryFile()  # noqa: SIM115
+        exports.write_xlsx(sheets, workbook)
+        workbook.seek(0)
+        return FileResponse(workbook, as_attachment=True, filename=f"{name}.xlsx")
+    if fmt not in CONTENT_TYPES:
+        raise Http404(f"No export format {fmt!r}.")
+    runs = exports.KINDS["runs"]
+    records = exports.rows(runs, filters.runs().order_by("-created_at", "-id"))
+    chunks = exports.csv_lines(runs.columns, records) if fmt == "csv" else exports.json_chunks(records)
+    response = StreamingHttpResponse(chunks, content_type=CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
