@@ -11,7 +11,7 @@ import sys
 
 from tests.services import postgres_bin_dir
 
-BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals"]
+BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals", "reports"]
 NO_DATABASE = {"live"}  # measured once, on the first database
 
 
