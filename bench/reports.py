@@ -138,7 +138,7 @@ def report(result: dict) -> str:
     scan = raw["sum_usage_cost"]
     lines = [
         f"reports on {result['database']}: {result['rows']:,} runs and {result['rows']:,} LLM usage records over {DAYS} days "
-        f"(filled in {result['fill_s']:.0f} s); best of 3",
+        f"(filled in {result['fill_s']:.0f} s); best of 2",
         f"  raw COUNT(*) of runs             {raw['count_runs'] * 1000:8.1f} ms",
         f"  raw SUM(cost), COUNT(*) of usage {scan * 1000:8.1f} ms",
     ]
