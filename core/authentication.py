@@ -109,8 +109,13 @@ def _refuse_expired(key: AgentKey) -> None:
         raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_key")
 
 
+# Remembered keys are pickled model instances: a deploy that changes the model's fields changes
+# this, so instances pickled by the old code are never read (they would lack the new fields).
+KEY_SHAPE = hashlib.sha256(" ".join(field.attname for field in AgentKey._meta.concrete_fields).encode()).hexdigest()[:8]
+
+
 def _cache_name(raw_key_or_prefix: str) -> str:
-    return f"telemetry:agent-key:{raw_key_or_prefix.partition('.')[0]}"
+    return f"telemetry:agent-key:{KEY_SHAPE}:{raw_key_or_prefix.partition('.')[0]}"
 
 
 def _digest(raw_key: str) -> str:

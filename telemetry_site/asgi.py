@@ -24,10 +24,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 from django.middleware.security import SecurityMiddleware  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from core.authentication import key_from_header  # noqa: E402
 from core.db import opened_connection  # noqa: E402
@@ -43,11 +44,14 @@ class AgentApiHandler(ASGIHandler):
     def load_middleware(self, is_async=False) -> None:
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
         security = SecurityMiddleware(self._get_response_async)
+        # Errors (a 404, a bad Host) become responses here, so they get the headers below too.
+        view = convert_exception_to_response(self._get_response_async)
 
         async def respond(request):
             request.user = AnonymousUser()  # what AuthenticationMiddleware gives without a session
             request.auser = anonymous_user
-            response = security.process_request(request) or await self._get_response_async(request)
+            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it: DisallowedHost is a 400
+            response = security.process_request(request) or await view(request)
             if not response.streaming and not response.has_header("Content-Length"):
                 response.headers["Content-Length"] = str(len(response.content))
             return security.process_response(request, response)
@@ -59,11 +63,12 @@ class AgentApiHandler(ASGIHandler):
         each request (a thread-sensitive context of its own): request_started, whose receivers
         close the context's database connections (a new context has none) and reset DEBUG's
         query log; and the response's close, needed in a thread only when the request opened a
-        database connection."""
+        database connection (or may have: whenever it did not end normally)."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        set_script_prefix(get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
         if request is None:
             body_file.close()
@@ -78,18 +83,25 @@ class AgentApiHandler(ASGIHandler):
 
         # As Django: a client that disconnects cancels its request (a held wait stops waiting).
         tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if not task.done():
+        response, opened = None, True
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                    await task
+            if not tasks[1].cancelled():
+                response, opened = tasks[1].result()
+        finally:
+            for task in tasks:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
-                await task
-        response, opened = (None, True) if tasks[1].cancelled() else tasks[1].result()
-        if opened:  # closed in its thread, by the request_finished receiver
-            await sync_to_async(response.close if response else close_old_connections)()
-        else:
-            response.close()
-        body_file.close()
+            if opened:  # closed in its thread, by the request_finished receiver
+                await sync_to_async(response.close if response else close_old_connections)()
+            else:
+                response.close()
+            body_file.close()
 
 
 async def anonymous_user() -> AnonymousUser:

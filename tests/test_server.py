@@ -40,6 +40,13 @@ def test_agent_key_requests_skip_the_browser_middleware_but_keep_the_security_he
     assert anonymous.headers["x-frame-options"] == "DENY"
     malformed = httpx.get(f"{live_asgi}/api/v1/runs", headers={"Authorization": "Api-Key"})
     assert malformed.status_code == 401 and malformed.json()["error"]["code"] == "authentication_failed"
+    # Errors on the lean path get the same headers, and a Host outside ALLOWED_HOSTS is refused.
+    headers = {"Authorization": f"Api-Key {raw}"}
+    missing = httpx.get(f"{live_asgi}/api/v1/runs/no-such-run", headers=headers)
+    assert missing.status_code == 404 and missing.headers["x-content-type-options"] == "nosniff"
+    assert missing.headers["content-length"] == str(len(missing.content))
+    foreign = httpx.get(f"{live_asgi}/api/v1/runs", headers={**headers, "Host": "evil.example"})
+    assert foreign.status_code == 400
 
 
 def test_the_admin_and_its_static_files_are_served(live_asgi):
