@@ -25,12 +25,14 @@ import httpx
 from bench.harness import (
     HOLD,
     LATENCY_SAMPLES,
+    busy_vs_quiet,
     environment,
     lone_post,
     percentiles,
     probe,
     raw_redis,
     sequential_wakeups,
+    tally,
     threaded_wakeups,
 )
 from bench.ingest import agent_headers
@@ -178,13 +180,13 @@ async def many_waiters(base: str, crowd: dict, source: dict, reviewer: dict) -> 
         "waiters": WAITERS,
         "held": held,
         "settled_after_s": settled_after_s,
-        "refused_on_opening": {str(status): refused.count(status) for status in set(refused)},
+        "refused_on_opening": tally(refused),
         "quiet": quiet,
         "busy": busy,
-        "busy_vs_quiet_p50": {name: busy[name]["p50_ms"] / quiet[name]["p50_ms"] for name in quiet},
+        "busy_vs_quiet_p50": busy_vs_quiet(busy, quiet),
         "deciding_s": deciding_s,
         "delivered": len(delivered),
-        "failed_in_all": {str(status): failed.count(status) for status in set(failed)},
+        "failed_in_all": tally(failed),
         "decision_to_agent": percentiles(delivered) if delivered else None,
     }
 

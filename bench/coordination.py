@@ -37,12 +37,14 @@ from bench.harness import (
     WARMUP,
     Connection,
     Load,
+    busy_vs_quiet,
     environment,
     lone_post,
     percentiles,
     probe,
     raw_redis,
     sequential_wakeups,
+    tally,
 )
 from bench.ingest import agent_headers
 from tests.services import ROOT, asgi_server, celery_processes
@@ -169,13 +171,13 @@ async def many_waiters(base: str, url: str, crowd_headers: dict, source_headers:
         "waiters": WAITERS,
         "held": held,
         "held_after_s": held_after_s,
-        "refused_on_opening": {str(status): refused.count(status) for status in set(refused)},
+        "refused_on_opening": tally(refused),
         "quiet": quiet,
         "busy": busy,
-        "busy_vs_quiet_p50": {name: busy[name]["p50_ms"] / quiet[name]["p50_ms"] for name in quiet},
+        "busy_vs_quiet_p50": busy_vs_quiet(busy, quiet),
         "broadcast_answer": response.status_code,
         "broadcast_delivered": len(delivered),
-        "failed_in_all": {str(status): failed.count(status) for status in set(failed)},
+        "failed_in_all": tally(failed),
         "broadcast": percentiles(delivered) if delivered else None,
     }
 

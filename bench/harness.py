@@ -131,6 +131,16 @@ LATENCY_SAMPLES = 300
 WARMUP = 10
 
 
+def tally(statuses: list) -> dict[str, int]:
+    """How many of each status (an HTTP code or an error's name), for the report."""
+    return {str(status): statuses.count(status) for status in set(statuses)}
+
+
+def busy_vs_quiet(busy: dict, quiet: dict) -> dict[str, float]:
+    """Each probe's p50 while the crowd waits, as a ratio to its p50 with nobody waiting."""
+    return {name: busy[name]["p50_ms"] / quiet[name]["p50_ms"] for name in quiet}
+
+
 def percentiles(seconds: list[float]) -> dict:
     ordered = sorted(seconds)
     return {

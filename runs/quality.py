@@ -4,7 +4,6 @@ database in one aggregate query each."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,7 +13,7 @@ from django.utils import timezone
 
 from core.batch import Batch, MayActAs
 from runs.models import TIER_ORDER, FeedbackEntry, LlmUsage, ModelPrice, Run, TemplateFeedback
-from runs.schemas import FeedbackIn, TemplateFeedbackIn, UsageIn
+from runs.schemas import FeedbackIn, QualityStats, TemplateFeedbackIn, TierRecommendation, UsageIn
 
 RECENT = timedelta(days=7)  # a stage's recent trend: the last week against what came before
 MIN_SAMPLES = 10  # a tier with fewer ratings is not judged
@@ -82,23 +81,6 @@ def ingest_template_feedback(items: list, may_act_as: MayActAs) -> Batch:
     return batch
 
 
-@dataclass
-class QualityStats:
-    """How good a workflow stage's responses have been (of one tier, or of all)."""
-
-    workflow_name: str
-    stage_name: str
-    tier: str | None
-    avg_quality: float
-    min_quality: float
-    max_quality: float
-    sample_count: int
-    recent_trend: float  # the last week's average minus the earlier average (0 without both)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def quality_stats(workflow_name: str, stage_name: str, tier: str | None = None) -> QualityStats | None:
     """None when the stage has no feedback (of that tier)."""
     entries = FeedbackEntry.objects.filter(workflow_name=workflow_name, stage_name=stage_name)
@@ -116,23 +98,16 @@ def quality_stats(workflow_name: str, stage_name: str, tier: str | None = None) 
     if not found["count"]:
         return None
     trend = found["recent"] - found["earlier"] if found["recent"] is not None and found["earlier"] is not None else 0.0
-    return QualityStats(workflow_name, stage_name, tier or None, found["avg"], found["low"], found["high"], found["count"], trend)
-
-
-@dataclass
-class TierRecommendation:
-    """Which tier a workflow stage should use, why, and how sure (0-1, from the samples behind it)."""
-
-    workflow_name: str
-    stage_name: str
-    current_tier: str
-    recommended_tier: str
-    reason: str
-    confidence: float
-    tiers: dict[str, dict[str, float]]  # per tier with feedback: avg_quality and sample_count
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    return QualityStats(
+        workflow_name=workflow_name,
+        stage_name=stage_name,
+        tier=tier or None,
+        avg_quality=found["avg"],
+        min_quality=found["low"],
+        max_quality=found["high"],
+        sample_count=found["count"],
+        recent_trend=trend,
+    )
 
 
 def _evidence(samples: int) -> float:
@@ -151,7 +126,15 @@ def recommend_tier(workflow_name: str, stage_name: str, current_tier: str) -> Ti
     tiers = {row["tier"]: {"avg_quality": row["avg"], "sample_count": row["count"]} for row in rows}
 
     def answer(tier: str, reason: str, samples: int) -> TierRecommendation:
-        return TierRecommendation(workflow_name, stage_name, current_tier, tier, reason, _evidence(samples), tiers)
+        return TierRecommendation(
+            workflow_name=workflow_name,
+            stage_name=stage_name,
+            current_tier=current_tier,
+            recommended_tier=tier,
+            reason=reason,
+            confidence=_evidence(samples),
+            tiers=tiers,
+        )
 
     current = tiers.get(current_tier, {"avg_quality": 0.0, "sample_count": 0})
     if current["sample_count"] < MIN_SAMPLES:

@@ -320,7 +320,10 @@ class TemplateQuery(Strict):
     template_id: Name
 
 
-class QualityStatsOut(BaseModel):
+class QualityStats(BaseModel):
+    """How good a workflow stage's responses have been (of one tier, or of all): runs.quality
+    computes it, the API returns it."""
+
     workflow_name: str
     stage_name: str
     tier: str | None
@@ -331,14 +334,16 @@ class QualityStatsOut(BaseModel):
     recent_trend: float = Field(description="The last week's average minus the earlier average (0 without both)")
 
 
-class TierRecommendationOut(BaseModel):
+class TierRecommendation(BaseModel):
+    """Which tier a workflow stage should use, why, and how sure."""
+
     workflow_name: str
     stage_name: str
     current_tier: str
     recommended_tier: str
     reason: str
     confidence: float = Field(description="0-1, from the number of ratings behind the recommendation")
-    tiers: dict[str, dict[str, float]] = Field(description="Per tier with ratings: avg_quality and sample_count")
+    tiers: dict[str, dict[str, float | int]] = Field(description="Per tier with ratings: avg_quality and sample_count")
 
 
 class ReportQuery(Strict):

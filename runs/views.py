@@ -25,7 +25,7 @@ from runs.schemas import (
     EventOutList,
     FeedbackInList,
     IngestItemList,
-    QualityStatsOut,
+    QualityStats,
     RecommendationQuery,
     ReportOut,
     ReportQuery,
@@ -38,7 +38,7 @@ from runs.schemas import (
     TemplateConfidenceOut,
     TemplateFeedbackInList,
     TemplateQuery,
-    TierRecommendationOut,
+    TierRecommendation,
     UpdatedOut,
     UsageInList,
     run_json,
@@ -202,7 +202,7 @@ class QualityStatsView(APIView):
     required_scopes = READ_WRITE
 
     @extend_schema(
-        parameters=query_parameters(StageQuery), responses=QualityStatsOut, summary="Quality of a workflow stage's responses"
+        parameters=query_parameters(StageQuery), responses=QualityStats, summary="Quality of a workflow stage's responses"
     )
     def get(self, request):
         query = validate(StageQuery, request.query_params.dict())
@@ -211,18 +211,18 @@ class QualityStatsView(APIView):
             raise exceptions.NotFound(
                 f"No feedback for {query.workflow_name}/{query.stage_name}" + (f" on {query.tier}." if query.tier else ".")
             )
-        return Response(stats.to_dict())
+        return Response(stats.model_dump())
 
 
 class RecommendationView(APIView):
     required_scopes = READ_WRITE
 
     @extend_schema(
-        parameters=query_parameters(RecommendationQuery), responses=TierRecommendationOut, summary="Which tier a stage should use"
+        parameters=query_parameters(RecommendationQuery), responses=TierRecommendation, summary="Which tier a stage should use"
     )
     def get(self, request):
         query = validate(RecommendationQuery, request.query_params.dict())
-        return Response(quality.recommend_tier(query.workflow_name, query.stage_name, query.current_tier).to_dict())
+        return Response(quality.recommend_tier(query.workflow_name, query.stage_name, query.current_tier).model_dump())
 
 
 class TemplateConfidenceView(APIView):

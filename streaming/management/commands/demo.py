@@ -113,27 +113,25 @@ def call_a_model(client, feedback, rng: random.Random, agent_id: str, run_id: st
     cheap tier, now and then retried on a stronger one."""
     tier = rng.choices(list(MODELS), weights=[6, 3, 1])[0]
     failed = tier == "cheap" and rng.random() < 0.1
-    usage = {"workflow": workflow, "stage": task, "task_type": task, "tier": tier, "latency_ms": rng.randint(300, 4000)}
-    client.record_llm_usage(
-        agent_id,
-        MODELS[tier],
-        rng.randint(500, 6000),
-        rng.randint(100, 1500),
-        run_id=run_id,
-        cache_read_tokens=rng.choice([0, 0, 2000, 8000]),
-        success=not failed,
-        **usage,
-    )
-    if failed:
-        tier = "capable"
+
+    def call(tier: str, **fields) -> None:
         client.record_llm_usage(
             agent_id,
             MODELS[tier],
             rng.randint(500, 6000),
             rng.randint(100, 1500),
             run_id=run_id,
-            fallback=True,
-            **{**usage, "tier": tier},
+            workflow=workflow,
+            stage=task,
+            task_type=task,
+            tier=tier,
+            latency_ms=rng.randint(300, 4000),
+            **fields,
         )
+
+    call(tier, cache_read_tokens=rng.choice([0, 0, 2000, 8000]), success=not failed)
+    if failed:
+        tier = "capable"
+        call(tier, fallback=True)
     quality = {"cheap": 0.82, "capable": 0.9, "premium": 0.94}[tier]
     feedback.record_feedback(workflow, task, tier, round(min(1.0, max(0.0, rng.gauss(quality, 0.06))), 2))
