@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,9 +67,8 @@ class Heartbeat:
         return not self.stopped and time.time() - self.last_beat.timestamp() <= threshold_of(self, None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["last_beat"] = self.last_beat.isoformat()
-        return data
+        # A shallow copy (asdict deep-copies: a fifth of a heartbeat request's time).
+        return {**vars(self), "metadata": dict(self.metadata), "last_beat": self.last_beat.isoformat()}
 
     def event(self, event_type: str) -> events.Event:
         data = self.to_dict()
@@ -88,23 +87,38 @@ async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> He
             state[name] = str(fields[name])
     if "metadata" in fields:
         state["metadata"] = json.dumps(fields["metadata"] or {})
+    # One round trip: the previous state, the new one, and the event. A beat's event carries what
+    # the beat set (the live page merges it into what it knows); a start's, the whole state.
+    if start:
+        event = Heartbeat.from_redis(encoded(state)).event("agent.started")
+    else:
+        event = events.Event("agent.heartbeat", {**state, "progress": float(state["progress"]), "stale": False,
+                                                 "stopped": False, "last_beat": isoformat(now)})  # fmt: skip
     pipe = redis.pipeline(transaction=False)
-    pipe.hmget(key, "status", "stale")
+    pipe.hgetall(key)
     if start:
         pipe.delete(key)
     pipe.hset(key, mapping=state)
     pipe.expire(key, settings.AGENT_STATE_TTL)
     pipe.zadd(LAST_BEATS, {agent_id: now})
-    pipe.hgetall(key)
-    (previous_status, was_stale), *_, raw = await pipe.execute()
-    heartbeat = Heartbeat.from_redis(raw)
-    published = [heartbeat.event("agent.started" if start else "agent.heartbeat")]
-    if start or previous_status is None or previous_status.decode() != heartbeat.status or was_stale == b"1":
-        recovered = await sync_to_async(_register)(heartbeat, start)
-        if recovered:
-            published.append(heartbeat.event("agent.recovered"))
-    await events.publish_async(*published)
+    published = events.queue_publish(pipe, [event])
+    replies = await pipe.execute()
+    await events.announce_new_types(redis, replies[published])
+    previous = replies[0]
+    heartbeat = Heartbeat.from_redis(encoded(state) if start else {**previous, **encoded(state)})
+    changed = start or previous.get(b"status", b"").decode() != heartbeat.status or previous.get(b"stale") == b"1"
+    if changed and await sync_to_async(_register)(heartbeat, start):
+        await events.publish_async(heartbeat.event("agent.recovered"))
     return heartbeat
+
+
+def encoded(state: dict[str, str]) -> dict[bytes, bytes]:
+    """A state as Redis returns it."""
+    return {name.encode(): value.encode() for name, value in state.items()}
+
+
+def isoformat(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 def _register(heartbeat: Heartbeat, start: bool) -> bool:

@@ -104,6 +104,18 @@ def checked_key(raw_key: str) -> AgentKey:
     return key
 
 
+def key_with_scope(authorization: str, scope: str) -> AgentKey:
+    """For plain Django views: the key of an Authorization header, if it holds `scope`; DRF's
+    NotAuthenticated or PermissionDenied (answer them with core.api.describe) otherwise."""
+    raw_key = key_from_header(authorization)
+    if raw_key is None:
+        raise exceptions.NotAuthenticated(f"Send an agent key with the {scope} scope (Authorization: Bearer <key>).")
+    key = checked_key(raw_key)
+    if not key.has_scope(scope):
+        raise exceptions.PermissionDenied(f"This key lacks the {scope} scope.", code="missing_scope")
+    return key
+
+
 def _refuse_expired(key: AgentKey) -> None:
     if key.has_expired:
         raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_key")

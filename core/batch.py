@@ -29,7 +29,7 @@ class BatchResults:
     def _count(self, status: str) -> int:
         return sum(1 for r in self.results if r and r["status"] == status)
 
-    def _errors(self) -> Iterable[str]:
+    def errors(self) -> Iterable[str]:
         for r in self.results:
             if r and r["status"] == "rejected":
                 yield f"{r['event_id'] or '#' + str(r['index'])}: {r['error']['message']} {r['error'].get('fields', '')}".strip()
@@ -44,7 +44,7 @@ class BatchResults:
             "inserted": self._count("created"),
             "duplicates": self._count("duplicate"),
             "failed": self.failed,
-            "errors": list(self._errors()),
+            "errors": list(self.errors()),
             "results": self.results,
         }
         if updated := self._count("updated"):
@@ -79,19 +79,29 @@ class Batch(BatchResults):
         item = self.valid.pop(index)
         self._set(index, item.event_id, "rejected", error_body(code, message))
 
+    def reject_forbidden_agents(self, may_act_as: MayActAs) -> None:
+        """Reject the items naming an agent (`agent_name`) the key may not act as."""
+        for index, item in list(self.valid.items()):
+            if item.agent_name and not may_act_as(item.agent_name):
+                self.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
+
     def updated(self, index: int) -> None:
         self._set(index, self.valid[index].event_id, "updated")
 
-    def store(self, model: type[models.Model], build: Callable[[Any], Row]) -> None:
+    def store(
+        self, model: type[models.Model], build: Callable[[Any], Row], on_stored: Callable[[list[Row]], None] | None = None
+    ) -> None:
         """Insert the valid items (`build` makes each a row); those whose event_id is stored already
         (or earlier in this batch) are duplicates. The database decides, so concurrent batches
-        cannot both claim one."""
+        cannot both claim one. `on_stored` gets the rows stored, in the same transaction."""
         first: dict[str, Row] = {}
         for item in self.valid.values():
             if item.event_id not in first:
                 first[item.event_id] = build(item)
         with transaction.atomic():
             stored = insert_new(model, list(first.values()))
+            if on_stored and stored:
+                on_stored([first[event_id] for event_id in stored])
         for index, item in self.valid.items():
             created = item.event_id in stored and first.pop(item.event_id, None) is not None
             self._set(index, item.event_id, "created" if created else "duplicate")

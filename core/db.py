@@ -26,6 +26,11 @@ def _note_connection(sender, connection, **kwargs) -> None:
     _opened.set(True)
 
 
+def start_request() -> None:
+    """A request starts having opened no connection, whatever the context it was started from."""
+    _opened.set(False)
+
+
 def opened_connection() -> bool:
     """Whether sync code of the current request (or task) opened a database connection."""
     return _opened.get()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -30,6 +31,7 @@ STREAM_PREFIX = "telemetry:stream:"
 # the live feed blocks on it too, so a new type's first event wakes it (streaming.feed).
 TYPES_KEY = "telemetry:stream-types"
 NEW_TYPES_KEY = "telemetry:stream-types:new"
+PUBLISHED_KEY = "telemetry:events-published"  # hash: event type -> events published (for /metrics)
 EVENT_TYPE = r"[A-Za-z0-9_.:-]{1,100}"
 # The server's own event types: agents read them but may not publish them.
 RESERVED_PREFIXES = ("run.", "agent.", "signal.", "approval.")
@@ -130,10 +132,10 @@ def publish_now(events: Iterable[Event]) -> list[str]:
     client = get_redis()
     pipe = client.pipeline(transaction=False)
     _queue_publish(pipe, events)
-    added_types, *entry_ids = pipe.execute()
+    added_types, *replies = pipe.execute()
     if added_types:
         client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
-    return [entry_id.decode() for entry_id in entry_ids]
+    return [entry_id.decode() for entry_id in replies[: len(events)]]
 
 
 async def publish_async(*events: Event) -> None:
@@ -142,8 +144,21 @@ async def publish_async(*events: Event) -> None:
     pipe = client.pipeline(transaction=False)
     _queue_publish(pipe, list(events))
     added_types, *_ = await pipe.execute()
+    await announce_new_types(client, added_types)
+
+
+async def announce_new_types(client, added_types: int) -> None:
+    """After a pipeline that published (queue_publish): wake the live feed if the types were new."""
     if added_types:
         await client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
+
+
+def queue_publish(pipe, events: list[Event]) -> int:
+    """Queue the publication of `events` on a pipeline of other commands (one round trip for
+    both); returns the index of the result to pass to announce_new_types."""
+    index = len(pipe)
+    _queue_publish(pipe, events)
+    return index
 
 
 def _queue_publish(pipe, events: list[Event]) -> None:
@@ -153,6 +168,13 @@ def _queue_publish(pipe, events: list[Event]) -> None:
     for event in events:
         # execute_command, not pipe.xadd(): the same XADD for a third of the Python time
         pipe.execute_command("XADD", stream_key(event.event_type), "MAXLEN", "~", cap, "*", *event.fields())
+    for event_type, count in Counter(event.event_type for event in events).items():
+        pipe.execute_command("HINCRBY", PUBLISHED_KEY, event_type, count)
+
+
+def published_counts() -> dict[str, int]:
+    """How many events of each type were published (since Redis last lost its data)."""
+    return {event_type.decode(): int(count) for event_type, count in get_redis().hgetall(PUBLISHED_KEY).items()}
 
 
 def publish(*events: Event) -> None:

@@ -10,7 +10,8 @@ SCOPES: dict[str, str] = {
     "streams:read": "read the event streams and the live feed",
     "streams:write": "publish to the event streams",
     "streams:admin": "trim and delete event streams",
+    "metrics:read": "scrape /metrics (a key for Prometheus)",
 }
 
 # What a key gets when none are named: everything an agent does, nothing administrative.
-AGENT_SCOPES: list[str] = [scope for scope in SCOPES if scope != "streams:admin"]
+AGENT_SCOPES: list[str] = [scope for scope in SCOPES if scope not in {"streams:admin", "metrics:read"}]

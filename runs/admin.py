@@ -1,10 +1,18 @@
+import json
+
+import pydantic
+from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from core.api import validation_fields
 from runs import exports, services
-from runs.models import FeedbackEntry, LlmUsage, ModelPrice, Run, RunEvent, RunStatus, TemplateFeedback
+from runs.models import ChangedDay, FeedbackEntry, LlmUsage, ModelPrice, Run, RunEvent, RunStatus, TemplateFeedback
+from runs.schemas import RunPatch
 
 INLINE_EVENTS = 50
 
@@ -33,8 +41,47 @@ def _download(rows, content_type: str, extension: str) -> StreamingHttpResponse:
     return response
 
 
+class RolledUpAdmin(admin.ModelAdmin):
+    """Deleting records notes their days, whose rollups change (runs.rollups)."""
+
+    moment = "created_at"
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            ChangedDay.note(*queryset.datetimes(self.moment, "day"))
+            super().delete_queryset(request, queryset)
+
+
+class BulkEditForm(forms.Form):
+    """One of the fields PATCH may set (seed 003's bulk edit), to one value for every selected run."""
+
+    field = forms.ChoiceField(choices=[(name, name.replace("_", " ")) for name in RunPatch.model_fields])
+    value = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Empty clears a text, time or JSON field. Times in ISO 8601; JSON fields take a JSON object.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        field, value = cleaned.get("field"), (cleaned.get("value") or "").strip()
+        if not field:
+            return cleaned
+        if field.endswith("_json") and value:
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise forms.ValidationError({"value": f"Not JSON: {exc}"}) from None
+        try:
+            cleaned["patch"] = RunPatch.model_validate({field: value if value != "" else None})
+        except pydantic.ValidationError as exc:
+            problems = [problem for found in validation_fields(exc).values() for problem in found]
+            raise forms.ValidationError({"value": "; ".join(problems)}) from None
+        return cleaned
+
+
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(RolledUpAdmin):
     list_display = ["run_id", "agent_name", "job_type", "status", "start_time", "duration_ms", "items_succeeded", "items_failed"]
     list_filter = ["status", "job_type", "agent_name", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=event_id", "=run_id", "^agent_name", "^job_type", "git_commit_hash"]
@@ -44,12 +91,37 @@ class RunAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-id"]
     readonly_fields = ["event_id", "run_id", "created_at", "updated_at", "commit_url"]
     inlines = [RunEventInline]
-    actions = ["mark_cancelled", "export_csv", "export_json"]
+    actions = ["mark_cancelled", "bulk_edit", "export_csv", "export_json"]
 
     @admin.action(description="Mark selected running runs as cancelled")
     def mark_cancelled(self, request, queryset):
         count = services.end_running(queryset, RunStatus.CANCELLED, f"Cancelled in the admin by {request.user.get_username()}")
         self.message_user(request, f"Cancelled {count} running run(s); the others had ended already.", messages.SUCCESS)
+
+    @admin.action(description="Edit a field of the selected runs")
+    def bulk_edit(self, request, queryset):
+        """A form and a preview first; on "apply", each run is updated as PATCH updates it (its
+        lifecycle event published, its duration derived)."""
+        form = BulkEditForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            with transaction.atomic():
+                runs = list(queryset.select_for_update())
+                for run in runs:
+                    services.update_run(run, form.cleaned_data["patch"])
+            field = form.cleaned_data["field"]
+            self.message_user(request, f"Set {field} of {len(runs)} run(s).", messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Edit a field of the selected runs",
+            "opts": self.model._meta,
+            "form": form,
+            "runs": queryset[:20],
+            "count": queryset.count(),
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+        }
+        return TemplateResponse(request, "admin/runs/run/bulk_edit.html", context)
 
     @admin.action(description="Export selected runs as CSV")
     def export_csv(self, request, queryset):
@@ -105,7 +177,8 @@ class RecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(LlmUsage)
-class LlmUsageAdmin(RecordAdmin):
+class LlmUsageAdmin(RolledUpAdmin, RecordAdmin):
+    moment = "timestamp"
     list_display = [
         "timestamp",
         "agent_name",

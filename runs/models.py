@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.db import models
+from datetime import datetime
+
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -89,6 +91,16 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_name}/{self.job_type} {self.run_id} ({self.status})"
+
+    def save(self, *args, **kwargs) -> None:
+        with transaction.atomic(savepoint=False):
+            super().save(*args, **kwargs)
+            ChangedDay.note(self.created_at)
+
+    def delete(self, *args, **kwargs):
+        with transaction.atomic(savepoint=False):
+            ChangedDay.note(self.created_at)
+            return super().delete(*args, **kwargs)
 
     def apply(self, changes: dict) -> None:
         """Set fields from an update; a new end_time without a duration re-derives the duration."""
@@ -208,6 +220,16 @@ class LlmUsage(models.Model):
     def __str__(self) -> str:
         return f"{self.agent_name} {self.model} {self.input_tokens}+{self.output_tokens} tokens"
 
+    def save(self, *args, **kwargs) -> None:
+        with transaction.atomic(savepoint=False):
+            super().save(*args, **kwargs)
+            ChangedDay.note(self.timestamp)
+
+    def delete(self, *args, **kwargs):
+        with transaction.atomic(savepoint=False):
+            ChangedDay.note(self.timestamp)
+            return super().delete(*args, **kwargs)
+
 
 class FeedbackEntry(models.Model):
     """Seed 001's FeedbackEntry: how good one LLM response was, 0 to 1, for a workflow's stage."""
@@ -249,3 +271,241 @@ class TemplateFeedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template_id}: {'good' if self.good else 'bad'}"
+
+
+# --- Daily rollups: what reports and /analytics/ read instead of millions of rows (runs.rollups) ---
+
+
+class ChangedDay(models.Model):
+    """A day (in TIME_ZONE) whose runs or LLM usage changed after its rollups were computed. Every
+    write adds one in its own transaction; runs.rollups recomputes the day and deletes the rows it
+    saw. A row per write rather than a flag per day: writers never wait on each other, and a write
+    that commits while a day is being recomputed leaves its row behind for the next time."""
+
+    day = models.DateField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.day} changed"
+
+    @classmethod
+    def note(cls, *moments: datetime) -> None:
+        cls.objects.bulk_create([cls(day=day) for day in {timezone.localdate(moment) for moment in moments}])
+
+
+# Ended runs by duration: each bucket's name and upper bound in seconds (None: no bound).
+DURATION_BUCKETS = {
+    "runs_under_1s": 1,
+    "runs_under_5s": 5,
+    "runs_under_30s": 30,
+    "runs_under_1min": 60,
+    "runs_under_5min": 300,
+    "runs_under_30min": 1800,
+    "runs_longer": None,
+}
+
+
+class RunDay(models.Model):
+    """The runs created on one day by one agent, of one job type, in one status, counted."""
+
+    day = models.DateField()
+    agent_name = models.CharField(max_length=200)
+    job_type = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=RunStatus.choices)
+    run_count = models.PositiveIntegerField()
+    items_succeeded_sum = models.PositiveBigIntegerField()
+    items_failed_sum = models.PositiveBigIntegerField()
+    duration_ms_sum = models.PositiveBigIntegerField()
+    created_at_max = models.DateTimeField()
+    runs_under_1s = models.PositiveIntegerField()
+    runs_under_5s = models.PositiveIntegerField()
+    runs_under_30s = models.PositiveIntegerField()
+    runs_under_1min = models.PositiveIntegerField()
+    runs_under_5min = models.PositiveIntegerField()
+    runs_under_30min = models.PositiveIntegerField()
+    runs_longer = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "agent_name", "job_type", "status"], name="runday_unique")]
+        indexes = [models.Index(fields=["agent_name", "day"], name="runday_agent_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.agent_name}/{self.job_type} {self.status}: {self.run_count}"
+
+
+class UsageCounts(models.Model):
+    call_count = models.PositiveIntegerField()
+    ok_count = models.PositiveIntegerField()
+    fallback_count = models.PositiveIntegerField()
+    cost_sum = models.DecimalField(max_digits=18, decimal_places=8)
+    fallback_cost_sum = models.DecimalField(max_digits=18, decimal_places=8)
+
+    class Meta:
+        abstract = True
+
+
+class UsageDay(UsageCounts):
+    """One day's model calls by one agent on one model (and tier), summed."""
+
+    day = models.DateField()
+    agent_name = models.CharField(max_length=200)
+    model = models.CharField(max_length=200)
+    tier = models.CharField(max_length=10, choices=ModelTier.choices, blank=True)
+    input_tokens_sum = models.PositiveBigIntegerField()
+    output_tokens_sum = models.PositiveBigIntegerField()
+    cache_read_tokens_sum = models.PositiveBigIntegerField()
+    cache_write_tokens_sum = models.PositiveBigIntegerField()
+    latency_ms_sum = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "agent_name", "model", "tier"], name="usageday_unique")]
+        indexes = [models.Index(fields=["agent_name", "day"], name="usageday_agent_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.agent_name} {self.model}: {self.call_count} calls"
+
+
+class UsageStageDay(UsageCounts):
+    """One day's model calls for one workflow stage and task type on one model, summed (agents
+    together: kept apart from UsageDay so that neither multiplies the other's rows)."""
+
+    day = models.DateField()
+    workflow = models.CharField(max_length=200)
+    stage = models.CharField(max_length=200)
+    task_type = models.CharField(max_length=200)
+    model = models.CharField(max_length=200)
+    tier = models.CharField(max_length=10, choices=ModelTier.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "workflow", "stage", "task_type", "model", "tier"], name="usagestageday_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.workflow}/{self.stage} {self.model}: {self.call_count} calls"
+
+
+# --- Metrics agents send (seed 004): raw points and, per series, what /metrics shows ---
+
+
+class MetricType(models.TextChoices):
+    COUNTER = "counter"  # each point adds its value (an increment, >= 0)
+    GAUGE = "gauge"  # each point sets the value
+    HISTOGRAM = "histogram"  # each point is one observation, counted into buckets
+
+
+class MetricSeries(models.Model):
+    """One metric with one set of labels: a counter's total, a gauge's latest value, or a
+    histogram's bucket counts (not cumulative; bounds in runs.metrics.BUCKETS), with the count and
+    sum of its points. /metrics reads these; queries read the points."""
+
+    name = models.CharField(max_length=200)
+    labels_key = models.CharField(max_length=2000, help_text="The labels as sorted JSON: one series per name and labels")
+    labels = models.JSONField(default=dict)
+    metric_type = models.CharField(max_length=10, choices=MetricType.choices)
+    value = models.FloatField(default=0)
+    count = models.BigIntegerField(default=0)
+    sum = models.FloatField(default=0)
+    buckets = models.JSONField(default=list)
+    last_at = models.DateTimeField(null=True, help_text="When the latest point was taken")
+
+    class Meta:
+        verbose_name_plural = "metric series"
+        constraints = [models.UniqueConstraint(fields=["name", "labels_key"], name="metricseries_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels_key}"
+
+
+class MetricPoint(models.Model):
+    """One value an agent sent for a series; idempotent on `event_id`."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="points", db_index=False)
+    timestamp = models.DateTimeField(default=timezone.now)
+    agent_name = models.CharField(max_length=200)
+    value = models.FloatField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["series", "timestamp"], name="metricpoint_series_time"),
+            models.Index(fields=["timestamp"], name="metricpoint_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series_id} = {self.value} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class MetricMinute(models.Model):
+    """A series' points of one minute, summed up: what metric queries read instead of the points
+    (kept longer than they are: AGGREGATES_RETENTION_DAYS)."""
+
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="minutes", db_index=False)
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField()
+    sum = models.FloatField()
+    min = models.FloatField()
+    max = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "minute"], name="metricminute_unique")]
+        indexes = [models.Index(fields=["minute"], name="metricminute_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.series_id} @ {self.minute:%Y-%m-%d %H:%M}: {self.count} points"
+
+
+# --- Traces: spans (OpenTelemetry's model), from the SDK or any OTLP exporter ---
+
+
+class SpanKind(models.TextChoices):
+    INTERNAL = "internal"
+    SERVER = "server"
+    CLIENT = "client"
+    PRODUCER = "producer"
+    CONSUMER = "consumer"
+
+
+class SpanStatus(models.TextChoices):
+    UNSET = "unset"
+    OK = "ok"
+    ERROR = "error"
+
+
+class Span(models.Model):
+    """One timed operation of a trace: its ids (W3C: 32 and 16 hex digits), parent, name, kind,
+    status, attributes and events, and the run it belongs to when it names one. `event_id` is the
+    trace and span ids together: a span sent twice is stored once."""
+
+    event_id = models.CharField(max_length=48, unique=True)
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True, default="")
+    name = models.CharField(max_length=300)
+    span_kind = models.CharField(max_length=10, choices=SpanKind.choices, default=SpanKind.INTERNAL)
+    status = models.CharField(max_length=10, choices=SpanStatus.choices, default=SpanStatus.UNSET)
+    status_message = models.TextField(blank=True, default="")
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    agent_name = models.CharField(max_length=200)
+    service_name = models.CharField(max_length=200, blank=True, default="")
+    attributes = models.JSONField(default=dict, blank=True)
+    events = models.JSONField(default=list, blank=True, help_text="[{name, timestamp, attributes}]")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="spans", db_index=False)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["start_time", "id"]
+        indexes = [
+            models.Index(fields=["trace_id"], name="span_trace"),
+            models.Index(fields=["start_time"], name="span_start"),
+            models.Index(fields=["run"], name="span_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.trace_id[:8]}/{self.span_id})"
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_time - self.start_time).total_seconds() * 1000

@@ -11,8 +11,8 @@ from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from runs import exports
-from runs.analytics import Filters, figures
+from runs import exports, traces
+from runs.analytics import figures, period_of
 
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
 
@@ -20,14 +20,14 @@ CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
 @require_GET
 @staff_member_required
 def analytics_page(request):
-    filters = Filters.from_query(request.GET)
-    agents = filters.runs().values_list("agent_name", flat=True).distinct().order_by("agent_name")[:200]
+    period = period_of(request.GET)
+    agents = period.run_days().values_list("agent_name", flat=True).distinct().order_by("agent_name")[:200]
     context = {
         **admin.site.each_context(request),
         "is_nav_sidebar_enabled": False,
-        "figures": figures(filters),
-        "filters": filters,
-        "agents": list(agents) if not filters.agent else [],
+        "figures": figures(period),
+        "filters": period,
+        "agents": list(agents) if not period.agent else [],
         "query": request.GET.urlencode(),
     }
     return render(request, "runs/analytics.html", context)
@@ -38,12 +38,12 @@ def analytics_page(request):
 def analytics_export(request, fmt: str):
     """The filtered runs as CSV or JSON (streamed); as XLSX, a workbook with the runs, the LLM
     usage and the feedback on three sheets."""
-    filters = Filters.from_query(request.GET)
-    name = f"telemetry-{filters.start}-{filters.end}"
+    period = period_of(request.GET)
+    name = f"telemetry-{period.start}-{period.end}"
     if fmt == "xlsx":
         sheets = {
             kind: (exports.KINDS[kind].columns, exports.rows(exports.KINDS[kind], queryset))
-            for kind, queryset in (("runs", filters.runs()), ("usage", filters.usage()), ("feedback", filters.feedback()))
+            for kind, queryset in (("runs", period.runs()), ("usage", period.usage()), ("feedback", period.feedback()))
         }
         # openpyxl writes rows as they come; FileResponse closes (and so deletes) the file once sent.
         workbook = tempfile.TemporaryFile()  # noqa: SIM115
@@ -53,8 +53,30 @@ def analytics_export(request, fmt: str):
     if fmt not in CONTENT_TYPES:
         raise Http404(f"No export format {fmt!r}.")
     runs = exports.KINDS["runs"]
-    records = exports.rows(runs, filters.runs().order_by("-created_at", "-id"))
+    records = exports.rows(runs, period.runs().order_by("-created_at", "-id"))
     chunks = exports.csv_lines(runs.columns, records) if fmt == "csv" else exports.json_chunks(records)
     response = StreamingHttpResponse(chunks, content_type=CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
+
+
+@require_GET
+@staff_member_required
+def traces_page(request):
+    """The latest traces (of one agent with ?agent=)."""
+    agent = (request.GET.get("agent") or "").strip()[:200]
+    context = {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, "title": "Traces", "agent": agent,
+               "traces": traces.recent_traces(agent=agent)}  # fmt: skip
+    return render(request, "runs/traces.html", context)
+
+
+@require_GET
+@staff_member_required
+def trace_page(request, trace_id: str):
+    """One trace as a waterfall: each span under its parent, as a bar on the trace's timeline."""
+    bars = traces.waterfall(trace_id.lower())
+    if not bars:
+        raise Http404(f"No spans of trace {trace_id}.")
+    context = {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, "title": f"Trace {trace_id}",
+               "trace_id": trace_id, "bars": bars}  # fmt: skip
+    return render(request, "runs/trace.html", context)

@@ -12,7 +12,7 @@ from django.db.models import Avg, Count, Max, Min, Q
 from django.utils import timezone
 
 from core.batch import Batch, MayActAs
-from runs.models import TIER_ORDER, FeedbackEntry, LlmUsage, ModelPrice, Run, TemplateFeedback
+from runs.models import TIER_ORDER, ChangedDay, FeedbackEntry, LlmUsage, ModelPrice, Run, TemplateFeedback
 from runs.schemas import FeedbackIn, QualityStats, TemplateFeedbackIn, TierRecommendation, UsageIn
 
 RECENT = timedelta(days=7)  # a stage's recent trend: the last week against what came before
@@ -21,12 +21,6 @@ HOLDS = 0.8  # a tier whose average quality is at least this holds
 TOLERANCE = 0.05  # a cheaper tier may score this much below the current one and still hold
 DROPS = 0.6  # below this average the current tier does not do the job
 MILLION = Decimal(1_000_000)
-
-
-def _reject_forbidden_agents(batch: Batch, may_act_as: MayActAs) -> None:
-    for index, item in list(batch.valid.items()):
-        if item.agent_name and not may_act_as(item.agent_name):
-            batch.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
 
 
 def cost_of(item: UsageIn, price: ModelPrice | None) -> Decimal:
@@ -47,7 +41,7 @@ def cost_of(item: UsageIn, price: ModelPrice | None) -> Decimal:
 def ingest_usage(items: list, may_act_as: MayActAs) -> Batch:
     """LLM usage records; each may name its run by `run_event_id`."""
     batch = Batch(items, UsageIn)
-    _reject_forbidden_agents(batch, may_act_as)
+    batch.reject_forbidden_agents(may_act_as)
     named = {item.run_event_id for item in batch.valid.values() if item.run_event_id}
     runs = Run.objects.only("id", "event_id").in_bulk(named, field_name="event_id")
     for index, item in list(batch.valid.items()):
@@ -63,20 +57,20 @@ def ingest_usage(items: list, may_act_as: MayActAs) -> Batch:
         fields["run_id"] = runs[item.run_event_id].pk if item.run_event_id else None
         return fields
 
-    batch.store(LlmUsage, row)
+    batch.store(LlmUsage, row, on_stored=lambda stored: ChangedDay.note(*(call["timestamp"] for call in stored)))
     return batch
 
 
 def ingest_feedback(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, FeedbackIn)
-    _reject_forbidden_agents(batch, may_act_as)
+    batch.reject_forbidden_agents(may_act_as)
     batch.store(FeedbackEntry, lambda item: item.model_dump())
     return batch
 
 
 def ingest_template_feedback(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, TemplateFeedbackIn)
-    _reject_forbidden_agents(batch, may_act_as)
+    batch.reject_forbidden_agents(may_act_as)
     batch.store(TemplateFeedback, lambda item: item.model_dump())
     return batch
 

@@ -1,22 +1,25 @@
 """The reports of `python manage.py telemetry` and /api/v1/reports/ (seed 001's CLI): each is one
-or two aggregate queries over a period, returned as a Report (a table and a summary) that the
-command prints with rich or as JSON and the API returns as JSON."""
+or two grouped queries over the daily rollups of a period (runs.rollups; the last `days` days,
+today included), returned as a Report (a table and a summary) that the command prints with rich
+or as JSON and the API returns as JSON."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Avg, Count, Max, Q, QuerySet, Sum
+from django.db import transaction
+from django.db.models import Avg, Count, Max, Q, Sum
 from django.db.models.fields.json import KT
-from django.utils import timezone
 
 from core.features import AVAILABLE, features
+from runs import rollups
 from runs.models import TIER_ORDER, FeedbackEntry, LlmUsage, ModelPrice, ModelTier, Run, RunEvent, RunStatus, TemplateFeedback
 from runs.quality import MILLION
+from runs.rollups import Period
 
 DEFAULT_DAYS = 30
 
@@ -46,14 +49,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _since(days: float) -> datetime:
-    return timezone.now() - timedelta(days=days)
-
-
-def _usage(days: float) -> QuerySet:
-    return LlmUsage.objects.filter(timestamp__gte=_since(days))
-
-
 def _ratio(part: float | None, whole: float | None) -> float | None:
     return round(part / whole, 4) if part is not None and whole else None
 
@@ -62,14 +57,20 @@ def _money(value: Decimal | None) -> Decimal:
     return (value or Decimal(0)).quantize(Decimal("0.0001"))
 
 
+def _sum(field: str, **where) -> Sum:
+    """The sum of a rollup's `field` over the rows matching `where`; 0 when none do."""
+    return Sum(field, filter=Q(**where), default=0)
+
+
 TOKEN_SUMS = {
-    "calls": Count("id"),
-    "input": Sum("input_tokens"),
-    "output": Sum("output_tokens"),
-    "cache_read": Sum("cache_read_tokens"),
-    "cache_write": Sum("cache_write_tokens"),
-    "spent": Sum("cost"),
+    "calls": _sum("call_count"),
+    "input": _sum("input_tokens_sum"),
+    "output": _sum("output_tokens_sum"),
+    "cache_read": _sum("cache_read_tokens_sum"),
+    "cache_write": _sum("cache_write_tokens_sum"),
+    "spent": Sum("cost_sum"),
 }
+ENDED = ~Q(status=RunStatus.RUNNING)
 
 
 def _priced(sums: dict[str, Any], price: ModelPrice) -> Decimal:
@@ -91,10 +92,11 @@ def baseline_price(model: str | None = None) -> ModelPrice | None:
     return prices.filter(tier=ModelTier.PREMIUM).order_by("-output_per_mtok", "-input_per_mtok").first()
 
 
-def show(days: float = DEFAULT_DAYS, limit: int = 20) -> Report:
+def show(days: int = DEFAULT_DAYS, limit: int = 20) -> Report:
     """The latest model calls, and the period's totals."""
-    calls = _usage(days)
-    totals = calls.aggregate(**TOKEN_SUMS)
+    period = Period.last(days)
+    calls = period.usage()
+    totals = period.usage_days().aggregate(**TOKEN_SUMS)
     rows = [
         [
             u.timestamp,
@@ -115,14 +117,14 @@ def show(days: float = DEFAULT_DAYS, limit: int = 20) -> Report:
     summary = {
         "days": days,
         "calls": totals["calls"],
-        "input_tokens": totals["input"] or 0,
-        "output_tokens": totals["output"] or 0,
+        "input_tokens": totals["input"],
+        "output_tokens": totals["output"],
         "cost": _money(totals["spent"]),
     }
-    return Report(f"Latest {len(rows)} model calls (last {days:g} days)", columns, rows, summary)
+    return Report(f"Latest {len(rows)} model calls (last {days} days)", columns, rows, summary)
 
 
-def savings(days: float = DEFAULT_DAYS, baseline_model: str | None = None) -> Report:
+def savings(days: int = DEFAULT_DAYS, baseline_model: str | None = None) -> Report:
     """What tier routing saved: the cost of each tier's calls against the same tokens on the
     premium baseline model."""
     baseline = baseline_price(baseline_model)
@@ -130,7 +132,7 @@ def savings(days: float = DEFAULT_DAYS, baseline_model: str | None = None) -> Re
         note = f"No price for {baseline_model!r}." if baseline_model else "No premium model in the price table."
         return Report("Savings from tier routing", [], [], notes=[note + " Add one in the admin (Model prices)."])
     rows, actual_total, baseline_total = [], Decimal(0), Decimal(0)
-    for group in _usage(days).values("tier").annotate(**TOKEN_SUMS).order_by("tier"):
+    for group in Period.last(days).usage_days().values("tier").annotate(**TOKEN_SUMS).order_by("tier"):
         actual, would_be = _money(group["spent"]), _money(_priced(group, baseline))
         actual_total, baseline_total = actual_total + actual, baseline_total + would_be
         rows.append(
@@ -152,16 +154,16 @@ def savings(days: float = DEFAULT_DAYS, baseline_model: str | None = None) -> Re
         "saved_share": _ratio(float(baseline_total - actual_total), float(baseline_total)),
     }
     columns = ["tier", "calls", "cost $", f"on {baseline.model} $", "saved $", "saved share"]
-    return Report(f"Savings from tier routing against always {baseline.model} (last {days:g} days)", columns, rows, summary)
+    return Report(f"Savings from tier routing against always {baseline.model} (last {days} days)", columns, rows, summary)
 
 
-def cache_stats(days: float = DEFAULT_DAYS) -> Report:
+def cache_stats(days: int = DEFAULT_DAYS) -> Report:
     """Prompt caching per model: the share of input read from the cache and the money it saved
     (cache reads at the cache price instead of the input price, less the premium on writes)."""
     prices = {price.model: price for price in ModelPrice.objects.all()}
     rows, saved_total, read_total, input_total = [], Decimal(0), 0, 0
-    for group in _usage(days).values("model").annotate(**TOKEN_SUMS).order_by("-cache_read"):
-        read, written, fresh = group["cache_read"] or 0, group["cache_write"] or 0, group["input"] or 0
+    for group in Period.last(days).usage_days().values("model").annotate(**TOKEN_SUMS).order_by("-cache_read", "model"):
+        read, written, fresh = group["cache_read"], group["cache_write"], group["input"]
         price = prices.get(group["model"])
         saved = None
         if price:
@@ -178,102 +180,99 @@ def cache_stats(days: float = DEFAULT_DAYS) -> Report:
     summary = {"days": days, "hit_rate": _ratio(read_total, input_total), "cache_read_tokens": read_total, "saved": saved_total}
     columns = ["model", "calls", "input (uncached)", "cache read", "cache write", "hit rate", "saved $"]
     notes = [] if all(row[-1] is not None for row in rows) else ["Models without a price show no savings."]
-    return Report(f"Prompt cache (last {days:g} days)", columns, rows, summary, notes)
+    return Report(f"Prompt cache (last {days} days)", columns, rows, summary, notes)
 
 
-def _period_figures(start: datetime, end: datetime) -> dict[str, Any]:
-    runs = Run.objects.filter(created_at__gte=start, created_at__lt=end).aggregate(
-        runs=Count("id"),
-        succeeded=Count("id", filter=Q(status=RunStatus.SUCCESS)),
-        ended=Count("id", filter=~Q(status=RunStatus.RUNNING)),
-        duration=Avg("duration_ms", filter=~Q(status=RunStatus.RUNNING)),
-        items=Sum("items_succeeded"),
+def _average_seconds(total_ms: int, count: int) -> float | None:
+    return round(total_ms / count / 1000, 2) if count else None
+
+
+def _period_figures(period: Period) -> dict[str, Any]:
+    runs = period.run_days().aggregate(
+        runs=_sum("run_count"),
+        succeeded=_sum("run_count", status=RunStatus.SUCCESS),
+        ended=Sum("run_count", filter=ENDED, default=0),
+        duration=Sum("duration_ms_sum", filter=ENDED, default=0),
+        items=_sum("items_succeeded_sum"),
     )
-    calls = LlmUsage.objects.filter(timestamp__gte=start, timestamp__lt=end).aggregate(
-        **TOKEN_SUMS, latency=Avg("latency_ms"), fallbacks=Count("id", filter=Q(fallback=True))
-    )
-    quality = FeedbackEntry.objects.filter(timestamp__gte=start, timestamp__lt=end).aggregate(avg=Avg("quality_score"))
+    calls = period.usage_days().aggregate(**TOKEN_SUMS, latency=_sum("latency_ms_sum"), fallbacks=_sum("fallback_count"))
+    quality = period.feedback().aggregate(avg=Avg("quality_score"))
     return {
         "runs": runs["runs"],
         "run success rate": _ratio(runs["succeeded"], runs["ended"]),
-        "avg run duration s": round(runs["duration"] / 1000, 2) if runs["duration"] is not None else None,
-        "items succeeded": runs["items"] or 0,
+        "avg run duration s": _average_seconds(runs["duration"], runs["ended"]),
+        "items succeeded": runs["items"],
         "model calls": calls["calls"],
-        "tokens": (calls["input"] or 0) + (calls["output"] or 0),
+        "tokens": calls["input"] + calls["output"],
         "cost $": _money(calls["spent"]),
-        "avg latency ms": round(calls["latency"], 1) if calls["latency"] is not None else None,
+        "avg latency ms": round(calls["latency"] / calls["calls"], 1) if calls["calls"] else None,
         "fallback rate": _ratio(calls["fallbacks"], calls["calls"]),
         "avg quality": round(quality["avg"], 4) if quality["avg"] is not None else None,
     }
 
 
-def compare(days: float = 7) -> Report:
+def compare(days: int = 7) -> Report:
     """The last `days` against the `days` before them."""
-    now = timezone.now()
-    before = _period_figures(now - timedelta(days=2 * days), now - timedelta(days=days))
-    current = _period_figures(now - timedelta(days=days), now)
+    period = Period.last(days)
+    before, current = _period_figures(period.before()), _period_figures(period)
     rows = []
     for name, value in current.items():
         earlier = before[name]
         change = _ratio(float(value) - float(earlier), float(earlier)) if value is not None and earlier else None
         rows.append([name, earlier, value, change])
-    return Report(
-        f"The last {days:g} days against the {days:g} before", ["metric", "before", "last", "change"], rows, {"days": days}
-    )
+    return Report(f"The last {days} days against the {days} before", ["metric", "before", "last", "change"], rows, {"days": days})
 
 
-def agent_performance(days: float = DEFAULT_DAYS) -> Report:
+def agent_performance(days: int = DEFAULT_DAYS) -> Report:
     """Per agent: runs and how they ended, duration, items, model calls and cost."""
+    period = Period.last(days)
     runs = (
-        Run.objects.filter(created_at__gte=_since(days))
+        period.run_days()
         .values("agent_name")
         .annotate(
-            runs=Count("id"),
-            succeeded=Count("id", filter=Q(status=RunStatus.SUCCESS)),
-            failed=Count("id", filter=Q(status__in=[RunStatus.FAILED, RunStatus.TIMEOUT])),
-            ended=Count("id", filter=~Q(status=RunStatus.RUNNING)),
-            duration=Avg("duration_ms", filter=~Q(status=RunStatus.RUNNING)),
-            items=Sum("items_succeeded"),
-            item_failures=Sum("items_failed"),
+            runs=_sum("run_count"),
+            succeeded=_sum("run_count", status=RunStatus.SUCCESS),
+            failed=_sum("run_count", status__in=[RunStatus.FAILED, RunStatus.TIMEOUT]),
+            ended=Sum("run_count", filter=ENDED, default=0),
+            duration=Sum("duration_ms_sum", filter=ENDED, default=0),
+            items=_sum("items_succeeded_sum"),
+            item_failures=_sum("items_failed_sum"),
         )
     )
-    usage = {row["agent_name"]: row for row in _usage(days).values("agent_name").annotate(calls=Count("id"), spent=Sum("cost"))}
+    usage = period.usage_days().values("agent_name").annotate(calls=_sum("call_count"), spent=Sum("cost_sum"))
+    usage = {row["agent_name"]: row for row in usage}
     rows = []
-    for row in sorted(runs, key=lambda r: -r["runs"]):
+    for row in sorted(runs, key=lambda r: (-r["runs"], r["agent_name"])):
         calls = usage.pop(row["agent_name"], {"calls": 0, "spent": None})
-        duration = round(row["duration"] / 1000, 2) if row["duration"] is not None else None
         rows.append(
             [
                 row["agent_name"],
                 row["runs"],
                 _ratio(row["succeeded"], row["ended"]),
                 row["failed"],
-                duration,
-                row["items"] or 0,
-                row["item_failures"] or 0,
+                _average_seconds(row["duration"], row["ended"]),
+                row["items"],
+                row["item_failures"],
                 calls["calls"],
                 _money(calls["spent"]),
             ]
         )
     rows += [[agent, 0, None, 0, None, 0, 0, calls["calls"], _money(calls["spent"])] for agent, calls in usage.items()]
     columns = ["agent", "runs", "success rate", "failed", "avg duration s", "items ok", "items failed", "model calls", "cost $"]
-    return Report(f"Agent performance (last {days:g} days)", columns, rows, {"days": days, "agents": len(rows)})
+    return Report(f"Agent performance (last {days} days)", columns, rows, {"days": days, "agents": len(rows)})
 
 
-def task_routing(days: float = DEFAULT_DAYS) -> Report:
+def task_routing(days: int = DEFAULT_DAYS) -> Report:
     """Per task type: which tiers served it, how often calls failed or fell back, the cost."""
-    per_tier = {f"on_{tier}": Count("id", filter=Q(tier=tier)) for tier in TIER_ORDER}
+    per_tier = {f"on_{tier}": _sum("call_count", tier=tier) for tier in TIER_ORDER}
     groups = (
-        _usage(days)
+        Period.last(days)
+        .stage_days()
         .values("task_type")
         .annotate(
-            calls=Count("id"),
-            ok=Count("id", filter=Q(success=True)),
-            fallbacks=Count("id", filter=Q(fallback=True)),
-            spent=Sum("cost"),
-            **per_tier,
+            calls=_sum("call_count"), ok=_sum("ok_count"), fallbacks=_sum("fallback_count"), spent=Sum("cost_sum"), **per_tier
         )
-        .order_by("-calls")
+        .order_by("-calls", "task_type")
     )
     rows = [
         [
@@ -296,30 +295,32 @@ def task_routing(days: float = DEFAULT_DAYS) -> Report:
         "cost $",
         "$ per call",
     ]
-    return Report(f"Task routing (last {days:g} days)", columns, rows, {"days": days})
+    return Report(f"Task routing (last {days} days)", columns, rows, {"days": days})
 
 
-def tier1_status(days: float = DEFAULT_DAYS) -> Report:
+def tier1_status(days: int = DEFAULT_DAYS) -> Report:
     """Tier 1 automation: per workflow stage, how much the cheap tier handles on its own (its
     share of calls, its success rate, how often it needed a fallback) and its quality."""
+    period = Period.last(days)
     groups = (
-        _usage(days)
+        period.stage_days()
         .values("workflow", "stage")
         .annotate(
-            calls=Count("id"),
-            cheap=Count("id", filter=Q(tier=ModelTier.CHEAP)),
-            cheap_ok=Count("id", filter=Q(tier=ModelTier.CHEAP, success=True)),
-            fallbacks=Count("id", filter=Q(fallback=True)),
+            calls=_sum("call_count"),
+            cheap=_sum("call_count", tier=ModelTier.CHEAP),
+            cheap_ok=_sum("ok_count", tier=ModelTier.CHEAP),
+            fallbacks=_sum("fallback_count"),
         )
     )
     quality = {
         (row["workflow_name"], row["stage_name"]): row["avg"]
-        for row in FeedbackEntry.objects.filter(timestamp__gte=_since(days), tier=ModelTier.CHEAP)
+        for row in period.feedback()
+        .filter(tier=ModelTier.CHEAP)
         .values("workflow_name", "stage_name")
         .annotate(avg=Avg("quality_score"))
     }
     rows = []
-    for g in sorted(groups, key=lambda g: -g["calls"]):
+    for g in sorted(groups, key=lambda g: (-g["calls"], g["workflow"], g["stage"])):
         share, success = _ratio(g["cheap"], g["calls"]), _ratio(g["cheap_ok"], g["cheap"])
         automated = bool(share and share >= 0.8 and (success or 0) >= 0.95)
         avg = quality.get((g["workflow"], g["stage"]))
@@ -339,7 +340,7 @@ def tier1_status(days: float = DEFAULT_DAYS) -> Report:
     columns = ["workflow", "stage", "calls", "cheap share", "cheap success", "fallback rate", "cheap quality", "automated"]
     notes = ["Automated: at least 80% of calls on the cheap tier, at least 95% of them successful."]
     return Report(
-        f"Tier 1 automation (last {days:g} days)",
+        f"Tier 1 automation (last {days} days)",
         columns,
         rows,
         {"days": days, "stages": len(rows), "automated": automated},
@@ -347,21 +348,19 @@ def tier1_status(days: float = DEFAULT_DAYS) -> Report:
     )
 
 
-def fallback_analysis(days: float = DEFAULT_DAYS) -> Report:
+def fallback_analysis(days: int = DEFAULT_DAYS) -> Report:
     """seed 001's sonnet-opus-analysis: calls retried on a stronger model after a cheaper one
     failed: how often, where, and what they cost."""
-    calls = _usage(days)
-    totals = calls.aggregate(
-        calls=Count("id"),
-        fallbacks=Count("id", filter=Q(fallback=True)),
-        spent=Sum("cost"),
-        fallback_spent=Sum("cost", filter=Q(fallback=True)),
+    period = Period.last(days)
+    totals = period.usage_days().aggregate(
+        calls=_sum("call_count"), fallbacks=_sum("fallback_count"), spent=Sum("cost_sum"), fallback_spent=Sum("fallback_cost_sum")
     )
     groups = (
-        calls.values("workflow", "stage", "model")
-        .annotate(calls=Count("id"), fallbacks=Count("id", filter=Q(fallback=True)), spent=Sum("cost", filter=Q(fallback=True)))
+        period.stage_days()
+        .values("workflow", "stage", "model")
+        .annotate(calls=_sum("call_count"), fallbacks=_sum("fallback_count"), spent=Sum("fallback_cost_sum"))
         .filter(fallbacks__gt=0)
-        .order_by("-fallbacks")
+        .order_by("-fallbacks", "workflow", "stage", "model")
     )
     rows = [
         [
@@ -384,7 +383,7 @@ def fallback_analysis(days: float = DEFAULT_DAYS) -> Report:
         "fallback_cost_share": _ratio(float(_money(totals["fallback_spent"])), float(_money(totals["spent"]))),
     }
     columns = ["workflow", "stage", "fallback model", "fallbacks", "fallback rate", "fallback cost $"]
-    return Report(f"Fallbacks from a cheaper to a stronger model (last {days:g} days)", columns, rows, summary)
+    return Report(f"Fallbacks from a cheaper to a stronger model (last {days} days)", columns, rows, summary)
 
 
 TEST_JOB = Q(job_type__istartswith="test")
@@ -392,16 +391,16 @@ NOT_PASSED = Q(status__in=[RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.TIMEOU
 FILE_RESULT = "test.file"
 
 
-def test_status(days: float = DEFAULT_DAYS) -> Report:
+def test_status(days: int = DEFAULT_DAYS) -> Report:
     """Test runs (runs whose job_type starts with "test"): per agent and job type, how many
     passed, and the last failure."""
-    runs = Run.objects.filter(TEST_JOB, created_at__gte=_since(days))
+    runs = Period.last(days).run_days().filter(TEST_JOB)
     groups = runs.values("agent_name", "job_type").annotate(
-        runs=Count("id"),
-        passed=Count("id", filter=Q(status=RunStatus.SUCCESS)),
-        failed=Count("id", filter=NOT_PASSED),
-        last=Max("created_at"),
-        last_failure=Max("created_at", filter=NOT_PASSED),
+        runs=_sum("run_count"),
+        passed=_sum("run_count", status=RunStatus.SUCCESS),
+        failed=Sum("run_count", filter=NOT_PASSED, default=0),
+        last=Max("created_at_max"),
+        last_failure=Max("created_at_max", filter=NOT_PASSED),
     )
     rows = [
         [
@@ -416,16 +415,17 @@ def test_status(days: float = DEFAULT_DAYS) -> Report:
         ]
         for g in sorted(groups, key=lambda g: g["last"], reverse=True)
     ]
-    totals = runs.aggregate(runs=Count("id"), passed=Count("id", filter=Q(status=RunStatus.SUCCESS)))
+    totals = runs.aggregate(runs=_sum("run_count"), passed=_sum("run_count", status=RunStatus.SUCCESS))
     columns = ["agent", "job type", "runs", "passed", "failed", "pass rate", "last run", "last failure"]
     summary = {"days": days, **totals, "pass_rate": _ratio(totals["passed"], totals["runs"])}
-    return Report(f"Test runs (last {days:g} days)", columns, rows, summary)
+    return Report(f"Test runs (last {days} days)", columns, rows, summary)
 
 
-def file_test_status(days: float = DEFAULT_DAYS) -> Report:
+def file_test_status(days: int = DEFAULT_DAYS) -> Report:
     """Per test file: its results, from run events of type "test.file" whose payload holds
     {"file": ..., "passed": true|false}."""
-    events = RunEvent.objects.filter(event_type=FILE_RESULT, timestamp__gte=_since(days)).annotate(file=KT("payload__file"))
+    period = Period.last(days)
+    events = RunEvent.objects.filter(event_type=FILE_RESULT, timestamp__gte=period.since).annotate(file=KT("payload__file"))
     failed = Q(payload__passed=False)
     groups = (
         events.values("file")
@@ -445,7 +445,7 @@ def file_test_status(days: float = DEFAULT_DAYS) -> Report:
     failing = sum(1 for g in rows if g[2])
     notes = [f'From run events "{FILE_RESULT}" with payload {{"file": "...", "passed": true}}.']
     return Report(
-        f"Test files (last {days:g} days)", columns, rows, {"days": days, "files": len(rows), "with_failures": failing}, notes
+        f"Test files (last {days} days)", columns, rows, {"days": days, "files": len(rows), "with_failures": failing}, notes
     )
 
 
@@ -478,4 +478,7 @@ def reset(include_runs: bool = False) -> dict[str, int]:
     models = {"usage": LlmUsage, "feedback": FeedbackEntry, "template feedback": TemplateFeedback}
     if include_runs:
         models.update(events=RunEvent, runs=Run)
-    return {name: model.objects.all().delete()[0] for name, model in models.items()}
+    with transaction.atomic():
+        deleted = {name: model.objects.all().delete()[0] for name, model in models.items()}
+        rollups.rebuild()
+    return deleted

@@ -9,11 +9,22 @@ import json
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
 
-from runs.models import CommitSource, ModelTier, Run, RunStatus
+from runs.models import CommitSource, MetricType, ModelTier, Run, RunStatus, SpanKind, SpanStatus
 
 # Older clients (local-telemetry) send these; we store the canonical value.
 STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success"}
@@ -168,6 +179,142 @@ class TemplateFeedbackIn(Strict):
     good: bool
 
 
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}$")]
+MAX_LABELS = 10
+RESERVED_LABELS = {"le", "quantile"}  # Prometheus's own, in histograms and summaries
+
+
+class MetricIn(Strict):
+    """One metric point (seed 004's metrics; kind "metric" in an ingest batch): a counter's
+    increment, a gauge's value, or one observation of a histogram."""
+
+    event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
+    agent_name: Name
+    name: MetricName
+    metric_type: MetricType
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    labels: dict[LabelName, Label] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+    @cached_property
+    def series_key(self) -> tuple[str, str]:
+        """The metric's name and its labels as sorted JSON: what identifies its series."""
+        return self.name, json.dumps(self.labels, sort_keys=True, separators=(",", ":"))
+
+    @model_validator(mode="after")
+    def _sound(self) -> MetricIn:
+        if self.metric_type == MetricType.COUNTER and self.value < 0:
+            raise ValueError("a counter's value is an increment: at least 0")
+        reserved = sorted(name for name in self.labels if name in RESERVED_LABELS or name.startswith("__"))
+        if reserved:
+            raise ValueError(f"reserved label names: {', '.join(reserved)}")
+        return self
+
+
+INTERVAL_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _interval_seconds(value: Any) -> Any:
+    """'5m', '1h', '1d' (at least a minute: queries read minute rollups) as seconds."""
+    if isinstance(value, str) and value[:-1].isdigit() and value[-1:] in INTERVAL_UNITS:
+        return int(value[:-1]) * INTERVAL_UNITS[value[-1]]
+    raise ValueError("an interval like 1m, 5m, 1h or 1d")
+
+
+def _labels_filter(value: Any) -> Any:
+    """'agent_type:coder,phase:plan' as {"agent_type": "coder", "phase": "plan"}."""
+    if isinstance(value, str):
+        pairs = [pair.partition(":") for pair in value.split(",") if pair]
+        if any(not name or not sep for name, sep, _ in pairs):
+            raise ValueError("label:value pairs separated by commas")
+        return {name: label_value for name, _, label_value in pairs}
+    return value
+
+
+class MetricQuery(Strict):
+    """GET /api/v1/metrics/query (seed 004's query engine)."""
+
+    name: MetricName
+    labels: Annotated[dict[LabelName, str], BeforeValidator(_labels_filter)] = Field(default_factory=dict)
+    start: Timestamp | None = None
+    end: Timestamp | None = None
+    interval: Annotated[int, BeforeValidator(_interval_seconds), Field(ge=60, le=31 * 86400)] = 300
+    aggregation: Literal["avg", "sum", "min", "max", "count", "rate"] = "avg"
+    window: Annotated[int, Field(ge=1, le=1000)] = 5
+    k: Annotated[float, Field(gt=0, le=100)] = 3.0
+
+
+class TimedValue(BaseModel):
+    time: str
+    value: float
+
+
+class Anomaly(TimedValue):
+    deviations: float = Field(description="How many standard deviations from the mean")
+
+
+class MetricQueryOut(BaseModel):
+    name: str
+    labels: dict[str, str]
+    series: int = Field(description="How many label sets matched")
+    start: str
+    end: str
+    interval_seconds: int
+    aggregation: str
+    points: list[TimedValue] = Field(description="One per interval that has points (UTC, aligned to the interval)")
+    summary: dict[str, float | int | None] = Field(description="Of the raw points: count, sum, avg, min, max, p50, p95, p99")
+    moving_average: list[TimedValue]
+    anomalies: list[Anomaly]
+
+
+def _not_all_zero(value: str) -> str:
+    if not value.strip("0"):
+        raise ValueError("an id of zeros is invalid")
+    return value
+
+
+TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True), AfterValidator(_not_all_zero)]
+SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{16}$", to_lower=True), AfterValidator(_not_all_zero)]
+MAX_SPAN_EVENTS = 128
+
+
+class SpanEventIn(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    timestamp: Timestamp
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class SpanIn(Strict):
+    """A finished span (kind "span" in an ingest batch; the OTLP receiver makes these too). Ids
+    are W3C's: 32 and 16 lowercase hex digits, not all zero."""
+
+    trace_id: TraceId
+    span_id: SpanId
+    parent_span_id: SpanId | Literal[""] = ""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    span_kind: SpanKind = SpanKind.INTERNAL
+    status: SpanStatus = SpanStatus.UNSET
+    status_message: Annotated[str, StringConstraints(max_length=2000)] = ""
+    start_time: Timestamp
+    end_time: Timestamp
+    agent_name: Name
+    service_name: Label = ""
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    events: list[SpanEventIn] = Field(default_factory=list, max_length=MAX_SPAN_EVENTS)
+    run_event_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> SpanIn:
+        if self.end_time < self.start_time:
+            raise ValueError("end_time is before start_time")
+        return self
+
+    @property
+    def event_id(self) -> str:
+        return self.trace_id + self.span_id
+
+
 # What identifies a run; everything else may still change until the run ends.
 RUN_IDENTITY = {"event_id", "run_id", "agent_name", "job_type", "start_time", "created_at"}
 
@@ -304,6 +451,10 @@ class TemplateFeedbackInList(RootModel[list[TemplateFeedbackIn]]):
     pass
 
 
+class MetricInList(RootModel[list[MetricIn]]):
+    pass
+
+
 class StageQuery(Strict):
     workflow_name: Name
     stage_name: Name
@@ -347,7 +498,7 @@ class TierRecommendation(BaseModel):
 
 
 class ReportQuery(Strict):
-    days: Annotated[float, Field(gt=0, le=3650)] | None = None
+    days: Annotated[int, Field(ge=1, le=3650)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] | None = None
     baseline_model: Name | None = None
 
@@ -396,7 +547,17 @@ class TemplateFeedbackItem(TemplateFeedbackIn):
     kind: Literal["template_feedback"]
 
 
-IngestItem = RunItem | EventItem | EndItem | CommitKindItem | UsageItem | FeedbackItem | TemplateFeedbackItem
+class MetricItem(MetricIn):
+    kind: Literal["metric"]
+
+
+class SpanItem(SpanIn):
+    kind: Literal["span"]
+
+
+IngestItem = (
+    RunItem | EventItem | EndItem | CommitKindItem | UsageItem | FeedbackItem | TemplateFeedbackItem | MetricItem | SpanItem
+)
 
 
 class IngestItemList(RootModel[list[Annotated[IngestItem, Field(discriminator="kind")]]]):

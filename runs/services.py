@@ -15,8 +15,8 @@ from coordination.models import Agent
 from core import events
 from core.api import error_body
 from core.batch import Batch, BatchResults, MayActAs, Row, row_of
-from runs import quality
-from runs.models import Run, RunEvent, RunStatus
+from runs import metrics, quality, traces
+from runs.models import ChangedDay, MetricMinute, MetricPoint, Run, RunEvent, RunStatus, Span
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
 
 LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
@@ -53,11 +53,13 @@ def create_run(data: RunIn) -> tuple[Run, bool]:
 
 def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, RunIn)
-    for index, item in list(batch.valid.items()):
-        if not may_act_as(item.agent_name):
-            batch.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
+    batch.reject_forbidden_agents(may_act_as)
     rows: dict[str, Row] = {}
-    batch.store(Run, lambda item: rows.setdefault(item.event_id, row_of(build_run(item))))
+    batch.store(
+        Run,
+        lambda item: rows.setdefault(item.event_id, row_of(build_run(item))),
+        on_stored=lambda stored: ChangedDay.note(*(row["created_at"] for row in stored)),
+    )
     created = (rows[r["event_id"]] for r in batch.results if r and r["status"] == "created")
     events.publish(*(lifecycle_event(row) for row in created))
     return batch
@@ -127,8 +129,10 @@ def end_running(runs, status: RunStatus, reason: str) -> int:
     now = timezone.now()
     ids = list(runs.filter(status=RunStatus.RUNNING).values_list("pk", flat=True))
     ending = Run.objects.filter(pk__in=ids, status=RunStatus.RUNNING)
-    count = ending.update(status=status, end_time=now, error_summary=reason[:500], updated_at=now)
-    mine = Run.objects.filter(pk__in=ids, status=status, updated_at=now)
+    with transaction.atomic():
+        count = ending.update(status=status, end_time=now, error_summary=reason[:500], updated_at=now)
+        mine = list(Run.objects.filter(pk__in=ids, status=status, updated_at=now))
+        ChangedDay.note(*(run.created_at for run in mine))
     events.publish(*(lifecycle_event(row_of(run)) for run in mine))
     return count
 
@@ -178,6 +182,8 @@ INGESTERS: dict[str, Callable[[list, MayActAs], Batch]] = {
     "usage": quality.ingest_usage,
     "feedback": quality.ingest_feedback,
     "template_feedback": quality.ingest_template_feedback,
+    "metric": metrics.ingest_metrics,
+    "span": traces.ingest_spans,
 }
 
 
@@ -204,3 +210,25 @@ def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
         for (index, _), result in zip(group, batch.results, strict=True):
             results.append({**result, "index": index})
     return BatchResults(results)
+
+
+RETENTION_BATCH = 10_000  # rows per DELETE: short transactions, however much is old
+
+
+def purge(queryset) -> int:
+    """Delete the rows of `queryset` in batches of RETENTION_BATCH; how many."""
+    deleted = 0
+    while ids := list(queryset.values_list("pk", flat=True)[:RETENTION_BATCH]):
+        deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
+    return deleted
+
+
+def purge_old_records(metric_days: float, trace_days: float, aggregate_days: float) -> dict[str, int]:
+    """Metric points, spans (their events inside) and minute rollups older than their ages; how
+    many of each. Series totals (what /metrics shows) stay."""
+    now = timezone.now()
+    return {
+        "metric points": purge(MetricPoint.objects.filter(timestamp__lt=now - timedelta(days=metric_days))),
+        "spans": purge(Span.objects.filter(start_time__lt=now - timedelta(days=trace_days))),
+        "metric minutes": purge(MetricMinute.objects.filter(minute__lt=now - timedelta(days=aggregate_days))),
+    }

@@ -1,10 +1,24 @@
 from celery import shared_task
 from django.conf import settings
 
-from runs import services
+from runs import rollups, services
 
 
 @shared_task(ignore_result=True)
 def time_out_abandoned_runs() -> int:
     """Beat runs this every minute: see services.time_out_abandoned_runs and STALE_RUN_GRACE_SECONDS."""
     return services.time_out_abandoned_runs(settings.STALE_RUN_GRACE_SECONDS)
+
+
+@shared_task(ignore_result=True)
+def refresh_rollups() -> int:
+    """Beat runs this every minute, so that reports find little left to recompute."""
+    return rollups.refresh()
+
+
+@shared_task(ignore_result=True)
+def purge_old_records() -> dict[str, int]:
+    """Beat runs this every hour: see services.purge_old_records and the *_RETENTION_DAYS settings."""
+    return services.purge_old_records(
+        settings.METRICS_RETENTION_DAYS, settings.TRACES_RETENTION_DAYS, settings.AGGREGATES_RETENTION_DAYS
+    )

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import zlib
+
 from django.conf import settings
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
@@ -9,10 +14,12 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import LimitOffsetPage, validate
+from core.api import LimitOffsetPage, describe, error_body, validate
+from core.authentication import key_with_scope
 from core.openapi import query_parameters
+from core.parsers import PayloadTooLarge
 from core.permissions import agent_checker, ensure_may_act_as
-from runs import quality, reports, services
+from runs import metrics, otlp, quality, reports, services, traces
 from runs.filters import RunFilter
 from runs.models import Run
 from runs.schemas import (
@@ -25,6 +32,9 @@ from runs.schemas import (
     EventOutList,
     FeedbackInList,
     IngestItemList,
+    MetricInList,
+    MetricQuery,
+    MetricQueryOut,
     QualityStats,
     RecommendationQuery,
     ReportOut,
@@ -181,6 +191,30 @@ class UsageBatch(BatchView):
 
 
 @extend_schema_view(
+    post=extend_schema(request=MetricInList, responses=BATCH_RESPONSES, summary="Record metric points (one or a list)")
+)
+class MetricBatch(BatchView):
+    key = "metrics"
+    allow_single = True
+    ingest = staticmethod(metrics.ingest_metrics)
+
+
+class MetricQueryView(APIView):
+    """GET /api/v1/metrics/query: seed 004's query engine over the minute rollups."""
+
+    required_scopes = READ_WRITE
+
+    @extend_schema(
+        parameters=query_parameters(MetricQuery),
+        responses=MetricQueryOut,
+        summary="A metric over time: label filters (labels=agent_type:coder), interval buckets, aggregation, "
+        "percentiles, moving average, anomalies",
+    )
+    def get(self, request):
+        return Response(metrics.query(validate(MetricQuery, request.query_params.dict())))
+
+
+@extend_schema_view(
     post=extend_schema(request=FeedbackInList, responses=BATCH_RESPONSES, summary="Rate responses (one or a list)")
 )
 class FeedbackBatch(BatchView):
@@ -242,7 +276,9 @@ class ReportView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("days", float, description=f"the period back from now (default {reports.DEFAULT_DAYS}; compare: 7)"),
+            OpenApiParameter(
+                "days", int, description=f"the last DAYS days, today included (default {reports.DEFAULT_DAYS}; compare: 7)"
+            ),
             OpenApiParameter("limit", int, description="show: how many calls (1-1000, default 20)"),
             OpenApiParameter("baseline_model", str, description="savings: the model to compare against"),
         ],
@@ -261,3 +297,37 @@ class ReportView(APIView):
         if name != "savings":
             arguments.pop("baseline_model", None)
         return Response(report(**arguments).to_dict())
+
+
+@csrf_exempt
+@require_POST
+def otlp_traces(request):
+    """POST /v1/traces: OpenTelemetry's OTLP/HTTP trace export, in protobuf or JSON (optionally
+    gzipped), with an agent key holding runs:write (OTEL_EXPORTER_OTLP_HEADERS="Authorization=Api-Key
+    <key>"). Spans the key may not record, or that are malformed, are counted in the response's
+    partial success; the others are stored."""
+    try:
+        key = key_with_scope(request.headers.get("Authorization", ""), "runs:write")
+        if request.content_type not in (otlp.PROTOBUF, otlp.JSON):
+            raise exceptions.UnsupportedMediaType(request.content_type, f"Send {otlp.PROTOBUF} or {otlp.JSON}.")
+        spans = otlp.decode(_otlp_body(request), request.content_type)
+    except exceptions.APIException as exc:
+        return JsonResponse(describe(exc), status=exc.status_code)
+    except otlp.BadRequest as exc:
+        return JsonResponse(error_body("invalid", str(exc)), status=400)
+    batch = traces.ingest_spans(spans, key.may_act_as)
+    body = otlp.encode_response(request.content_type, batch.failed, "; ".join(list(batch.errors())[:10]))
+    return HttpResponse(body, content_type=request.content_type)
+
+
+def _otlp_body(request) -> bytes:
+    limit = settings.OTLP_MAX_BODY_BYTES
+    body = request.read(limit + 1)
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            body = zlib.decompressobj(wbits=31).decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise exceptions.ParseError(f"Not gzip: {exc}") from None
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes (OTLP_MAX_BODY_BYTES), unzipped.")
+    return body

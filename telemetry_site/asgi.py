@@ -31,7 +31,7 @@ from django.middleware.security import SecurityMiddleware  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from core.authentication import key_from_header  # noqa: E402
-from core.db import opened_connection  # noqa: E402
+from core.db import opened_connection, start_request  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
@@ -76,6 +76,7 @@ class AgentApiHandler(ASGIHandler):
             return
 
         async def process_request():
+            start_request()
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left during the send
                 await self.send_response(response, send)

@@ -153,6 +153,11 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="telemetry@localhost")
 APPROVAL_DEFAULT_TIMEOUT = env.float("APPROVAL_DEFAULT_TIMEOUT", default=3600.0)  # seconds a request waits for a person
 APPROVAL_SWEEP_SECONDS = env.float("APPROVAL_SWEEP_SECONDS", default=10.0)  # how often beat expires overdue requests
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
+METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
+TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
+AGGREGATES_RETENTION_DAYS = env.float("AGGREGATES_RETENTION_DAYS", default=90)  # metric minute rollups
+METRICS_MAX_SERIES = env.int("METRICS_MAX_SERIES", default=1000)  # label sets per metric name: more is refused
 LIVE_CLIENT_BUFFER = env.int("LIVE_CLIENT_BUFFER", default=4 * 1024 * 1024)  # bytes a websocket client may lag
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -167,6 +172,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-agents": {"task": "coordination.tasks.sweep_stale_agents", "schedule": STALE_SWEEP_SECONDS},
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": APPROVAL_SWEEP_SECONDS},
     "time-out-abandoned-runs": {"task": "runs.tasks.time_out_abandoned_runs", "schedule": 60.0},
+    "refresh-rollups": {"task": "runs.tasks.refresh_rollups", "schedule": 60.0},
+    "purge-old-records": {"task": "runs.tasks.purge_old_records", "schedule": 3600.0},
 }
 
 # --- Auth, sessions, security ------------------------------------------------------------
@@ -205,6 +212,7 @@ if DEBUG:
 
 # --- API ---------------------------------------------------------------------------------
 # Largest JSON body the API parses; the runs batch endpoint allows BATCH_MAX_BODY_BYTES.
+OTLP_MAX_BODY_BYTES = env.int("OTLP_MAX_BODY_BYTES", default=8 * 1024 * 1024)  # an OTLP export, unzipped
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 BATCH_MAX_BODY_BYTES = env.int("BATCH_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=1000)

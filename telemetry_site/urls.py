@@ -3,16 +3,22 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals.pages import open_link
+from core.metrics import metrics
 from core.views import health
-from runs.pages import analytics_export, analytics_page
+from runs.pages import analytics_export, analytics_page, trace_page, traces_page
+from runs.views import otlp_traces
 from streaming.views import live_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
+    path("metrics", metrics, name="metrics"),
+    path("v1/traces", otlp_traces, name="otlp-traces"),
     path("live/", live_page, name="live"),
     path("analytics/", analytics_page, name="analytics"),
     path("analytics/export.<str:fmt>", analytics_export, name="analytics-export"),
+    path("traces/", traces_page, name="traces"),
+    path("traces/<str:trace_id>/", trace_page, name="trace"),
     path("approvals/open/<str:token>/", open_link, name="approval-link"),
     path("api/v1/", include("runs.urls")),
     path("api/v1/", include("coordination.urls")),

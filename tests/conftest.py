@@ -78,6 +78,16 @@ def browser():
         browser.close()
 
 
+def logged_in_page(browser, url: str, username: str, password: str = "pw", **options):  # noqa: S107 - the test users' one
+    """A new page that opened `url` and signed in on the admin login form it was sent to."""
+    page = browser.new_page(**options)
+    page.goto(url)
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    return page
+
+
 @pytest.fixture(autouse=True)
 def clean_redis():
     get_redis().flushdb()

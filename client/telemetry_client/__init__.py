@@ -14,7 +14,9 @@ from telemetry_client.config import TelemetryConfig
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
 from telemetry_client.features import FeatureInfo, FeatureStatus, TelemetryFeatures
 from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
+from telemetry_client.metrics import MetricsRecorder
 from telemetry_client.streams import EventStreamer, StreamEvent
+from telemetry_client.tracing import Span, SpanContext, SpanKind, SpanStatusCode, Tracer
 from telemetry_client.trackers import HelpTracker, UsageTracker
 
 __version__ = "0.1.0"
@@ -32,13 +34,19 @@ __all__ = [
     "FeedbackLoop",
     "HeartbeatCoordinator",
     "HelpTracker",
+    "MetricsRecorder",
     "ModelTier",
     "QualityStats",
     "RunContext",
+    "Span",
+    "SpanContext",
+    "SpanKind",
+    "SpanStatusCode",
     "StreamEvent",
     "TelemetryClient",
     "TelemetryConfig",
     "TelemetryFeatures",
     "TierRecommendation",
+    "Tracer",
     "UsageTracker",
 ]

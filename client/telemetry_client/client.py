@@ -342,13 +342,20 @@ class TelemetryClient:
             "output_tokens": output_tokens,
             **{name: value for name, value in fields.items() if name not in unknown},
         }
-        run = self._runs.get(run_id) if run_id else None
-        event_id = run.event_id if run else self._ended.get(run_id) if run_id else None
-        if run_id and event_id is None:
-            logger.warning("telemetry: record_llm_usage() for unknown run %r: recorded without its run", run_id)
-        if event_id:
+        if event_id := self._run_event_id(run_id, "record_llm_usage"):
             record["run_event_id"] = event_id
         return record["event_id"] if self._record(record) else ""
+
+    def _run_event_id(self, run_id: str | None, call: str) -> str | None:
+        """The event_id of this client's run `run_id` (running or ended lately), for records that
+        name their run."""
+        if not run_id:
+            return None
+        run = self._runs.get(run_id)
+        event_id = run.event_id if run else self._ended.get(run_id)
+        if event_id is None:
+            logger.warning("telemetry: %s() for unknown run %r: recorded without its run", call, run_id)
+        return event_id
 
     # --- delivery ---------------------------------------------------------------------------------
     @_never_raises(default=False)

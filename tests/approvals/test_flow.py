@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from telemetry_client import ApprovalGate, TelemetryClient, TelemetryConfig
 
 from approvals.models import ApprovalRequest
-from tests.conftest import make_key
+from tests.conftest import logged_in_page, make_key
 from tests.services import asgi_server, celery_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,11 +46,7 @@ def blocked_agent(gate: ApprovalGate, approval_type: str, context: dict, timeout
 def test_a_reviewer_approves_and_rejects_in_the_admin_and_the_agent_unblocks(server_env, reviewer, agent_key, browser, tmp_path):
     with asgi_server(server_env) as base, celery_processes({**server_env, "APPROVAL_SWEEP_SECONDS": "1"}):
         gate = ApprovalGate(TelemetryClient(TelemetryConfig(api_url=base, api_key=agent_key, spool_dir=tmp_path / "spool")))
-        page = browser.new_page()
-        page.goto(f"{base}/admin/approvals/approvalrequest/")
-        page.fill("#id_username", "rita")
-        page.fill("#id_password", "pw")
-        page.click("input[type=submit]")
+        page = logged_in_page(browser, f"{base}/admin/approvals/approvalrequest/", "rita")
 
         for decision, reason in (("approve", "ship it"), ("reject", "not on a Friday")):
             thread, answer = blocked_agent(gate, "deploy", {"service": "search", "diff": "+" * 800}, timeout=120)

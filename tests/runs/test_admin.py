@@ -96,3 +96,28 @@ def test_operators_edit_prices_and_look_at_usage_and_feedback_without_editing_it
     assert admin_client.post(f"/admin/runs/modelprice/{sonnet_price.pk}/change/", form).status_code == 302
     sonnet_price.refresh_from_db()
     assert str(sonnet_price.input_per_mtok) == "2.500000"
+
+
+def test_bulk_edit_previews_then_sets_one_field_of_every_selected_run(admin_client, runs):
+    selected = [str(run.pk) for run in runs[:2]]
+    preview = admin_client.post(CHANGELIST, {"action": "bulk_edit", "_selected_action": selected})
+    page = preview.content.decode()
+    assert preview.status_code == 200 and "Apply to 2 runs" in page and runs[0].run_id in page and runs[2].run_id not in page
+    bad = admin_client.post(
+        CHANGELIST, {"action": "bulk_edit", "_selected_action": selected, "field": "items_failed", "value": "-3", "apply": "1"}
+    )
+    assert "greater than or equal to 0" in bad.content.decode()
+    assert list(Run.objects.filter(pk__in=selected).values_list("items_failed", flat=True)) == [0, 0]
+    done = admin_client.post(
+        CHANGELIST,
+        {"action": "bulk_edit", "_selected_action": selected, "field": "error_summary", "value": "flaky mirror", "apply": "1"},
+        follow=True,
+    )
+    assert "Set error_summary of 2 run(s)." in done.content.decode()
+    summaries = dict(Run.objects.values_list("pk", "error_summary"))
+    assert summaries == {runs[0].pk: "flaky mirror", runs[1].pk: "flaky mirror", runs[2].pk: ""}
+    admin_client.post(
+        CHANGELIST,
+        {"action": "bulk_edit", "_selected_action": selected, "field": "metrics_json", "value": '{"pages": 3}', "apply": "1"},
+    )
+    assert Run.objects.get(pk=runs[0].pk).metrics_json == {"pages": 3}

@@ -10,8 +10,9 @@ import pytest
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from runs.analytics import Filters, figures
+from runs.analytics import figures, period_of
 from runs.models import FeedbackEntry, LlmUsage
+from tests.conftest import logged_in_page
 from tests.runs.factories import make_run
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +39,7 @@ def history():
 
 
 def test_the_figures_of_known_runs(history):
-    found = figures(Filters.from_query({}))
+    found = figures(period_of({}))
     assert found["totals"]["runs"] == 4 and found["totals"]["succeeded"] == 2 and float(found["totals"]["cost"]) == 2.75
     assert found["success_by_agent"] == [{"agent": "alpha", "runs": 3, "rate": 2 / 3}, {"agent": "beta", "runs": 1, "rate": 0.0}]
     today, yesterday = history.date().isoformat(), (history - timedelta(days=1)).date().isoformat()
@@ -63,11 +64,11 @@ def test_the_figures_of_known_runs(history):
 
 def test_filters_by_agent_and_dates(history):
     today = history.date()
-    only_beta = figures(Filters.from_query({"agent": "beta"}))
+    only_beta = figures(period_of({"agent": "beta"}))
     assert only_beta["totals"]["runs"] == 1 and only_beta["totals"]["calls"] == 0
-    only_today = figures(Filters.from_query({"from": today.isoformat(), "to": today.isoformat()}))
+    only_today = figures(period_of({"from": today.isoformat(), "to": today.isoformat()}))
     assert only_today["totals"]["runs"] == 2
-    nonsense = Filters.from_query({"from": "yesterday", "to": "2026-13-45"})
+    nonsense = period_of({"from": "yesterday", "to": "2026-13-45"})
     assert nonsense.end == timezone.localdate() and (nonsense.end - nonsense.start).days == 29
 
 
@@ -108,11 +109,7 @@ def five_days(live_asgi, django_user_model):
 
 def test_the_charts_render_with_data_in_chromium(five_days, browser, tmp_path):
     live_asgi = five_days
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{live_asgi}/analytics/")
-    page.fill("#id_username", "analyst")
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
+    page = logged_in_page(browser, f"{live_asgi}/analytics/", "analyst", viewport={"width": 1400, "height": 1000})
     page.wait_for_url(f"{live_asgi}/analytics/")
     page.wait_for_function("document.body.dataset.chartsDrawn === '9'")
     drawn = page.evaluate("Object.values(Chart.instances).map(c => [c.canvas.id, c.data.datasets[0].data.length])")

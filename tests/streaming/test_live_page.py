@@ -7,7 +7,7 @@ import pytest
 
 from core import events
 from core.embedded_redis import free_port
-from tests.conftest import make_key
+from tests.conftest import logged_in_page, make_key
 from tests.services import asgi_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,11 +35,7 @@ def test_the_live_page_shows_heartbeats_and_events_without_reload_and_recovers_f
     headers = {"Authorization": f"Api-Key {alpha_key}"}
     port = free_port()
     with asgi_server(server_env, port=port) as base:
-        page = browser.new_page()
-        page.goto(f"{base}/live/")
-        page.fill("#id_username", "reviewer")
-        page.fill("#id_password", "pw")
-        page.click("input[type=submit]")
+        page = logged_in_page(browser, f"{base}/live/", "reviewer")
         page.wait_for_url(f"{base}/live/")
         page.wait_for_selector("#connection.connected")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta
+from argparse import ArgumentTypeError
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from runs import exports, reports
+from runs import exports, reports, rollups
 
 DAYS = {"compare": 7}  # the other reports default to reports.DEFAULT_DAYS
 
@@ -30,7 +31,9 @@ class Command(BaseCommand):
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
             if name in reports.WITHOUT_PERIOD:
                 continue
-            sub.add_argument("--days", type=float, default=DAYS.get(name, reports.DEFAULT_DAYS), help="the period, back from now")
+            sub.add_argument(
+                "--days", type=positive, default=DAYS.get(name, reports.DEFAULT_DAYS), help="the last DAYS days, today included"
+            )
             if name == "show":
                 sub.add_argument("--limit", type=int, default=20)
             if name == "savings":
@@ -42,7 +45,9 @@ class Command(BaseCommand):
         sub.add_argument("what", choices=sorted(exports.KINDS))
         sub.add_argument("--format", choices=["csv", "json", "xlsx"], default="csv")
         sub.add_argument("--output", "-o", help="file to write (default: telemetry-<what>-<time>.<format>)")
-        sub.add_argument("--days", type=float, help="only the last DAYS days (default: everything)")
+        sub.add_argument("--days", type=positive, help="only the last DAYS days, today included (default: everything)")
+        sub = subcommands.add_parser("rollup", help="recompute the daily rollups reports read (beat does it every minute)")
+        sub.add_argument("--rebuild", action="store_true", help="every day, not only the changed ones (after a TIME_ZONE change)")
 
     def handle(self, subcommand: str, **options):
         self.console = Console(file=self.stdout, width=160, soft_wrap=False)
@@ -50,6 +55,9 @@ class Command(BaseCommand):
             return self.reset(options["runs"], options["yes"])
         if subcommand == "export":
             return self.export(options["what"], options["format"], options["output"], options["days"])
+        if subcommand == "rollup":
+            days = rollups.rebuild() if options["rebuild"] else rollups.refresh()
+            return self.stdout.write(f"Recomputed the rollups of {days} day(s).")
         arguments = {} if subcommand in reports.WITHOUT_PERIOD else {"days": options["days"]}
         if subcommand == "show":
             arguments["limit"] = options["limit"]
@@ -87,12 +95,12 @@ class Command(BaseCommand):
         deleted = reports.reset(include_runs)
         self.stdout.write("Deleted " + ", ".join(f"{count} {name}" for name, count in deleted.items()) + ".")
 
-    def export(self, what: str, fmt: str, output: str | None, days: float | None) -> None:
+    def export(self, what: str, fmt: str, output: str | None, days: int | None) -> None:
         kind = exports.KINDS[what]
         queryset = kind.queryset()
         if days is not None:
             field = "created_at" if what == "runs" else "timestamp"
-            queryset = queryset.filter(**{f"{field}__gte": timezone.now() - timedelta(days=days)})
+            queryset = queryset.filter(**{f"{field}__gte": rollups.Period.last(days).since})
         path = Path(output or f"telemetry-{what}-{timezone.now():%Y%m%d-%H%M%S}.{fmt}")
         total = queryset.count()
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -100,6 +108,12 @@ class Command(BaseCommand):
             task = progress.add_task(f"{what} -> {path}", total=total)
             exports.write(what, fmt, out, queryset, progress=lambda: progress.advance(task))
         self.stdout.write(f"Wrote {total} {what} to {path}")
+
+
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ArgumentTypeError(f"a whole number of days, at least 1 (not {value!r})")
+    return int(value)
 
 
 TEXT_COLUMNS = {"time", "agent", "workflow/stage", "model", "tier", "metric", "task type", "workflow", "stage",

@@ -1,0 +1,208 @@
+"""Metrics and traces, beside the raw limits of the same run:
+
+1. Ingest of metric points (POST /api/v1/metrics, batches of 1000 points over 200 series) and of
+   spans (POST /api/v1/ingest, batches of 500 spans of kind "span"), as points/s and spans/s, and
+   the same rows inserted raw (core.batch.insert_new: one INSERT per 1000 rows, no HTTP, no
+   series or rollups). Seed 004's baseline: 0.1 ms per metric, 0.2 ms per span.
+2. GET /metrics with 10,000 agents (registry rows and beats) and 1,000,000 points over ~10,000
+   series in the database: the scrape time (target < 200 ms).
+3. A query (GET /api/v1/metrics/query) of one series over a range of about 1,000 points, per
+   1,000 points (seed 004: 10 ms for 1,000 metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from bench.harness import Load, environment
+from tests.services import asgi_server
+
+WORKERS = 2
+SECONDS = 8.0
+POINTS = 1_000_000
+AGENTS = 10_000
+CHUNK = 1000
+RAW_ROWS = 20_000
+
+
+def point(rng: random.Random, at: datetime) -> dict:
+    """A point of one of ~10,250 series: context-window use per agent (10,000), executions by
+    type/phase/status (150), their durations (50), tool calls (40)."""
+    roll = rng.random()
+    if roll < 0.4:
+        return {"name": "context_window_used_tokens", "metric_type": "gauge", "value": rng.randint(0, 200_000),
+                "labels": {"agent_id": f"agent-{rng.randrange(AGENTS)}"}}  # fmt: skip
+    agent_type, phase = f"type-{rng.randrange(10)}", f"phase-{rng.randrange(5)}"
+    if roll < 0.7:
+        status = rng.choice(["ok", "error", "timeout"])
+        return {"name": "agent_execution_total", "metric_type": "counter", "value": 1,
+                "labels": {"agent_type": agent_type, "phase": phase, "status": status}}  # fmt: skip
+    if roll < 0.9:
+        return {"name": "agent_execution_duration_seconds", "metric_type": "histogram", "value": rng.expovariate(1 / 3),
+                "labels": {"agent_type": agent_type, "phase": phase}}  # fmt: skip
+    return {"name": "tool_calls_total", "metric_type": "counter", "value": 1,
+            "labels": {"tool": f"tool-{rng.randrange(20)}", "status": rng.choice(["ok", "error"])}}  # fmt: skip
+
+
+def stamped(item: dict, rng: random.Random, at: datetime, agent: str = "agent-0") -> dict:
+    return {**item, "event_id": uuid.UUID(int=rng.getrandbits(128)).hex, "agent_name": agent, "timestamp": at.isoformat()}
+
+
+def span(rng: random.Random, trace: str, index: int) -> dict:
+    start = datetime.now(UTC) - timedelta(seconds=rng.uniform(0, 3600))
+    return {
+        "kind": "span",
+        "trace_id": trace,
+        "span_id": f"{rng.getrandbits(64) or 1:016x}",
+        "parent_span_id": "" if index == 0 else f"{rng.getrandbits(64) or 1:016x}",
+        "name": f"step-{index % 10}",
+        "start_time": start.isoformat(),
+        "end_time": (start + timedelta(milliseconds=rng.randint(1, 5000))).isoformat(),
+        "agent_name": "agent-0",
+        "attributes": {"files": index % 7, "tool": f"tool-{index % 20}"},
+        "events": [{"name": "started", "timestamp": start.isoformat()}],
+    }
+
+
+def raw_rows_per_second() -> dict:
+    """insert_new of the same rows, without HTTP, validation, series or rollups."""
+    from core.batch import insert_new
+    from runs.models import MetricPoint, MetricSeries, Span
+
+    series = MetricSeries.objects.create(name="raw_bench", labels_key="{}", metric_type="gauge")
+    rng = random.Random(3)
+    now = datetime.now(UTC)
+    points = [{"event_id": f"raw-{i}", "series_id": series.pk, "timestamp": now, "agent_name": "agent-0",
+               "value": rng.random()} for i in range(RAW_ROWS)]  # fmt: skip
+    started = time.perf_counter()
+    for offset in range(0, RAW_ROWS, CHUNK):
+        insert_new(MetricPoint, points[offset : offset + CHUNK])
+    points_s = RAW_ROWS / (time.perf_counter() - started)
+    spans = []
+    for i in range(RAW_ROWS):
+        fields = span(rng, f"{rng.getrandbits(128) or 1:032x}", i)
+        del fields["kind"]
+        spans.append({**fields, "event_id": fields["trace_id"] + fields["span_id"], "span_kind": "internal", "start_time": now,
+                      "end_time": now})  # fmt: skip
+    started = time.perf_counter()
+    for offset in range(0, RAW_ROWS, CHUNK):
+        insert_new(Span, spans[offset : offset + CHUNK])
+    spans_s = RAW_ROWS / (time.perf_counter() - started)
+    MetricPoint.objects.filter(series=series).delete()
+    series.delete()
+    Span.objects.all().delete()
+    return {"points_s": points_s, "spans_s": spans_s}
+
+
+def fill(rng: random.Random) -> float:
+    """10,000 agents in the registry and beating; POINTS points over the last week, through the
+    same ingest code the API runs. Returns the seconds it took."""
+    from coordination.heartbeats import LAST_BEATS
+    from coordination.models import Agent
+    from core.redis import get_redis
+    from runs.metrics import ingest_metrics
+
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    Agent.objects.bulk_create([Agent(agent_id=f"agent-{i}", status="running", last_seen_at=now) for i in range(AGENTS)],
+                              batch_size=2000)  # fmt: skip
+    get_redis().zadd(LAST_BEATS, {f"agent-{i}": time.time() for i in range(AGENTS)})
+    for _ in range(0, POINTS, CHUNK):
+        items = [stamped(point(rng, now), rng, now - timedelta(seconds=rng.uniform(0, 7 * 86400))) for _ in range(CHUNK)]
+        batch = ingest_metrics(items, lambda agent: True)
+        if batch.failed:
+            raise RuntimeError(f"points refused: {list(batch.errors())[:3]}")
+    return time.perf_counter() - started
+
+
+def timed(call, repeat: int = 5) -> list[float]:
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def run(db: str) -> dict:
+    with environment(db) as env:
+        from bench.ingest import agent_headers
+
+        env = {**env, "METRICS_MAX_SERIES": str(AGENTS * 2)}
+        rng = random.Random(11)
+        raw = raw_rows_per_second()
+        headers = agent_headers(scopes=("runs:write", "runs:read", "metrics:read"))
+        with asgi_server(env, WORKERS) as base:
+            load = Load(base, headers, WORKERS * 2, SECONDS)
+            now = datetime.now(UTC)
+            load.run("/api/v1/metrics", [json.dumps([stamped(point(rng, now), rng, now)]).encode() for _ in range(200)], {200})
+            shapes = [point(rng, now) for _ in range(200)]  # a batch's points fall on 200 series, as a busy fleet's do
+            batches = [json.dumps([stamped(rng.choice(shapes), rng, now) for _ in range(CHUNK)]).encode() for _ in range(80)]
+            points = load.run("/api/v1/metrics", batches, {200})
+            traces = [
+                json.dumps([span(rng, f"{rng.getrandbits(128) or 1:032x}", i) for i in range(500)]).encode() for _ in range(80)
+            ]
+            spans = load.run("/api/v1/ingest", traces, {200})
+            loaded = fill(rng)
+            scrape_headers = {"Authorization": headers["Authorization"]}
+            with httpx.Client(base_url=base, headers=scrape_headers, timeout=60) as client:
+                body = client.get("/metrics").text
+                scrape = timed(lambda: client.get("/metrics").raise_for_status())
+                query = {"name": "agent_execution_duration_seconds", "labels": "agent_type:type-1,phase:phase-1",
+                         "start": (now - timedelta(days=1.75)).isoformat(), "end": now.isoformat(), "interval": "1h"}  # fmt: skip
+                answer = client.get("/api/v1/metrics/query", params=query).json()
+                asked = timed(lambda: client.get("/api/v1/metrics/query", params=query).raise_for_status())
+    series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+    return {
+        "database": db,
+        "raw_points_s": raw["points_s"],
+        "raw_spans_s": raw["spans_s"],
+        "points_s": points["per_second"] * CHUNK,
+        "points_batch_p50_ms": points["p50_ms"],
+        "spans_s": spans["per_second"] * 500,
+        "spans_batch_p50_ms": spans["p50_ms"],
+        "fill_s": loaded,
+        "scrape_samples": series,
+        "scrape_bytes": len(body),
+        "scrape_best_ms": min(scrape) * 1000,
+        "scrape_median_ms": statistics.median(scrape) * 1000,
+        "query_points": answer["summary"]["count"],
+        "query_best_ms": min(asked) * 1000,
+    }
+
+
+def report(result: dict) -> str:
+    per_point_ms = 1000 / result["points_s"]
+    per_span_ms = 1000 / result["spans_s"]
+    per_thousand = result["query_best_ms"] / max(result["query_points"], 1) * 1000
+    return "\n".join(
+        [
+            f"metrics and traces on {result['database']} (uvicorn x{WORKERS}, loopback)",
+            f"  raw insert of metric points        {result['raw_points_s']:9.0f} rows/s",
+            f"  POST /api/v1/metrics x{CHUNK}        {result['points_s']:9.0f} points/s = "
+            f"{result['points_s'] / result['raw_points_s']:6.1%} of raw; {per_point_ms:.3f} ms a point "
+            f"(seed 004: 0.1 ms); batch p50 {result['points_batch_p50_ms']:.0f} ms",
+            f"  raw insert of spans                {result['raw_spans_s']:9.0f} rows/s",
+            f"  POST /api/v1/ingest x500 spans     {result['spans_s']:9.0f} spans/s  = "
+            f"{result['spans_s'] / result['raw_spans_s']:6.1%} of raw; {per_span_ms:.3f} ms a span "
+            f"(seed 004: 0.2 ms); batch p50 {result['spans_batch_p50_ms']:.0f} ms",
+            f"  {AGENTS:,} agents and {POINTS:,} points loaded in {result['fill_s']:.0f} s",
+            f"  GET /metrics: {result['scrape_samples']:,} samples, {result['scrape_bytes'] / 1e6:.1f} MB, "
+            f"best {result['scrape_best_ms']:.0f} ms, median {result['scrape_median_ms']:.0f} ms (target < 200 ms)",
+            f"  GET /api/v1/metrics/query over {result['query_points']:,} points: {result['query_best_ms']:.1f} ms "
+            f"= {per_thousand:.1f} ms per 1,000 points (seed 004: 10 ms)",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    from bench.results import main
+
+    main("metrics", run, report)

@@ -1,0 +1,65 @@
+"""GET /metrics: Prometheus text, from collectors each app registers in its AppConfig.ready().
+
+Every figure is read at scrape time from the database or Redis, which all processes share, so
+any web process answers for all of them (no per-process counters to merge).
+
+Who may scrape: a staff session, an agent key with the `metrics:read` scope (Prometheus sends it
+as `Authorization: Bearer <key>`), or an address in METRICS_ALLOWED_IPS (addresses or networks;
+none by default: behind a reverse proxy every request comes from the proxy's address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from rest_framework import exceptions
+
+from core.api import describe
+from core.authentication import key_with_scope
+from core.events import published_counts
+from core.permissions import is_staff
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+SCOPE = "metrics:read"
+
+
+def register(collector) -> None:
+    """Add a collector (an object whose collect() yields metric families) to /metrics."""
+    REGISTRY.register(collector)
+
+
+class EventMetrics:
+    """Events published to the streams, by type: stream and signal throughput (`rate()` of it)."""
+
+    def collect(self):
+        family = CounterMetricFamily("telemetry_events", "Events published to the streams, by type", labels=["event_type"])
+        for event_type, count in sorted(published_counts().items()):
+            family.add_metric([event_type], count)
+        yield family
+
+
+def _allowed_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(allowed, strict=False) for allowed in settings.METRICS_ALLOWED_IPS)
+
+
+def _check_access(request: HttpRequest) -> None:
+    if not (_allowed_address(request.META.get("REMOTE_ADDR", "")) or is_staff(request.user)):
+        key_with_scope(request.headers.get("Authorization", ""), SCOPE)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    try:
+        _check_access(request)
+    except exceptions.APIException as exc:
+        return JsonResponse(describe(exc), status=exc.status_code)
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

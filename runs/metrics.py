@@ -1,0 +1,279 @@
+"""Metrics agents send (seed 004) and what /metrics shows of them and of runs and LLM usage.
+
+Each point is stored (the query API reads points) and added to its series in the same
+transaction: a counter's total, a gauge's latest value, a histogram's bucket counts. /metrics
+reads the series, so every web process serves the same figures.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate, groupby
+from operator import attrgetter, itemgetter
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+from core.batch import Batch, MayActAs, Row
+from runs import rollups
+from runs.models import MetricMinute, MetricPoint, MetricSeries, MetricType, RunDay, UsageDay
+from runs.schemas import MetricIn, MetricQuery
+
+BUCKETS = Histogram.DEFAULT_BUCKETS  # upper bounds in seconds, the last +Inf
+FAMILIES = {MetricType.COUNTER: CounterMetricFamily, MetricType.GAUGE: GaugeMetricFamily}
+
+
+def ingest_metrics(items: list, may_act_as: MayActAs) -> Batch:
+    batch = Batch(items, MetricIn)
+    batch.reject_forbidden_agents(may_act_as)
+    with transaction.atomic():
+        series = _series_of(batch)
+
+        def row(item: MetricIn) -> Row:
+            found = series[item.series_key]
+            return {"event_id": item.event_id, "series_id": found.pk, "timestamp": item.timestamp,
+                    "agent_name": item.agent_name, "value": item.value}  # fmt: skip
+
+        by_id = {found.pk: found for found in series.values()}
+        batch.store(MetricPoint, row, on_stored=lambda rows: _add(rows, by_id))
+    return batch
+
+
+def _series_of(batch: Batch) -> dict[tuple[str, str], MetricSeries]:
+    """The series of the batch's valid items, created if new and locked till the transaction
+    ends. Items are rejected whose metric_type differs from their metric's, or that would give a metric
+    more than METRICS_MAX_SERIES series (label sets)."""
+    wanted = {item.series_key: item for item in batch.valid.values()}
+    names = {name for name, _ in wanted}
+    existing = MetricSeries.objects.filter(name__in=names)
+    kinds = dict(existing.values_list("name", "metric_type").distinct())
+    sizes = dict(existing.values("name").annotate(n=Count("id")).values_list("name", "n"))
+    known = set(existing.filter(labels_key__in={key for _, key in wanted}).values_list("name", "labels_key"))
+    new = []
+    for index, item in list(batch.valid.items()):
+        pair = item.series_key
+        kind = kinds.setdefault(item.name, item.metric_type)
+        if kind != item.metric_type:
+            batch.reject(index, "type_mismatch", f"Metric '{item.name}' is a {kind}, not a {item.metric_type}.")
+        elif pair not in known:
+            if sizes.get(item.name, 0) >= settings.METRICS_MAX_SERIES:
+                message = f"Metric '{item.name}' has {settings.METRICS_MAX_SERIES} label sets already (METRICS_MAX_SERIES)."
+                batch.reject(index, "too_many_series", message)
+                continue
+            known.add(pair)
+            sizes[item.name] = sizes.get(item.name, 0) + 1
+            new.append(
+                MetricSeries(name=item.name, labels_key=pair[1], labels=item.labels, metric_type=kind, buckets=_empty(kind))
+            )
+    MetricSeries.objects.bulk_create(new, ignore_conflicts=True)
+    locked = MetricSeries.objects.select_for_update().filter(name__in=names, labels_key__in={key for _, key in wanted})
+    return {(found.name, found.labels_key): found for found in locked}
+
+
+def _empty(metric_type: str) -> list[int]:
+    return [0] * len(BUCKETS) if metric_type == MetricType.HISTOGRAM else []
+
+
+def _add(rows: list[Row], series: dict[int, MetricSeries]) -> None:
+    """Add the stored points to their series (locked by _series_of)."""
+    changed = []
+    for series_id, points in groupby(sorted(rows, key=itemgetter("series_id", "timestamp")), itemgetter("series_id")):
+        points = list(points)
+        found, values, latest = series[series_id], [point["value"] for point in points], points[-1]
+        if found.metric_type == MetricType.COUNTER:
+            found.value += sum(values)
+        elif found.metric_type == MetricType.GAUGE:
+            if found.last_at is None or latest["timestamp"] >= found.last_at:
+                found.value = latest["value"]
+        else:
+            for value in values:
+                found.buckets[bisect.bisect_left(BUCKETS, value)] += 1
+        found.count += len(values)
+        found.sum += sum(values)
+        found.last_at = max(filter(None, [found.last_at, latest["timestamp"]]))
+        changed.append(found)
+    _save_all(MetricSeries, changed, ["id"], ["value", "count", "sum", "buckets", "last_at"])
+    _add_to_minutes(rows)
+
+
+def _save_all(model, objects: list, unique_fields: list[str], fields: list[str]) -> None:
+    """Insert or update `objects` in one statement per 500: INSERT ... ON CONFLICT DO UPDATE, which
+    costs a fraction of bulk_update's CASE expressions."""
+    model.objects.bulk_create(objects, batch_size=500, update_conflicts=True, unique_fields=unique_fields, update_fields=fields)
+
+
+def _add_to_minutes(rows: list[Row]) -> None:
+    """Add the stored points to their series' minute rollups (safe: their series are locked)."""
+    values: dict[tuple[int, datetime], list[float]] = defaultdict(list)
+    for row in rows:
+        values[(row["series_id"], row["timestamp"].replace(second=0, microsecond=0))].append(row["value"])
+    known = MetricMinute.objects.filter(
+        series_id__in={series_id for series_id, _ in values}, minute__in={minute for _, minute in values}
+    )
+    known = {(found.series_id, found.minute): found for found in known}
+    new, changed = [], []
+    for (series_id, minute), points in values.items():
+        found = known.get((series_id, minute))
+        if found is None:
+            new.append(MetricMinute(series_id=series_id, minute=minute, count=len(points), sum=sum(points), min=min(points),
+                                    max=max(points)))  # fmt: skip
+            continue
+        found.count, found.sum = found.count + len(points), found.sum + sum(points)
+        found.min, found.max = min(found.min, *points), max(found.max, *points)
+        changed.append(found)
+    _save_all(MetricMinute, new + changed, ["series", "minute"], ["count", "sum", "min", "max"])
+
+
+class SentMetrics:
+    """/metrics: every series agents sent, under its own name."""
+
+    def collect(self):
+        for name, group in groupby(MetricSeries.objects.order_by("name", "labels_key").iterator(), attrgetter("name")):
+            group = list(group)
+            label_names = sorted(set().union(*(found.labels for found in group)))
+            kind = group[0].metric_type
+            family = (FAMILIES.get(kind) or HistogramMetricFamily)(name, f"{name} ({kind}, from agents)", labels=label_names)
+            for found in group:
+                labels = [found.labels.get(label, "") for label in label_names]
+                if kind == MetricType.HISTOGRAM:
+                    counts = zip(map(floatToGoString, BUCKETS), accumulate(found.buckets), strict=True)
+                    family.add_metric(labels, buckets=list(counts), sum_value=found.sum)
+                else:
+                    family.add_metric(labels, found.value)
+            yield family
+
+
+class RunMetrics:
+    """/metrics: runs by status, and LLM calls, tokens and cost by model and tier (from the daily
+    rollups, so over every day still kept)."""
+
+    def collect(self):
+        rollups.refresh()
+        runs = CounterMetricFamily("telemetry_runs", "Runs recorded, by status", labels=["status"])
+        for status, count in RunDay.objects.values_list("status").annotate(n=Sum("run_count")).order_by("status"):
+            runs.add_metric([status], count)
+        yield runs
+        usage = UsageDay.objects.values("model", "tier").annotate(
+            calls=Sum("call_count"),
+            cost=Sum("cost_sum"),
+            input=Sum("input_tokens_sum"),
+            output=Sum("output_tokens_sum"),
+            cache_read=Sum("cache_read_tokens_sum"),
+            cache_write=Sum("cache_write_tokens_sum"),
+        )
+        calls = CounterMetricFamily("telemetry_llm_calls", "LLM calls, by model and tier", labels=["model", "tier"])
+        cost = CounterMetricFamily(
+            "telemetry_llm_cost_dollars", "LLM cost in dollars, by model and tier", labels=["model", "tier"]
+        )
+        tokens = CounterMetricFamily(
+            "telemetry_llm_tokens", "LLM tokens, by model, tier and kind", labels=["model", "tier", "kind"]
+        )
+        for row in usage.order_by("model", "tier"):
+            labels = [row["model"], row["tier"] or "none"]
+            calls.add_metric(labels, row["calls"])
+            cost.add_metric(labels, float(row["cost"]))
+            for kind in ("input", "output", "cache_read", "cache_write"):
+                tokens.add_metric([*labels, kind], row[kind])
+        yield from (calls, cost, tokens)
+
+
+# --- Queries (seed 004's query engine): over the minute rollups, percentiles over the points ---
+
+MAX_PERCENTILE_POINTS = 200_000  # percentiles of a longer range come from its latest points
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """The value `fraction` of the way through `ordered` (sorted), interpolated between ranks."""
+    if not ordered:
+        return None
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def moving_average(points: list[dict[str, Any]], window: int) -> list[dict[str, Any]]:
+    """Each point's value averaged with the window - 1 before it."""
+    values = [point["value"] for point in points]
+    return [
+        {"time": point["time"], "value": sum(values[max(0, i - window + 1) : i + 1]) / min(window, i + 1)}
+        for i, point in enumerate(points)
+    ]
+
+
+def anomalies(points: list[dict[str, Any]], k: float) -> list[dict[str, Any]]:
+    """The points more than `k` standard deviations from the mean."""
+    values = [point["value"] for point in points]
+    if len(values) < 2:
+        return []
+    mean = sum(values) / len(values)
+    deviation = statistics.pstdev(values)
+    if deviation == 0:
+        return []
+    return [
+        {**point, "deviations": round((point["value"] - mean) / deviation, 3)}
+        for point in points
+        if abs(point["value"] - mean) > k * deviation
+    ]
+
+
+def _bucket_value(rows: list[tuple], aggregation: str, interval: int) -> float:
+    count, total = sum(row[1] for row in rows), sum(row[2] for row in rows)
+    return {
+        "sum": lambda: total,
+        "count": lambda: count,
+        "avg": lambda: total / count,
+        "min": lambda: min(row[3] for row in rows),
+        "max": lambda: max(row[4] for row in rows),
+        "rate": lambda: total / interval,
+    }[aggregation]()
+
+
+def query(q: MetricQuery) -> dict[str, Any]:
+    """A metric over a time range (default: the last hour), of the series whose labels match,
+    bucketed by `interval` and aggregated; with percentiles, a moving average and anomalies."""
+    end = q.end or timezone.now()
+    start = q.start or end - timedelta(hours=1)
+    series = MetricSeries.objects.filter(name=q.name, **{f"labels__{name}": value for name, value in q.labels.items()})
+    series_ids = list(series.values_list("id", flat=True))
+    first_minute = start.replace(second=0, microsecond=0)
+    minutes = MetricMinute.objects.filter(series_id__in=series_ids, minute__gte=first_minute, minute__lte=end)
+    buckets: dict[int, list[tuple]] = defaultdict(list)
+    for row in minutes.values_list("minute", "count", "sum", "min", "max").order_by("minute").iterator():
+        buckets[int(row[0].timestamp()) // q.interval * q.interval].append(row)
+    points = [
+        {"time": datetime.fromtimestamp(bucket, UTC).isoformat(), "value": _bucket_value(rows, q.aggregation, q.interval)}
+        for bucket, rows in sorted(buckets.items())
+    ]
+    raw = MetricPoint.objects.filter(series_id__in=series_ids, timestamp__gte=start, timestamp__lte=end)
+    values = sorted(raw.order_by("-timestamp").values_list("value", flat=True)[:MAX_PERCENTILE_POINTS])
+    summary = {
+        "count": len(values),
+        "sum": sum(values),
+        "avg": sum(values) / len(values) if values else None,
+        "min": values[0] if values else None,
+        "max": values[-1] if values else None,
+        **{f"p{int(p * 100)}": percentile(values, p) for p in (0.5, 0.95, 0.99)},
+    }
+    return {
+        "name": q.name,
+        "labels": q.labels,
+        "series": len(series_ids),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "interval_seconds": q.interval,
+        "aggregation": q.aggregation,
+        "points": points,
+        "summary": summary,
+        "moving_average": moving_average(points, q.window),
+        "anomalies": anomalies(points, q.k),
+    }
