@@ -509,3 +509,13 @@ class Span(models.Model):
     @property
     def duration_ms(self) -> float:
         return (self.end_time - self.start_time).total_seconds() * 1000
+
+
+class ExportMark(models.Model):
+    """How far an export has got (the last id it sent), so the next one sends only what is new."""
+
+    name = models.CharField(max_length=100, unique=True)
+    position = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.position}"

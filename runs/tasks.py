@@ -1,7 +1,9 @@
+from pathlib import Path
+
 from celery import shared_task
 from django.conf import settings
 
-from runs import rollups, services
+from runs import exporters, rollups, services
 
 
 @shared_task(ignore_result=True)
@@ -22,3 +24,19 @@ def purge_old_records() -> dict[str, int]:
     return services.purge_old_records(
         settings.METRICS_RETENTION_DAYS, settings.TRACES_RETENTION_DAYS, settings.AGGREGATES_RETENTION_DAYS
     )
+
+
+@shared_task(ignore_result=True)
+def export_metrics_json() -> str:
+    """Beat runs this every METRICS_JSON_EXPORT_SECONDS when METRICS_JSON_EXPORT_DIR is set."""
+    if not settings.METRICS_JSON_EXPORT_DIR:
+        return ""
+    return str(exporters.export_json(Path(settings.METRICS_JSON_EXPORT_DIR), settings.METRICS_JSON_EXPORT_MAX_FILES))
+
+
+@shared_task(ignore_result=True)
+def export_otlp() -> dict[str, int]:
+    """Beat runs this every OTLP_EXPORT_SECONDS when OTLP_EXPORT_ENDPOINT is set."""
+    if not settings.OTLP_EXPORT_ENDPOINT:
+        return {}
+    return exporters.export_otlp(settings.OTLP_EXPORT_ENDPOINT, settings.OTLP_EXPORT_HEADERS)

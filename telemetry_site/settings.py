@@ -157,6 +157,12 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses o
 METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
 TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
 AGGREGATES_RETENTION_DAYS = env.float("AGGREGATES_RETENTION_DAYS", default=90)  # metric minute rollups
+METRICS_JSON_EXPORT_DIR = env.str("METRICS_JSON_EXPORT_DIR", default="")  # set: beat writes the series there as JSON
+METRICS_JSON_EXPORT_SECONDS = env.float("METRICS_JSON_EXPORT_SECONDS", default=3600)
+METRICS_JSON_EXPORT_MAX_FILES = env.int("METRICS_JSON_EXPORT_MAX_FILES", default=24)  # older files are deleted
+OTLP_EXPORT_ENDPOINT = env.str("OTLP_EXPORT_ENDPOINT", default="")  # set: beat sends spans and metrics there (OTLP/HTTP)
+OTLP_EXPORT_HEADERS = env.dict("OTLP_EXPORT_HEADERS", default={})  # e.g. "Authorization=Bearer xyz"
+OTLP_EXPORT_SECONDS = env.float("OTLP_EXPORT_SECONDS", default=60)
 METRICS_MAX_SERIES = env.int("METRICS_MAX_SERIES", default=1000)  # label sets per metric name: more is refused
 LIVE_CLIENT_BUFFER = env.int("LIVE_CLIENT_BUFFER", default=4 * 1024 * 1024)  # bytes a websocket client may lag
 CELERY_BROKER_URL = REDIS_URL
@@ -174,6 +180,8 @@ CELERY_BEAT_SCHEDULE = {
     "time-out-abandoned-runs": {"task": "runs.tasks.time_out_abandoned_runs", "schedule": 60.0},
     "refresh-rollups": {"task": "runs.tasks.refresh_rollups", "schedule": 60.0},
     "purge-old-records": {"task": "runs.tasks.purge_old_records", "schedule": 3600.0},
+    "export-metrics-json": {"task": "runs.tasks.export_metrics_json", "schedule": METRICS_JSON_EXPORT_SECONDS},
+    "export-otlp": {"task": "runs.tasks.export_otlp", "schedule": OTLP_EXPORT_SECONDS},
 }
 
 # --- Auth, sessions, security ------------------------------------------------------------

@@ -21,6 +21,7 @@ from telemetry_client import SpanContext, SpanKind, Tracer
 
 from runs.models import LlmUsage, Run, Span
 from tests.conftest import logged_in_page, make_key
+from tests.runs.factories import otlp_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,42 +108,6 @@ def test_spans_of_agents_the_key_may_not_act_as_are_refused(live_asgi):
         pass
     provider.shutdown()
     assert not Span.objects.exists()
-
-
-def otlp_json(trace_id: str, agent: str) -> dict:
-    now = time.time_ns()
-    return {
-        "resourceSpans": [
-            {
-                "resource": {
-                    "attributes": [
-                        {"key": "service.name", "value": {"stringValue": "svc"}},
-                        {"key": "telemetry.agent_name", "value": {"stringValue": agent}},
-                    ]
-                },
-                "scopeSpans": [
-                    {
-                        "spans": [
-                            {
-                                "traceId": trace_id,
-                                "spanId": "00f067aa0ba902b7",
-                                "name": "fetch",
-                                "kind": 3,
-                                "startTimeUnixNano": str(now - 5_000_000),
-                                "endTimeUnixNano": str(now),
-                                "attributes": [
-                                    {"key": "http.status", "value": {"intValue": "200"}},
-                                    {"key": "tags", "value": {"arrayValue": {"values": [{"stringValue": "a"}]}}},
-                                ],
-                                "status": {"code": 2, "message": "timeout"},
-                            },
-                            {"traceId": trace_id, "spanId": "bad", "name": "broken"},
-                        ]
-                    }
-                ],
-            }
-        ]
-    }
 
 
 def test_otlp_json_and_its_errors(live_asgi):
