@@ -134,22 +134,29 @@ def insert_new(model: type[models.Model], rows: list[Row]) -> set[str]:
     bulk_create(ignore_conflicts=True) cannot say which rows it skipped; this can, in one
     statement per chunk (SQLite >= 3.35 and PostgreSQL both speak it). Rows are plain dicts
     (attname: value, defaults for the rest): a model instance per event costs more than its insert."""
+    return set(insert_rows(model, rows, "ON CONFLICT DO NOTHING", returning="event_id"))
+
+
+def insert_rows(model: type[models.Model], rows: list[Row], on_conflict: str, returning: str | None = None) -> list[Any]:
+    """INSERT the rows in chunks, one statement each ending in `on_conflict` (SQL written from the
+    model's own names, never from input); the values of the `returning` column, if named."""
     if not rows:
-        return set()
+        return []
     now = timezone.now()
     connection = connections[router.db_for_write(model)]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
-    table, returning = quote(model._meta.db_table), quote("event_id")
+    table = quote(model._meta.db_table)
     columns = ", ".join(quote(f.column) for f in fields)
+    tail = f" RETURNING {quote(returning)}" if returning else ""
     chunk = connection.ops.bulk_batch_size(fields, rows) or len(rows)
-    stored: set[str] = set()
+    found: list[Any] = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             values = [[f.get_db_prep_save(_insert_value(f, row, now), connection) for f in fields] for row in part]
             source, params = _values_sql(connection, fields, values)
-            sql = f"INSERT INTO {table} ({columns}) {source} ON CONFLICT DO NOTHING RETURNING {returning}"
-            cursor.execute(sql, params)  # names come from the model; every value is a parameter
-            stored.update(value for (value,) in cursor.fetchall())
-    return stored
+            cursor.execute(f"INSERT INTO {table} ({columns}) {source} {on_conflict}{tail}", params)  # every value a parameter
+            if returning:
+                found.extend(value for (value,) in cursor.fetchall())
+    return found

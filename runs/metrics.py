@@ -16,14 +16,14 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from core.batch import Batch, MayActAs, Row
+from core.batch import Batch, MayActAs, Row, insert_rows
 from runs import rollups
 from runs.models import MetricMinute, MetricPoint, MetricSeries, MetricType, RunDay, UsageDay
 from runs.schemas import MetricIn, MetricQuery
@@ -112,25 +112,32 @@ def _save_all(model, objects: list, unique_fields: list[str], fields: list[str])
 
 
 def _add_to_minutes(rows: list[Row]) -> None:
-    """Add the stored points to their series' minute rollups (safe: their series are locked)."""
-    values: dict[tuple[int, datetime], list[float]] = defaultdict(list)
+    """Add the stored points to their series' minute rollups, in the database: one upsert per
+    chunk adds counts and sums and keeps the extremes, without reading the rows first."""
+    minutes: dict[tuple[int, datetime], list[float]] = defaultdict(list)
     for row in rows:
-        values[(row["series_id"], row["timestamp"].replace(second=0, microsecond=0))].append(row["value"])
-    known = MetricMinute.objects.filter(
-        series_id__in={series_id for series_id, _ in values}, minute__in={minute for _, minute in values}
+        minutes[(row["series_id"], row["timestamp"].replace(second=0, microsecond=0))].append(row["value"])
+    quote = connections[router.db_for_write(MetricMinute)].ops.quote_name
+    table = quote(MetricMinute._meta.db_table)
+    count, total, low, high = (f"{quote(name)}" for name in ("count", "sum", "min", "max"))
+    on_conflict = (
+        f"ON CONFLICT ({quote('series_id')}, {quote('minute')}) DO UPDATE SET "
+        f"{count} = {table}.{count} + excluded.{count}, {total} = {table}.{total} + excluded.{total}, "
+        f"{low} = CASE WHEN excluded.{low} < {table}.{low} THEN excluded.{low} ELSE {table}.{low} END, "
+        f"{high} = CASE WHEN excluded.{high} > {table}.{high} THEN excluded.{high} ELSE {table}.{high} END"
     )
-    known = {(found.series_id, found.minute): found for found in known}
-    new, changed = [], []
-    for (series_id, minute), points in values.items():
-        found = known.get((series_id, minute))
-        if found is None:
-            new.append(MetricMinute(series_id=series_id, minute=minute, count=len(points), sum=sum(points), min=min(points),
-                                    max=max(points)))  # fmt: skip
-            continue
-        found.count, found.sum = found.count + len(points), found.sum + sum(points)
-        found.min, found.max = min(found.min, *points), max(found.max, *points)
-        changed.append(found)
-    _save_all(MetricMinute, new + changed, ["series", "minute"], ["count", "sum", "min", "max"])
+    added = [
+        {
+            "series_id": series_id,
+            "minute": minute,
+            "count": len(values),
+            "sum": sum(values),
+            "min": min(values),
+            "max": max(values),
+        }
+        for (series_id, minute), values in minutes.items()
+    ]
+    insert_rows(MetricMinute, added, on_conflict)
 
 
 class SentMetrics:
