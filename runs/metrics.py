@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, groupby
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -75,9 +75,11 @@ def _series_of(batch: Batch) -> dict[tuple[str, str], MetricSeries]:
             new.append(
                 MetricSeries(name=item.name, labels_key=pair[1], labels=item.labels, metric_type=kind, buckets=_empty(kind))
             )
-    MetricSeries.objects.bulk_create(new, ignore_conflicts=True)
+    # Always in one order (new ones by name and labels, existing ones by id): batches that share
+    # series then wait for each other instead of deadlocking.
+    MetricSeries.objects.bulk_create(sorted(new, key=attrgetter("name", "labels_key")), ignore_conflicts=True)
     locked = MetricSeries.objects.select_for_update().filter(name__in=names, labels_key__in={key for _, key in wanted})
-    return {(found.name, found.labels_key): found for found in locked}
+    return {(found.name, found.labels_key): found for found in locked.order_by("id")}
 
 
 def _empty(metric_type: str) -> list[int]:

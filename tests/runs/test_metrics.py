@@ -3,6 +3,8 @@ values known input must give, from any web process; who may scrape it."""
 
 from __future__ import annotations
 
+import random
+import threading
 from datetime import timedelta
 
 import httpx
@@ -221,3 +223,33 @@ def test_retention_deletes_exactly_what_is_old(agent, latency):
     }
     assert MetricPoint.objects.count() == 0 and Span.objects.count() == 1 and MetricMinute.objects.count() == 5
     assert MetricSeries.objects.get(labels_key='{"agent_type":"coder"}').count == before
+
+
+def test_concurrent_batches_sharing_series_neither_deadlock_nor_lose_counts(transactional_db):
+    from django.db import connection, connections
+
+    from runs.metrics import ingest_metrics
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer at a time")
+    failures = []
+
+    def send(worker: int):
+        rng = random.Random(worker)
+        try:
+            for batch in range(10):
+                items = [metric("shared_total", "counter", 1, f"w{worker}-{batch}-{i}", shard=str(rng.randrange(40)))
+                         for i in range(200)]  # fmt: skip
+                assert not ingest_metrics(items, lambda agent: True).failed
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sum(MetricSeries.objects.filter(name="shared_total").values_list("value", flat=True)) == 4 * 10 * 200
