@@ -245,6 +245,31 @@ class MetricQuery(Strict):
     k: Annotated[float, Field(gt=0, le=100)] = 3.0
 
 
+class SpanOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    span_kind: str
+    status: str
+    status_message: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float
+    agent_name: str
+    service_name: str
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    run_event_id: str | None = Field(None, description="The run's event_id, when the span belongs to one")
+
+
+class TraceOut(BaseModel):
+    trace_id: str
+    spans: list[SpanOut] = Field(description="Oldest first")
+
+
 class TimedValue(BaseModel):
     time: str
     value: float

@@ -13,6 +13,7 @@ urlpatterns = [
     path("llm-usage", views.UsageBatch.as_view(), name="llm-usage"),
     path("metrics", views.MetricBatch.as_view(), name="metrics"),
     path("metrics/query", views.MetricQueryView.as_view(), name="metrics-query"),
+    path("traces/<str:trace_id>", views.TraceDetail.as_view(), name="trace-detail"),
     path("feedback", views.FeedbackBatch.as_view(), name="feedback"),
     path("feedback/stats", views.QualityStatsView.as_view(), name="feedback-stats"),
     path("feedback/recommendation", views.RecommendationView.as_view(), name="feedback-recommendation"),

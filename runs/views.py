@@ -21,7 +21,7 @@ from core.parsers import PayloadTooLarge
 from core.permissions import agent_checker, ensure_may_act_as
 from runs import metrics, otlp, quality, reports, services, traces
 from runs.filters import RunFilter
-from runs.models import Run
+from runs.models import Run, Span
 from runs.schemas import (
     BatchEventInList,
     CommitIn,
@@ -44,11 +44,13 @@ from runs.schemas import (
     RunOut,
     RunOutList,
     RunPatch,
+    SpanOut,
     StageQuery,
     TemplateConfidenceOut,
     TemplateFeedbackInList,
     TemplateQuery,
     TierRecommendation,
+    TraceOut,
     UpdatedOut,
     UsageInList,
     run_json,
@@ -197,6 +199,23 @@ class MetricBatch(BatchView):
     key = "metrics"
     allow_single = True
     ingest = staticmethod(metrics.ingest_metrics)
+
+
+class TraceDetail(APIView):
+    """GET /api/v1/traces/<trace_id>: a trace's spans, oldest first (404 when none was received)."""
+
+    required_scopes = READ_WRITE
+
+    @extend_schema(responses=TraceOut, summary="A trace's spans, oldest first")
+    def get(self, request, trace_id: str):
+        spans = Span.objects.filter(trace_id=trace_id.lower()).select_related("run").order_by("start_time", "id")
+        found = [
+            SpanOut.model_validate(span).model_copy(update={"run_event_id": span.run.event_id if span.run else None})
+            for span in spans
+        ]
+        if not found:
+            raise exceptions.NotFound(f"No spans of trace '{trace_id}' were received.")
+        return Response(TraceOut(trace_id=trace_id.lower(), spans=found).model_dump(mode="json"))
 
 
 class MetricQueryView(APIView):
