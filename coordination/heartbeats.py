@@ -89,8 +89,10 @@ async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> He
         state["metadata"] = json.dumps(fields["metadata"] or {})
     # One round trip: the previous state, the new one, and the event. A beat's event carries what
     # the beat set (the live page merges it into what it knows); a start's, the whole state.
-    if start:
-        event = Heartbeat.from_redis(encoded(state)).event("agent.started")
+    fresh = encoded(state)
+    started = Heartbeat.from_redis(fresh) if start else None
+    if started:
+        event = started.event("agent.started")
     else:
         event = events.Event("agent.heartbeat", {**state, "progress": float(state["progress"]), "stale": False,
                                                  "stopped": False, "last_beat": isoformat(now)})  # fmt: skip
@@ -105,7 +107,7 @@ async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> He
     replies = await pipe.execute()
     await events.announce_new_types(redis, replies[published])
     previous = replies[0]
-    heartbeat = Heartbeat.from_redis(encoded(state) if start else {**previous, **encoded(state)})
+    heartbeat = started or Heartbeat.from_redis({**previous, **fresh})
     changed = start or previous.get(b"status", b"").decode() != heartbeat.status or previous.get(b"stale") == b"1"
     if changed and await sync_to_async(_register)(heartbeat, start):
         await events.publish_async(heartbeat.event("agent.recovered"))

@@ -1,11 +1,13 @@
-"""Health and the JSON error pages of the API paths."""
+"""Health, the JSON error pages of the API paths, and the frame of the staff pages."""
 
 from __future__ import annotations
 
 import time
 
+from django.contrib import admin
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views import defaults
 from django.views.decorators.http import require_GET
 
@@ -55,6 +57,11 @@ def health(request: HttpRequest) -> JsonResponse:
         "worker_and_beat": _background(redis["status"] == "ok"),
     }
     return JsonResponse(body, status=200 if healthy else 503)
+
+
+def staff_page(request: HttpRequest, template: str, **context) -> HttpResponse:
+    """A page for staff in the admin's frame, without its navigation sidebar (/live/, /analytics/, /traces/)."""
+    return render(request, template, {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, **context})
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import tempfile
 
-from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, Http404, StreamingHttpResponse
-from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from core.views import staff_page
 from runs import exports, traces
 from runs.analytics import figures, period_of
 
@@ -22,15 +21,14 @@ CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
 def analytics_page(request):
     period = period_of(request.GET)
     agents = period.run_days().values_list("agent_name", flat=True).distinct().order_by("agent_name")[:200]
-    context = {
-        **admin.site.each_context(request),
-        "is_nav_sidebar_enabled": False,
-        "figures": figures(period),
-        "filters": period,
-        "agents": list(agents) if not period.agent else [],
-        "query": request.GET.urlencode(),
-    }
-    return render(request, "runs/analytics.html", context)
+    return staff_page(
+        request,
+        "runs/analytics.html",
+        figures=figures(period),
+        filters=period,
+        agents=list(agents) if not period.agent else [],
+        query=request.GET.urlencode(),
+    )
 
 
 @require_GET
@@ -65,9 +63,7 @@ def analytics_export(request, fmt: str):
 def traces_page(request):
     """The latest traces (of one agent with ?agent=)."""
     agent = (request.GET.get("agent") or "").strip()[:200]
-    context = {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, "title": "Traces", "agent": agent,
-               "traces": traces.recent_traces(agent=agent)}  # fmt: skip
-    return render(request, "runs/traces.html", context)
+    return staff_page(request, "runs/traces.html", title="Traces", agent=agent, traces=traces.recent_traces(agent=agent))
 
 
 @require_GET
@@ -77,6 +73,4 @@ def trace_page(request, trace_id: str):
     bars = traces.waterfall(trace_id.lower())
     if not bars:
         raise Http404(f"No spans of trace {trace_id}.")
-    context = {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, "title": f"Trace {trace_id}",
-               "trace_id": trace_id, "bars": bars}  # fmt: skip
-    return render(request, "runs/trace.html", context)
+    return staff_page(request, "runs/trace.html", title=f"Trace {trace_id}", trace_id=trace_id, bars=bars)

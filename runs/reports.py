@@ -480,5 +480,5 @@ def reset(include_runs: bool = False) -> dict[str, int]:
         models.update(events=RunEvent, runs=Run)
     with transaction.atomic():
         deleted = {name: model.objects.all().delete()[0] for name, model in models.items()}
-        rollups.rebuild()
+        rollups.forget(include_runs)
     return deleted

@@ -95,6 +95,13 @@ def refresh(start: date | None = None, end: date | None = None) -> int:
     return done
 
 
+def forget(include_runs: bool) -> None:
+    """After every usage record (with `include_runs`, every run too) is deleted: their rollups go
+    as well (a bulk delete notes no days, and recomputing every day would only empty them)."""
+    for rollup in (UsageDay, UsageStageDay, *((RunDay,) if include_runs else ())):
+        rollup.objects.all().delete()
+
+
 def rebuild() -> int:
     """Note every day from the first run or usage record to today, and recompute them all (after
     an import, a TIME_ZONE change, or to repair); how many days."""
@@ -143,10 +150,10 @@ class Period:
         rows = queryset.filter(**{f"{moment}__gte": self.since, f"{moment}__lt": self.until})
         return rows.filter(agent_name=self.agent) if self.agent else rows
 
-    def _days(self, rollup) -> QuerySet:
+    def _days(self, rollup, by_agent: bool = True) -> QuerySet:
         refresh(self.start, self.end)
         days = rollup.objects.filter(day__gte=self.start, day__lte=self.end)
-        return days.filter(agent_name=self.agent) if self.agent else days
+        return days.filter(agent_name=self.agent) if self.agent and by_agent else days
 
     def runs(self) -> QuerySet:
         return self._rows(Run.objects.all(), "created_at")
@@ -165,5 +172,4 @@ class Period:
 
     def stage_days(self) -> QuerySet:
         """Usage by workflow stage and task type: of every agent (it has no agent to filter by)."""
-        refresh(self.start, self.end)
-        return UsageStageDay.objects.filter(day__gte=self.start, day__lte=self.end)
+        return self._days(UsageStageDay, by_agent=False)

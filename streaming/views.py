@@ -4,10 +4,8 @@ no thread while it waits (an async view on the asyncio Redis client)."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest
-from django.shortcuts import render
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
@@ -17,6 +15,7 @@ from rest_framework.views import APIView
 from approvals.models import ApprovalRequest
 from core import events
 from core.api import async_endpoint, bounded_int, validate
+from core.views import staff_page
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
 CONSUME_MAX_BLOCK_MS = 30_000
@@ -103,11 +102,10 @@ async def consume(request: HttpRequest, key) -> dict:
 @staff_member_required
 def live_page(request: HttpRequest):
     """/live/: agents, events and pending approvals as they happen (static/streaming/live.js)."""
-    context = {
-        **admin.site.each_context(request),
-        "is_nav_sidebar_enabled": False,
-        "feed_url": "/ws/live/",
-        "stale_seconds": settings.HEARTBEAT_STALE_SECONDS,
-        "pending_approvals": ApprovalRequest.objects.waiting().count(),
-    }
-    return render(request, "streaming/live.html", context)
+    return staff_page(
+        request,
+        "streaming/live.html",
+        feed_url="/ws/live/",
+        stale_seconds=settings.HEARTBEAT_STALE_SECONDS,
+        pending_approvals=ApprovalRequest.objects.waiting().count(),
+    )
