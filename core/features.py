@@ -57,20 +57,25 @@ def _streams():
     return AVAILABLE, f"{types} event types with a stream"
 
 
-def _websockets():
+def channel_layer_round_trip(timeout: float = 5.0) -> str:
+    """Send a message to a new channel and read it back; says how long that took (raises on failure)."""
     layer = get_channel_layer()
     if layer is None:
-        return UNAVAILABLE, "no channel layer configured"
+        raise RuntimeError("no channel layer configured")
 
     async def round_trip() -> float:
         started = time.perf_counter()
         channel = await layer.new_channel()
         await layer.send(channel, {"type": "features.check"})
-        await asyncio.wait_for(layer.receive(channel), 5)
+        await asyncio.wait_for(layer.receive(channel), timeout)
         return time.perf_counter() - started
 
     took = async_to_sync(round_trip)()
-    return AVAILABLE, f"{type(layer).__name__}, a message there and back in {1000 * took:.1f} ms"
+    return f"{type(layer).__name__}, a message there and back in {1000 * took:.1f} ms"
+
+
+def _websockets():
+    return AVAILABLE, channel_layer_round_trip()
 
 
 def tick_age() -> float | None:

@@ -172,8 +172,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+WORKER_TICK_SECONDS = env.float("WORKER_TICK_SECONDS", default=15.0)  # beat's tick that shows worker and beat are up
 CELERY_BEAT_SCHEDULE = {
-    "worker-heartbeat": {"task": "core.tasks.record_worker_heartbeat", "schedule": 15.0},
+    "worker-heartbeat": {"task": "core.tasks.record_worker_heartbeat", "schedule": WORKER_TICK_SECONDS},
     "sync-agent-registry": {"task": "coordination.tasks.sync_agent_registry", "schedule": REGISTRY_SYNC_SECONDS},
     "sweep-stale-agents": {"task": "coordination.tasks.sweep_stale_agents", "schedule": STALE_SWEEP_SECONDS},
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": APPROVAL_SWEEP_SECONDS},
