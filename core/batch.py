@@ -85,8 +85,9 @@ class Batch(BatchResults):
             if item.agent_name and not may_act_as(item.agent_name):
                 self.reject(index, "agent_forbidden", f"This key may not act as agent '{item.agent_name}'.")
 
-    def updated(self, index: int) -> None:
-        self._set(index, self.valid[index].event_id, "updated")
+    def updated(self, index: int, changed: bool = True) -> None:
+        """An update applied; one that `changed` nothing (a replay) is reported as a duplicate."""
+        self._set(index, self.valid[index].event_id, "updated" if changed else "duplicate")
 
     def store(
         self, model: type[models.Model], build: Callable[[Any], Row], on_stored: Callable[[list[Row]], None] | None = None

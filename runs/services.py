@@ -76,12 +76,20 @@ def update_run(run: Run, patch: RunPatch) -> list[str]:
     return [f.name for f in Run._meta.fields if f.name in changes]
 
 
-def associate_commit(run: Run, commit: CommitIn) -> None:
-    run.git_commit_hash = commit.commit_hash.lower()
-    run.git_commit_source = commit.commit_source
-    run.git_commit_author = commit.commit_author
-    run.git_commit_timestamp = commit.commit_timestamp
-    run.save(update_fields=["git_commit_hash", "git_commit_source", "git_commit_author", "git_commit_timestamp", "updated_at"])
+def associate_commit(run: Run, commit: CommitIn) -> bool:
+    """Link `run` to `commit`; whether that changed anything (False: it was linked so already)."""
+    values = {
+        "git_commit_hash": commit.commit_hash.lower(),
+        "git_commit_source": commit.commit_source,
+        "git_commit_author": commit.commit_author,
+        "git_commit_timestamp": commit.commit_timestamp,
+    }
+    if all(getattr(run, name) == value for name, value in values.items()):
+        return False
+    for name, value in values.items():
+        setattr(run, name, value)
+    run.save(update_fields=[*values, "updated_at"])
+    return True
 
 
 def _runs_for(batch: Batch, may_act_as: MayActAs, run_of=attrgetter("event_id"), runs=Run.objects) -> dict[str, Run]:
@@ -104,12 +112,17 @@ def end_runs(items: list, may_act_as: MayActAs) -> Batch:
     with transaction.atomic():
         for index, item in batch.valid.items():
             run = runs[item.event_id]
+            changes = item.model_dump(include=item.model_fields_set - {"event_id"})
+            fields = [*changes, "duration_ms"]
+            before = [getattr(run, name) for name in fields]
             was_running = run.status == RunStatus.RUNNING
-            run.apply(item.model_dump(include=item.model_fields_set - {"event_id"}))
-            run.save()
+            run.apply(changes)
+            changed = [getattr(run, name) for name in fields] != before
+            if changed:
+                run.save()
             if was_running and run.status != RunStatus.RUNNING:
                 events.publish(lifecycle_event(row_of(run)))
-            batch.updated(index)
+            batch.updated(index, changed)
     return batch
 
 
@@ -117,8 +130,7 @@ def associate_commits(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, CommitItem)
     runs = _runs_for(batch, may_act_as)
     for index, item in batch.valid.items():
-        associate_commit(runs[item.event_id], item)
-        batch.updated(index)
+        batch.updated(index, associate_commit(runs[item.event_id], item))
     return batch
 
 

@@ -46,7 +46,7 @@ def test_replaying_a_batch_changes_nothing(agent):
     ]
     agent.post(URL, items, format="json")
     again = agent.post(URL, items, format="json").json()
-    assert [r["status"] for r in again["results"]] == ["duplicate", "duplicate", "updated"]
+    assert [r["status"] for r in again["results"]] == ["duplicate", "duplicate", "duplicate"]  # the end changed nothing
     assert Run.objects.count() == 1 and RunEvent.objects.count() == 1
     assert Run.objects.get().error_summary == "boom"
 

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from rich.progress import Progress
 
 from core import backups
+from core.progress import progress_bar
 
 
 class Command(BaseCommand):
@@ -18,9 +18,8 @@ class Command(BaseCommand):
     def handle(self, output: Path | None, **options):
         path = output or backups.default_path()
         try:
-            with Progress(transient=True) as bar:
-                task = bar.add_task("Backing up", total=None)
-                backups.backup(path, lambda done, total: bar.update(task, completed=done, total=total))
+            with progress_bar("Backing up") as advance:
+                backups.backup(path, advance.set)
         except backups.BackupError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Backed up to {path} ({path.stat().st_size:,} bytes)")

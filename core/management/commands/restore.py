@@ -1,9 +1,9 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from rich.progress import Progress
 
 from core import backups
+from core.progress import progress_bar
 
 
 class Command(BaseCommand):
@@ -26,9 +26,8 @@ class Command(BaseCommand):
                 answer = input("The database holds data, which the backup will replace. Type 'yes' to go on: ")
                 if answer.strip().lower() != "yes":
                     raise CommandError("Nothing restored.")
-            with Progress(transient=True) as bar:
-                task = bar.add_task("Restoring", total=None)
-                backups.restore(path, lambda done, total: bar.update(task, completed=done, total=total))
+            with progress_bar("Restoring") as advance:
+                backups.restore(path, advance.set)
         except backups.BackupError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Restored {path}. Next: python manage.py migrate, then python manage.py doctor.")

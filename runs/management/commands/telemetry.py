@@ -13,9 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core.progress import progress_bar
 from runs import exports, reports, rollups
 
 DAYS = {"compare": 7}  # the other reports default to reports.DEFAULT_DAYS
@@ -103,10 +103,8 @@ class Command(BaseCommand):
             queryset = queryset.filter(**{f"{field}__gte": rollups.Period.last(days).since})
         path = Path(output or f"telemetry-{what}-{timezone.now():%Y%m%d-%H%M%S}.{fmt}")
         total = queryset.count()
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=Console(file=sys.stderr)) as progress, path.open("wb" if fmt == "xlsx" else "w") as out:
-            task = progress.add_task(f"{what} -> {path}", total=total)
-            exports.write(what, fmt, out, queryset, progress=lambda: progress.advance(task))
+        with progress_bar(f"{what} -> {path}", total) as advance, path.open("wb" if fmt == "xlsx" else "w") as out:
+            exports.write(what, fmt, out, queryset, progress=advance)
         self.stdout.write(f"Wrote {total} {what} to {path}")
 
 
