@@ -16,6 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import WatchError
 
 from coordination.models import Agent
 from core import events
@@ -200,27 +201,43 @@ def stale(threshold: float | None = None) -> list[Heartbeat]:
     return sorted(silent, key=lambda h: h.last_beat)
 
 
-# Sets `stale` only on a state that still exists: HSET alone would revive an expired one, partly.
-MARK_STALE = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'stale', '1') end"
-
-
 def sweep() -> list[str]:
     """Record the agents that went stale since the last sweep and announce them (`agent.stale`);
     returns their ids. Each transition is recorded once, by a conditional update, however many
     sweeps run at once. An agent whose live state is gone (Redis lost it) is judged by its
     registry row."""
-    newly_silent = [h for h in stale() if not h.stale]
-    marked = [h for h in newly_silent if _mark_stale(h.agent_id, h.last_beat + timedelta(seconds=threshold_of(h, None)))]
-    lost = _silent_without_state()
-    marked_lost = [agent for agent in lost if _mark_stale(agent.agent_id, timezone.now())]
-    mark = get_redis().register_script(MARK_STALE)
-    for heartbeat in marked:
-        mark(keys=[state_key(heartbeat.agent_id)])
-    events.publish(
-        *(h.event("agent.stale") for h in marked),
-        *(events.Event("agent.stale", _row_data(agent)) for agent in marked_lost),
-    )
-    return [h.agent_id for h in marked] + [agent.agent_id for agent in marked_lost]
+    marked = [h.agent_id for h in stale() if not h.stale and _mark_silent_stale(h)]
+    marked_lost = [agent for agent in _silent_without_state() if _mark_stale(agent.agent_id, timezone.now())]
+    events.publish(*(events.Event("agent.stale", _row_data(agent)) for agent in marked_lost))
+    return marked + [agent.agent_id for agent in marked_lost]
+
+
+def _mark_silent_stale(heartbeat: Heartbeat) -> bool:
+    """Mark an agent the sweep found silent as stale, in its row and its live state, and announce
+    it; unless it beat since the sweep read its state: then nothing changes. The live state is
+    marked and the event published in one Redis transaction, watched against a beat, so a beat
+    either lands before (and the mark is undone) or sees the mark (and announces the recovery
+    after the stale event)."""
+    since = heartbeat.last_beat + timedelta(seconds=threshold_of(heartbeat, None))
+    if not _mark_stale(heartbeat.agent_id, since):
+        return False  # another sweep recorded it
+    key = state_key(heartbeat.agent_id)
+    with get_redis().pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            last_beat = pipe.hget(key, "last_beat")
+            if last_beat is None or abs(float(last_beat) - heartbeat.last_beat.timestamp()) > 1e-5:
+                raise WatchError
+            pipe.multi()
+            pipe.hset(key, "stale", "1")
+            heartbeat.stale = True
+            published = events.queue_publish(pipe, [heartbeat.event("agent.stale")])
+            replies = pipe.execute()
+        except WatchError:  # it beat (or its state expired) meanwhile: not stale after all
+            Agent.objects.filter(agent_id=heartbeat.agent_id, stale_since=since).update(stale_since=None)
+            return False
+    events.announce_new_types_now(get_redis(), replies[published])
+    return True
 
 
 def _mark_stale(agent_id: str, since: datetime) -> bool:

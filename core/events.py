@@ -133,9 +133,14 @@ def publish_now(events: Iterable[Event]) -> list[str]:
     pipe = client.pipeline(transaction=False)
     _queue_publish(pipe, events)
     added_types, *replies = pipe.execute()
+    announce_new_types_now(client, added_types)
+    return [entry_id.decode() for entry_id in replies[: len(events)]]
+
+
+def announce_new_types_now(client, added_types: int) -> None:
+    """announce_new_types for sync code."""
     if added_types:
         client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
-    return [entry_id.decode() for entry_id in replies[: len(events)]]
 
 
 async def publish_async(*events: Event) -> None:

@@ -226,7 +226,7 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 BATCH_MAX_BODY_BYTES = env.int("BATCH_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_MAX_BODY_BYTES
-API_RATE_LIMIT = env.str("API_RATE_LIMIT", default=None)  # e.g. "600/min" per key; unset: no limit
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="") or None  # e.g. "600/min" per key; unset or empty: no limit
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -52,6 +52,20 @@ def test_concurrent_sweeps_record_one_transition(agent):
 
 
 @pytest.mark.django_db
+def test_a_beat_while_the_sweep_runs_keeps_the_agent_live(agent):
+    """The sweep read the agent as silent, then it beat: no stale mark, no event, nothing to recover."""
+    go_silent(agent)
+    [silent] = [h for h in heartbeats.stale() if h.agent_id == "alpha"]
+    assert agent.post("/api/v1/agents/alpha/heartbeat", {}, format="json").status_code == 200
+    assert heartbeats._mark_silent_stale(silent) is False
+    assert Agent.objects.get(agent_id="alpha").stale_since is None
+    assert agent.get("/api/v1/agents/alpha").json()["stale"] is False
+    assert events.recent("agent.stale", 10) == []
+    agent.post("/api/v1/agents/alpha/heartbeat", {}, format="json")
+    assert events.recent("agent.recovered", 10) == []
+
+
+@pytest.mark.django_db
 def test_a_stale_agent_that_beats_again_recovers_once(agent, django_capture_on_commit_callbacks):
     go_silent(agent)
     with django_capture_on_commit_callbacks(execute=True):
