@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, Sum
+from django.db.models import BigIntegerField, Count, Func, Max, Min, Sum
 from django.utils import timezone
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -241,33 +241,55 @@ def anomalies(points: list[dict[str, Any]], k: float) -> list[dict[str, Any]]:
     ]
 
 
-def _bucket_value(rows: list[tuple], aggregation: str, interval: int) -> float:
-    count, total = sum(row[1] for row in rows), sum(row[2] for row in rows)
+class EpochBucket(Func):
+    """The start of the `interval`-second bucket a time falls in, as seconds since the epoch."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, expression: str, interval: int):
+        super().__init__(expression, interval=int(interval))
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # '%%%%s' ends up as strftime's %s: one % pair for the template, one for the query params.
+        template = "(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) / %(interval)d) * %(interval)d"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = "(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / %(interval)d) * %(interval)d)::bigint"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+def _bucket_value(count: int, total: float, low: float, high: float, aggregation: str, interval: int) -> float:
     return {
-        "sum": lambda: total,
-        "count": lambda: count,
-        "avg": lambda: total / count,
-        "min": lambda: min(row[3] for row in rows),
-        "max": lambda: max(row[4] for row in rows),
-        "rate": lambda: total / interval,
-    }[aggregation]()
+        "sum": total,
+        "count": count,
+        "avg": total / count,
+        "min": low,
+        "max": high,
+        "rate": total / interval,
+    }[aggregation]
 
 
 def query(q: MetricQuery) -> dict[str, Any]:
     """A metric over a time range (default: the last hour), of the series whose labels match,
-    bucketed by `interval` and aggregated; with percentiles, a moving average and anomalies."""
+    bucketed by `interval` and aggregated; with percentiles, a moving average and anomalies.
+    The buckets are summed up by the database from the minute rollups."""
     end = q.end or timezone.now()
     start = q.start or end - timedelta(hours=1)
     series = MetricSeries.objects.filter(name=q.name, **{f"labels__{name}": value for name, value in q.labels.items()})
     series_ids = list(series.values_list("id", flat=True))
     first_minute = start.replace(second=0, microsecond=0)
-    minutes = MetricMinute.objects.filter(series_id__in=series_ids, minute__gte=first_minute, minute__lte=end)
-    buckets: dict[int, list[tuple]] = defaultdict(list)
-    for row in minutes.values_list("minute", "count", "sum", "min", "max").order_by("minute").iterator():
-        buckets[int(row[0].timestamp()) // q.interval * q.interval].append(row)
+    buckets = (
+        MetricMinute.objects.filter(series_id__in=series_ids, minute__gte=first_minute, minute__lte=end)
+        .annotate(bucket=EpochBucket("minute", q.interval))
+        .values("bucket")
+        .annotate(count=Sum("count"), total=Sum("sum"), low=Min("min"), high=Max("max"))
+        .order_by("bucket")
+        .values_list("bucket", "count", "total", "low", "high")
+    )
     points = [
-        {"time": datetime.fromtimestamp(bucket, UTC).isoformat(), "value": _bucket_value(rows, q.aggregation, q.interval)}
-        for bucket, rows in sorted(buckets.items())
+        {"time": datetime.fromtimestamp(bucket, UTC).isoformat(), "value": _bucket_value(*row, q.aggregation, q.interval)}
+        for bucket, *row in buckets
     ]
     raw = MetricPoint.objects.filter(series_id__in=series_ids, timestamp__gte=start, timestamp__lte=end)
     values = sorted(raw.order_by("-timestamp").values_list("value", flat=True)[:MAX_PERCENTILE_POINTS])
