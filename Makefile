@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 export PORT ?= 8000
 export WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -17,7 +16,9 @@ $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	echo "$(CURDIR)" > "$(SITE_PACKAGES)/telemetry-server.pth"
+	# The project on the venv's path, from any directory. Asked inside the recipe: make expands a
+	# recipe before it runs, when a fresh machine has no venv to ask yet.
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "telemetry-server.pth").write_text("$(CURDIR)\n")'
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
