@@ -1,4 +1,4 @@
-"""Telling people and other systems: one mechanism for every app (approvals now, alerts later).
+"""Telling people and other systems: one mechanism for every app (approvals, alerts).
 
 `notify()` hands a Notification to each enabled channel that hears its topic, as a Celery task
 (retried with backoff, never in the request path: a dead mail server or webhook never slows an
@@ -39,14 +39,15 @@ class Notification:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def notify(notification: Notification) -> int:
-    """Queue `notification` for every enabled channel that hears its topic; how many. Call it after
-    the transaction commits. A broker that is down is logged, never raised."""
+def notify(notification: Notification, channels: list[NotificationChannel] | None = None) -> int:
+    """Queue `notification` for each of `channels` (by default: every enabled channel that hears
+    its topic); how many. Call it after the transaction commits. A broker that is down is logged,
+    never raised."""
     from core.tasks import deliver_notification
 
     queued = 0
-    for channel in NotificationChannel.objects.filter(enabled=True):
-        if channel.hears(notification.topic):
+    for channel in NotificationChannel.objects.filter(enabled=True) if channels is None else channels:
+        if channels is not None or channel.hears(notification.topic):
             try:
                 deliver_notification.apply_async((channel.pk, asdict(notification)), retry=False)
                 queued += 1

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "coordination",
     "runs",
     "approvals",
+    "alerts",
     "streaming",
 ]
 
@@ -153,6 +154,7 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="telemetry@localhost")
 APPROVAL_DEFAULT_TIMEOUT = env.float("APPROVAL_DEFAULT_TIMEOUT", default=3600.0)  # seconds a request waits for a person
 APPROVAL_SWEEP_SECONDS = env.float("APPROVAL_SWEEP_SECONDS", default=10.0)  # how often beat expires overdue requests
+ALERT_EVALUATE_SECONDS = env.float("ALERT_EVALUATE_SECONDS", default=15.0)  # how often beat evaluates the alert rules
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
 METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
 TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
@@ -178,6 +180,7 @@ CELERY_BEAT_SCHEDULE = {
     "sync-agent-registry": {"task": "coordination.tasks.sync_agent_registry", "schedule": REGISTRY_SYNC_SECONDS},
     "sweep-stale-agents": {"task": "coordination.tasks.sweep_stale_agents", "schedule": STALE_SWEEP_SECONDS},
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": APPROVAL_SWEEP_SECONDS},
+    "evaluate-alert-rules": {"task": "alerts.tasks.evaluate_alert_rules", "schedule": ALERT_EVALUATE_SECONDS},
     "time-out-abandoned-runs": {"task": "runs.tasks.time_out_abandoned_runs", "schedule": 60.0},
     "refresh-rollups": {"task": "runs.tasks.refresh_rollups", "schedule": 60.0},
     "purge-old-records": {"task": "runs.tasks.purge_old_records", "schedule": 3600.0},

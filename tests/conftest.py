@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from django.conf import settings
@@ -100,10 +101,28 @@ def make_key(name: str, agents: list[str] | None = None, scopes: list[str] | Non
     return key, raw
 
 
+def go_silent(agent: APIClient, name: str = "alpha", seconds: float = 1) -> None:
+    """Start `name`'s heartbeat with a `seconds` threshold and let it pass without a beat."""
+    response = agent.post(f"/api/v1/agents/{name}/heartbeat/start", {"stale_after_seconds": seconds}, format="json")
+    assert response.status_code == 200, response.content
+    time.sleep(seconds + 0.2)
+
+
 def key_client(raw_key: str, scheme: str = "Api-Key") -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"{scheme} {raw_key}")
     return client
+
+
+@pytest.fixture
+def eager():
+    """Celery tasks run in this process (so mail lands in Django's test outbox)."""
+    from telemetry_site.celery import app as celery_app
+
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before
 
 
 @pytest.fixture

@@ -15,18 +15,8 @@ from django.core import mail
 from approvals import services
 from approvals.models import ApprovalRequest
 from core.models import NotificationChannel
-from telemetry_site.celery import app as celery_app
 from tests.conftest import make_key
 from tests.services import celery_processes, http_receiver
-
-
-@pytest.fixture
-def eager():
-    """Tasks run in this process (so mail lands in Django's test outbox)."""
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
 
 
 def channels(url: str) -> dict[str, NotificationChannel]:

@@ -16,15 +16,9 @@ from coordination.models import Agent
 from core import events
 from runs import services
 from runs.models import Run, RunStatus
-from tests.conftest import key_client, make_key
+from tests.conftest import go_silent, key_client, make_key
 from tests.runs.factories import make_run
 from tests.services import celery_processes
-
-
-def go_silent(agent, name="alpha", seconds=1):
-    response = agent.post(f"/api/v1/agents/{name}/heartbeat/start", {"stale_after_seconds": seconds}, format="json")
-    assert response.status_code == 200, response.content
-    time.sleep(seconds + 0.2)
 
 
 @pytest.mark.django_db(transaction=True)

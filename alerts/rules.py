@@ -1,0 +1,168 @@
+"""What each kind of rule finds matching right now: {subject: Finding}. A subject matching that has
+no open alert opens one; an open alert whose subject is no longer found closes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Any
+
+from django.db.models import Count, Max, Q, Sum
+from django.utils import timezone
+
+from alerts.models import Alert, AlertRule
+from approvals.models import ApprovalRequest, ApprovalStatus
+from coordination.models import Agent
+from core import events
+from core.redis import get_redis
+from runs.models import LlmUsage, Run, RunStatus
+
+FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
+VOLUME_SAMPLES_KEY = "alerts:volume:{rule}"
+
+
+@dataclass
+class Finding:
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Findings = dict[str, Finding]
+
+
+def _agent_matches(rule: AlertRule, agent: str) -> bool:
+    return not rule.agents or fnmatchcase(agent, rule.agents)
+
+
+def agent_stale(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
+    stale = Agent.objects.filter(stale_since__isnull=False, stopped_at__isnull=True)
+    return {
+        f"agent:{agent.agent_id}": Finding(
+            f"{agent.agent_id} is stale: no heartbeat since {agent.last_seen_at:%Y-%m-%d %H:%M:%S} UTC",
+            {"agent_id": agent.agent_id, "stale_since": agent.stale_since.isoformat()},
+        )
+        for agent in stale
+        if _agent_matches(rule, agent.agent_id)
+    }
+
+
+def run_failed(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
+    """An agent and job whose latest ended run failed or timed out (new failures: those that ended
+    in the window); an open alert stays until a run of theirs succeeds after the failure."""
+    runs = Run.objects.filter(job_type=rule.job_type) if rule.job_type else Run.objects.all()
+    found: Findings = {}
+    recent = runs.filter(status__in=FAILED, end_time__gte=now - timedelta(minutes=rule.window_minutes)).order_by("end_time")
+    for run in recent.only("event_id", "run_id", "agent_name", "job_type", "status", "end_time", "error_summary"):
+        if _agent_matches(rule, run.agent_name):
+            found[f"run:{run.agent_name}/{run.job_type}"] = Finding(  # the latest failure wins
+                f"{run.agent_name} {run.job_type} run {run.run_id} {run.status}: {run.error_summary or 'no error summary'}",
+                {"agent_name": run.agent_name, "job_type": run.job_type, "event_id": run.event_id,
+                 "status": run.status, "failed_at": run.end_time.isoformat()},
+            )  # fmt: skip
+    for subject, alert in open_alerts.items():
+        found.setdefault(subject, Finding(alert.summary, alert.details))
+    return {
+        subject: finding
+        for subject, finding in found.items()
+        if not runs.filter(
+            agent_name=finding.details["agent_name"],
+            job_type=finding.details["job_type"],
+            status=RunStatus.SUCCESS,
+            end_time__gt=finding.details["failed_at"],
+        ).exists()
+    }
+
+
+def error_rate(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
+    ended = Run.objects.filter(end_time__gte=now - timedelta(minutes=rule.window_minutes)).exclude(status=RunStatus.RUNNING)
+    per_agent = ended.values("agent_name").annotate(total=Count("id"), failed=Count("id", filter=Q(status__in=FAILED)))
+    found = {}
+    for row in per_agent:
+        rate = 100 * row["failed"] / row["total"]
+        if row["total"] >= rule.min_runs and rate > rule.threshold and _agent_matches(rule, row["agent_name"]):
+            found[f"agent:{row['agent_name']}"] = Finding(
+                f"{row['agent_name']}: {rate:.0f}% of {row['total']} runs failed in the last {rule.window_minutes} min "
+                f"(threshold {rule.threshold:g}%)",
+                {"agent_name": row["agent_name"], "runs": row["total"], "failed": row["failed"], "rate_percent": round(rate, 1)},
+            )
+    return found
+
+
+def llm_cost(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
+    """Today's cost (UTC day) per agent or per model over the limit; the next day starts below it."""
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    column = "agent_name" if rule.per == AlertRule.Per.AGENT else "model"
+    totals = (
+        LlmUsage.objects.filter(timestamp__gte=day_start, timestamp__lte=now)
+        .values(column)
+        .annotate(cost=Sum("cost"), last=Max("timestamp"))
+    )
+    return {
+        f"{rule.per}:{row[column]}": Finding(
+            f"LLM cost of {rule.per} {row[column]} today: ${row['cost']:.2f} (limit ${rule.threshold:g})",
+            {rule.per: row[column], "day": day_start.date().isoformat(), "cost": float(row["cost"])},
+        )
+        for row in totals
+        if float(row["cost"]) > rule.threshold and (rule.per == AlertRule.Per.MODEL or _agent_matches(rule, row[column]))
+    }
+
+
+def _minutes(duration: timedelta) -> int:
+    return int(duration.total_seconds() // 60)
+
+
+def approval_pending(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
+    since = now - timedelta(seconds=rule.threshold)
+    waiting = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, created_at__lte=since)
+    return {
+        f"approval:{request.request_id}": Finding(
+            f"{request.agent_id}'s {request.approval_type} approval has waited {_minutes(now - request.created_at)} min",
+            {"request_id": request.request_id, "agent_id": request.agent_id, "approval_type": request.approval_type},
+        )
+        for request in waiting
+        if _agent_matches(rule, request.agent_id)
+    }
+
+
+def volume_spike(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
+    """Events a minute of one type over the window, from the bus's published counts sampled at each
+    evaluation (kept in Redis, so any worker continues where another left off)."""
+    redis = get_redis()
+    key = VOLUME_SAMPLES_KEY.format(rule=rule.pk)
+    sample = [time.time(), events.published_counts().get(rule.event_type, 0)]
+    redis.rpush(key, json.dumps(sample))
+    samples = [json.loads(raw) for raw in redis.lrange(key, 0, -1)]
+    kept = [s for s in samples if s[0] >= sample[0] - rule.window_minutes * 60]
+    redis.ltrim(key, len(samples) - len(kept), -1)
+    redis.expire(key, rule.window_minutes * 60 * 2)
+    oldest = kept[0]
+    minutes = (sample[0] - oldest[0]) / 60
+    if minutes <= 0:  # one sample in the window: no rate yet, nothing changes
+        return {subject: Finding(alert.summary, alert.details) for subject, alert in open_alerts.items()}
+    rate = max(sample[1] - oldest[1], 0) / minutes  # counts restart at 0 when Redis loses its data
+    if rate <= rule.threshold:
+        return {}
+    return {
+        f"events:{rule.event_type}": Finding(
+            f"{rule.event_type}: {rate:.0f} events a minute over the last {minutes:.1f} min (threshold {rule.threshold:g})",
+            {"event_type": rule.event_type, "per_minute": round(rate, 1)},
+        )
+    }
+
+
+FIND: dict[str, Callable[[AlertRule, datetime, dict[str, Alert]], Findings]] = {
+    AlertRule.Kind.AGENT_STALE: agent_stale,
+    AlertRule.Kind.RUN_FAILED: run_failed,
+    AlertRule.Kind.ERROR_RATE: error_rate,
+    AlertRule.Kind.LLM_COST: llm_cost,
+    AlertRule.Kind.APPROVAL_PENDING: approval_pending,
+    AlertRule.Kind.VOLUME_SPIKE: volume_spike,
+}
+
+
+def findings(rule: AlertRule, open_alerts: dict[str, Alert]) -> Findings:
+    return FIND[rule.kind](rule, timezone.now(), open_alerts)

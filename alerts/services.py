@@ -1,0 +1,69 @@
+"""Opening and closing alerts: once per transition, however many evaluations run at once."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from alerts.models import Alert, AlertRule
+from alerts.rules import Finding, findings
+from core import events, notifications
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_all() -> dict[str, int]:
+    """Every enabled rule; how many alerts opened and closed. A rule that fails is logged and
+    the others still run."""
+    opened = closed = 0
+    for rule in AlertRule.objects.filter(enabled=True).prefetch_related("channels"):
+        try:
+            rule_opened, rule_closed = evaluate(rule)
+        except Exception:
+            logger.exception("alerts: evaluating rule %r failed", rule.name)
+            continue
+        opened, closed = opened + rule_opened, closed + rule_closed
+    return {"opened": opened, "closed": closed}
+
+
+def evaluate(rule: AlertRule) -> tuple[int, int]:
+    open_alerts = {alert.subject: alert for alert in rule.alerts.filter(closed_at__isnull=True)}
+    found = findings(rule, open_alerts)
+    new = [_open(rule, subject, finding) for subject, finding in found.items() if subject not in open_alerts]
+    opened = [alert for alert in new if alert]
+    closed = [alert for subject, alert in open_alerts.items() if subject not in found and _close(alert)]
+    for alert in opened:
+        _announce(rule, alert, "alert.opened", f"[alert] {alert.summary}", f"{rule.name}: {alert.summary}")
+    for alert in closed:
+        _announce(rule, alert, "alert.closed", f"[resolved] {alert.summary}", f"{rule.name} is resolved: {alert.summary}")
+    return len(opened), len(closed)
+
+
+def _open(rule: AlertRule, subject: str, finding: Finding) -> Alert | None:
+    """The new alert, or None when another evaluation opened it first."""
+    try:
+        with transaction.atomic():
+            return Alert.objects.create(
+                rule=rule, subject=subject, summary=finding.summary[:500], details=finding.details, opened_at=timezone.now()
+            )
+    except IntegrityError:
+        return None
+
+
+def _close(alert: Alert) -> bool:
+    """Whether this call closed it (another evaluation may have)."""
+    now = timezone.now()
+    if Alert.objects.filter(pk=alert.pk, closed_at__isnull=True).update(closed_at=now):
+        alert.closed_at = now
+        return True
+    return False
+
+
+def _announce(rule: AlertRule, alert: Alert, event_type: str, subject: str, text: str) -> None:
+    events.publish(events.Event(event_type, alert.as_dict()))
+    channels = list(rule.channels.filter(enabled=True))
+    if channels:
+        notification = notifications.Notification(topic=event_type, subject=subject, text=text, data=alert.as_dict())
+        transaction.on_commit(lambda: notifications.notify(notification, channels))

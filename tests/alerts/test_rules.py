@@ -1,0 +1,169 @@
+"""Alert rules: each opens one alert per transition and closes it on recovery, told to its channels
+(Django's outbox, a real local receiver) and published as events; concurrent evaluations open once."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.utils import timezone
+
+from alerts import services
+from alerts.models import Alert, AlertRule
+from alerts.rules import VOLUME_SAMPLES_KEY
+from approvals import services as approvals
+from approvals.models import ApprovalRequest
+from coordination import heartbeats
+from core import events
+from core.models import NotificationChannel
+from core.redis import get_redis
+from runs.models import LlmUsage
+from tests.conftest import go_silent
+from tests.runs.factories import make_run
+from tests.services import http_receiver
+
+
+def rule(kind: str, channels: list[NotificationChannel] = (), **fields) -> AlertRule:
+    made = AlertRule.objects.create(name=f"{kind} rule", kind=kind, **fields)
+    made.channels.set(channels)
+    return made
+
+
+def evaluate(capture) -> tuple[int, int]:
+    with capture(execute=True):
+        result = services.evaluate_all()
+    return result["opened"], result["closed"]
+
+
+def summaries(event_type: str) -> list[str]:
+    return [event["data"]["summary"] for event in events.recent(event_type, 100)]
+
+
+@pytest.mark.django_db
+def test_a_stale_agent_alerts_once_and_its_recovery_closes_it(agent, eager, django_capture_on_commit_callbacks):
+    oncall = NotificationChannel.objects.create(name="oncall", kind="email", target="ops@example.com")
+    rule("agent_stale", [oncall])
+    go_silent(agent)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert heartbeats.sweep() == ["alpha"]
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # still stale: no second alert
+    assert len(mail.outbox) == 1 and mail.outbox[0].subject.startswith("[alert] alpha is stale: no heartbeat since ")
+    assert len(summaries("alert.opened")) == 1
+
+    assert agent.post("/api/v1/agents/alpha/heartbeat", {}, format="json").status_code == 200  # recovers
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 1)
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)
+    assert mail.outbox[1].subject.startswith("[resolved] alpha is stale") and mail.outbox[1].to == ["ops@example.com"]
+    assert events.recent("alert.closed", 10)[0]["data"]["closed_at"] is not None
+
+    go_silent(agent)  # a second spell: a second alert
+    heartbeats.sweep()
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+    assert Alert.objects.count() == 2 and Alert.objects.filter(closed_at__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_failed_runs_alert_per_agent_and_job_until_one_succeeds(eager, django_capture_on_commit_callbacks):
+    now = timezone.now()
+    with http_receiver() as (url, received):
+        hook = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+        rule("run_failed", [hook], agents="crawl*", job_type="translate")
+        make_run("crawler-1", job_type="translate", status="failed", end_time=now, error_summary="boom")
+        make_run("crawler-1", job_type="index", status="failed", end_time=now)  # another job type
+        make_run("writer", job_type="translate", status="timeout", end_time=now)  # another agent
+        assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+        make_run("crawler-1", job_type="translate", status="timeout", end_time=now + timedelta(seconds=1))
+        assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # failing still: the same alert
+        make_run("crawler-1", job_type="translate", status="success", end_time=now + timedelta(seconds=2))
+        assert evaluate(django_capture_on_commit_callbacks) == (0, 1)
+        assert evaluate(django_capture_on_commit_callbacks) == (0, 0)
+    bodies = [json.loads(r["body"]) for r in received]
+    assert [b["topic"] for b in bodies] == ["alert.opened", "alert.closed"]
+    assert bodies[0]["data"]["subject"] == "run:crawler-1/translate" and "boom" in bodies[0]["data"]["summary"]
+
+
+@pytest.mark.django_db
+def test_an_error_rate_over_the_threshold_alerts_and_closes_below_it(django_capture_on_commit_callbacks):
+    rule("error_rate", threshold=30, window_minutes=15, min_runs=5)
+    now = timezone.now()
+    for index in range(10):
+        make_run("alpha", status="failed" if index < 4 else "success", end_time=now)
+    for _ in range(3):
+        make_run("beta", status="failed", end_time=now)  # 100%, but fewer than min_runs
+    make_run("alpha", status="failed", end_time=now - timedelta(minutes=30))  # outside the window
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+    assert summaries("alert.opened") == ["alpha: 40% of 10 runs failed in the last 15 min (threshold 30%)"]
+    for _ in range(10):
+        make_run("alpha", status="success", end_time=now)
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 1)  # 4 of 20
+
+
+@pytest.mark.django_db
+def test_todays_llm_cost_over_the_limit_alerts_per_agent_or_model(django_capture_on_commit_callbacks):
+    per_agent = rule("llm_cost", threshold=5, per="agent")
+    AlertRule.objects.create(name="per model", kind="llm_cost", threshold=10, per="model")
+    now = timezone.now()
+    for cost, when in [(3, now), (2.5, now), (50, now - timedelta(days=1))]:
+        LlmUsage.objects.create(event_id=f"u{cost}", agent_name="alpha", model="opus", cost=Decimal(cost), timestamp=when)
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+    [alert] = Alert.objects.all()
+    assert (alert.rule, alert.subject, alert.details["cost"]) == (per_agent, "agent:alpha", 5.5)
+    assert alert.summary == "LLM cost of agent alpha today: $5.50 (limit $5)"
+
+
+@pytest.mark.django_db
+def test_an_approval_pending_too_long_alerts_until_decided(django_capture_on_commit_callbacks, admin_user):
+    rule("approval_pending", threshold=60)
+    fresh = approvals.create("alpha", "deploy", {}, 600)
+    old = approvals.create("beta", "deploy", {}, 600)
+    ApprovalRequest.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(seconds=120))
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+    assert Alert.objects.get().subject == f"approval:{old.request_id}"
+    approvals.decide(old, approved=True, user=admin_user)
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 1)
+    assert fresh.status == "pending"
+
+
+@pytest.mark.django_db
+def test_a_volume_spike_alerts_and_calms_down(django_capture_on_commit_callbacks):
+    spike = rule("volume_spike", threshold=100, window_minutes=1, event_type="signal.sent")
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # one sample: no rate yet
+    events.publish_now([events.Event("signal.sent", {"n": n}) for n in range(500)])
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
+    assert Alert.objects.get().subject == "events:signal.sent"
+    # A minute and more later with nothing new (the samples are what the rule remembers of time).
+    key, redis = VOLUME_SAMPLES_KEY.format(rule=spike.pk), get_redis()
+    for index, raw in enumerate(redis.lrange(key, 0, -1)):
+        at, count = json.loads(raw)
+        redis.lset(key, index, json.dumps([at - 90, count]))
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # the old samples leave the window...
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 1)  # ...and a quiet minute closes it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_evaluations_open_one_alert(agent):
+    rule("agent_stale")
+    go_silent(agent)
+    heartbeats.sweep()
+    results, start = [], threading.Barrier(6)
+
+    def evaluate_now():
+        start.wait()
+        try:
+            results.append(services.evaluate_all()["opened"])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=evaluate_now) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [0] * 5 + [1]
+    assert Alert.objects.count() == 1 and len(events.recent("alert.opened", 10)) == 1
