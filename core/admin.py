@@ -3,8 +3,8 @@ from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from core.models import AgentKey, NotificationChannel
-from core.notifications import DELIVERY_ERRORS, Notification, deliver
+from core.models import AgentKey, Delivery, NotificationChannel
+from core.notifications import DELIVERY_ERRORS, Notification, deliver, retry_failed
 from core.scopes import AGENT_SCOPES, SCOPES
 
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
@@ -56,13 +56,17 @@ class AgentKeyAdmin(APIKeyModelAdmin):
 
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "target", "topic_list", "enabled"]
+    list_display = ["name", "kind", "target", "topic_list", "forward_list", "enabled"]
     list_filter = ["kind", "enabled"]
     actions = ["send_test"]
 
-    @admin.display(description="topics")
+    @admin.display(description="notifications")
     def topic_list(self, channel: NotificationChannel) -> str:
-        return ", ".join(channel.topics) or "everything"
+        return ", ".join(channel.topics) or "every one"
+
+    @admin.display(description="forwarded records")
+    def forward_list(self, channel: NotificationChannel) -> str:
+        return ", ".join(channel.forwards) or "none"
 
     @admin.action(description="Send a test notification now")
     def send_test(self, request, queryset):
@@ -72,3 +76,26 @@ class NotificationChannelAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{channel}: {deliver(channel, test)}", messages.SUCCESS)
             except DELIVERY_ERRORS as exc:
                 self.message_user(request, f"{channel}: failed: {exc}", messages.ERROR)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: every message to every channel, with its status and last error."""
+
+    list_display = ["created_at", "topic", "channel", "status", "attempts", "next_attempt_at", "delivered_at", "last_error"]
+    list_filter = ["status", "channel", "topic"]
+    search_fields = ["topic", "record_id", "last_error"]
+    date_hierarchy = "created_at"
+    list_select_related = ["channel"]
+    readonly_fields = [f.name for f in Delivery._meta.fields]
+    actions = ["retry"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Retry the failed ones")
+    def retry(self, request, queryset):
+        self.message_user(request, f"{retry_failed(queryset)} failed deliveries sent again.", messages.SUCCESS)

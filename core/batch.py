@@ -161,3 +161,14 @@ def insert_rows(model: type[models.Model], rows: list[Row], on_conflict: str, re
             if returning:
                 found.extend(value for (value,) in cursor.fetchall())
     return found
+
+
+RETENTION_BATCH = 10_000  # rows per DELETE: short transactions, however much is old
+
+
+def purge(queryset) -> int:
+    """Delete the rows of `queryset` in batches of RETENTION_BATCH; how many."""
+    deleted = 0
+    while ids := list(queryset.values_list("pk", flat=True)[:RETENTION_BATCH]):
+        deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
+    return deleted

@@ -96,7 +96,12 @@ class NotificationChannel(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     target = models.CharField(max_length=1000, help_text="E-mail addresses (comma-separated), or the webhook's URL.")
     topics = models.JSONField(
-        default=list, blank=True, help_text='What it hears, e.g. ["approval.requested"]; empty: everything.'
+        default=list, blank=True, help_text='Notifications it hears, e.g. ["approval.requested"]; empty: every one.'
+    )
+    forwards = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Records it receives: event types whose every event is sent here as it happens, e.g. ["run.ended"].',
     )
     secret = models.CharField(
         max_length=64,
@@ -124,5 +129,44 @@ class NotificationChannel(models.Model):
                 validate_email(address)
         else:
             URLValidator(schemes=["http", "https"])(self.target)
-        if not isinstance(self.topics, list) or not all(isinstance(topic, str) for topic in self.topics):
-            raise ValidationError({"topics": 'A list of event types, e.g. ["approval.requested"].'})
+        for name in ("topics", "forwards"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(topic, str) for topic in value):
+                raise ValidationError({name: 'A list of event types, e.g. ["run.ended"].'})
+
+
+class Delivery(models.Model):
+    """One message to one channel: a notification (an approval to decide, an alert) or a forwarded
+    record (an event). A worker sends it at once; a failed one waits `backoff` and is sent again
+    by beat's retry sweep, until delivered or out of attempts (DELIVERY_MAX_ATTEMPTS)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
+    topic = models.CharField(max_length=200, db_index=True)
+    record_id = models.CharField(
+        max_length=300, blank=True, default="", help_text="A forwarded event's type and stream id: sent once per channel."
+    )
+    notification = models.JSONField(help_text="What is sent: topic, subject, text, link, data.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "record_id"], condition=~models.Q(record_id=""), name="delivery_record_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} to {self.channel.name}: {self.status}"

@@ -14,7 +14,7 @@ from django.utils import timezone
 from coordination.models import Agent
 from core import events
 from core.api import error_body
-from core.batch import Batch, BatchResults, MayActAs, Row, row_of
+from core.batch import Batch, BatchResults, MayActAs, Row, purge, row_of
 from runs import metrics, quality, traces
 from runs.models import ChangedDay, MetricMinute, MetricPoint, Run, RunEvent, RunStatus, Span
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
@@ -222,17 +222,6 @@ def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
         for (index, _), result in zip(group, batch.results, strict=True):
             results.append({**result, "index": index})
     return BatchResults(results)
-
-
-RETENTION_BATCH = 10_000  # rows per DELETE: short transactions, however much is old
-
-
-def purge(queryset) -> int:
-    """Delete the rows of `queryset` in batches of RETENTION_BATCH; how many."""
-    deleted = 0
-    while ids := list(queryset.values_list("pk", flat=True)[:RETENTION_BATCH]):
-        deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
-    return deleted
 
 
 def purge_old_records(metric_days: float, trace_days: float, aggregate_days: float) -> dict[str, int]:

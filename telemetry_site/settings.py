@@ -155,6 +155,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="telemetry@localhost"
 APPROVAL_DEFAULT_TIMEOUT = env.float("APPROVAL_DEFAULT_TIMEOUT", default=3600.0)  # seconds a request waits for a person
 APPROVAL_SWEEP_SECONDS = env.float("APPROVAL_SWEEP_SECONDS", default=10.0)  # how often beat expires overdue requests
 ALERT_EVALUATE_SECONDS = env.float("ALERT_EVALUATE_SECONDS", default=15.0)  # how often beat evaluates the alert rules
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=12)  # then a delivery is failed (1 s, 2 s, 4 s... 10 min apart)
+DELIVERY_RETRY_SECONDS = env.float("DELIVERY_RETRY_SECONDS", default=5.0)  # how often beat retries due deliveries
+DELIVERY_RETENTION_DAYS = env.float("DELIVERY_RETENTION_DAYS", default=7)  # delivered messages are purged after
+FORWARD_SECONDS = env.float("FORWARD_SECONDS", default=2.0)  # how often beat forwards new events to channels
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
 METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
 TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
@@ -181,6 +185,9 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-agents": {"task": "coordination.tasks.sweep_stale_agents", "schedule": STALE_SWEEP_SECONDS},
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": APPROVAL_SWEEP_SECONDS},
     "evaluate-alert-rules": {"task": "alerts.tasks.evaluate_alert_rules", "schedule": ALERT_EVALUATE_SECONDS},
+    "retry-due-deliveries": {"task": "core.tasks.retry_due_deliveries", "schedule": DELIVERY_RETRY_SECONDS},
+    "forward-events": {"task": "core.tasks.forward_events", "schedule": FORWARD_SECONDS},
+    "purge-old-deliveries": {"task": "core.tasks.purge_old_deliveries", "schedule": 3600.0},
     "time-out-abandoned-runs": {"task": "runs.tasks.time_out_abandoned_runs", "schedule": 60.0},
     "refresh-rollups": {"task": "runs.tasks.refresh_rollups", "schedule": 60.0},
     "purge-old-records": {"task": "runs.tasks.purge_old_records", "schedule": 3600.0},

@@ -70,9 +70,10 @@ def test_an_old_link_has_expired(eager, monkeypatch, admin_client):
     assert admin_client.get(f"/approvals/open/{token}/").status_code == 410
 
 
-def test_a_failing_webhook_is_retried_by_the_worker_and_never_holds_up_the_agent(server_env, live_asgi):
+def test_a_failing_webhook_is_retried_by_the_worker_and_beat_and_never_holds_up_the_agent(server_env, live_asgi):
     headers = {"Authorization": f"Api-Key {make_key('deployer')[1]}"}
-    with http_receiver(statuses=[500, 503]) as (url, received), celery_processes(server_env, beat=False):
+    retrying = {**server_env, "DELIVERY_RETRY_SECONDS": "1"}
+    with http_receiver(statuses=[500, 503]) as (url, received), celery_processes(retrying):
         NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
         started = time.monotonic()
         asked = httpx.post(f"{live_asgi}/api/v1/approvals", json={"approval_type": "deploy"}, headers=headers)

@@ -1,0 +1,100 @@
+"""Deliveries: forwarded records and notifications, signed, retried with backoff against a real
+local receiver, failed ones retried from the admin, and a dead receiver costing one try a round."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core import events, notifications
+from core.models import Delivery, NotificationChannel
+from core.notifications import Notification
+from tests.services import http_receiver
+
+DEAD = "http://127.0.0.1:9/hook"  # the discard port: nothing listens there
+
+
+def verified(channel: NotificationChannel, request: dict) -> dict:
+    signed = request["headers"]["X-Telemetry-Timestamp"].encode() + b"." + request["body"]
+    expected = hmac.new(channel.secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert request["headers"]["X-Telemetry-Signature"] == f"sha256={expected}"
+    return json.loads(request["body"])
+
+
+@pytest.mark.django_db
+def test_forwarded_events_are_signed_and_sent_once(eager):
+    events.publish_now([events.Event("run.ended", {"run_id": "before"})])  # before the subscription: not sent
+    time.sleep(0.01)
+    with http_receiver() as (url, received):
+        channel = NotificationChannel.objects.create(name="sink", kind="webhook", target=url, forwards=["run.ended"])
+        time.sleep(0.01)
+        events.publish_now([events.Event("run.ended", {"run_id": f"r{n}"}) for n in range(3)])
+        events.publish_now([events.Event("run.started", {"run_id": "r9"})])  # not a type it forwards
+        assert notifications.forward_events() == 3
+        assert notifications.forward_events() == 0
+    bodies = [verified(channel, request) for request in received]
+    assert [body["data"]["data"]["run_id"] for body in bodies] == ["r0", "r1", "r2"]
+    assert {body["topic"] for body in bodies} == {"run.ended"}
+    assert list(Delivery.objects.values_list("status", flat=True)) == ["delivered"] * 3
+
+
+@pytest.mark.django_db
+def test_a_receiver_that_fails_twice_is_retried_with_backoff(eager):
+    with http_receiver(statuses=[500, 503]) as (url, received):
+        channel = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+        assert notifications.notify(Notification(topic="alert.opened", subject="s", text="t")) == 1
+        delivery = Delivery.objects.get()
+        assert (delivery.status, delivery.attempts, "500" in delivery.last_error) == ("pending", 1, True)
+        assert notifications.due_deliveries() == []  # waiting its backoff
+        waits = [delivery.next_attempt_at - timezone.now()]
+        for _ in range(2):
+            time.sleep(max(0, (Delivery.objects.get().next_attempt_at - timezone.now()).total_seconds()) + 0.05)
+            notifications.send(notifications.due_deliveries())
+            delivery = Delivery.objects.get()
+            waits.append(delivery.next_attempt_at - timezone.now())
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 3, "")
+    assert timedelta(seconds=0.5) < waits[0] <= timedelta(seconds=1) < waits[1] <= timedelta(seconds=2)  # 1 s, then 2 s
+    assert len(received) == 3 and len({request["body"] for request in received}) == 1
+    verified(channel, received[-1])
+
+
+@pytest.mark.django_db
+def test_retry_failed_resends_exactly_the_failed_ones(eager, admin_client, settings):
+    settings.DELIVERY_MAX_ATTEMPTS = 1
+    with http_receiver(statuses=[500, 500]) as (url, received), http_receiver() as (other_url, other_received):
+        flaky = NotificationChannel.objects.create(name="flaky", kind="webhook", target=url)
+        steady = NotificationChannel.objects.create(name="steady", kind="webhook", target=other_url)
+        for n in range(2):
+            notifications.notify(Notification(topic="alert.opened", subject=f"s{n}", text="t"), [flaky])
+        notifications.notify(Notification(topic="alert.opened", subject="ok", text="t"), [steady])
+        assert sorted(Delivery.objects.values_list("status", flat=True)) == ["delivered", "failed", "failed"]
+        page = admin_client.post(
+            "/admin/core/delivery/",
+            {"action": "retry", "_selected_action": list(Delivery.objects.values_list("pk", flat=True))},
+            follow=True,
+        )
+        assert "2 failed deliveries sent again." in page.content.decode()
+    assert len(received) == 4 and len(other_received) == 1  # the two failed ones again; not the delivered one
+    assert list(Delivery.objects.values_list("status", flat=True)) == ["delivered"] * 3
+
+
+@pytest.mark.django_db
+def test_a_dead_receiver_costs_one_try_a_round(settings):
+    settings.DELIVERY_MAX_ATTEMPTS = 2
+    dead = NotificationChannel.objects.create(name="dead", kind="webhook", target=DEAD)
+    for n in range(5):  # queued for a worker there is none of: this test sends them itself
+        notifications.notify(Notification(topic="alert.opened", subject=f"s{n}", text="t"), [dead])
+    ids = list(Delivery.objects.order_by("pk").values_list("pk", flat=True))
+    assert notifications.send(ids) == {"delivered": 0, "failed": 0, "postponed": 4}
+    tried = Delivery.objects.get(pk=ids[0])
+    assert tried.attempts == 1 and "ConnectError" in tried.last_error
+    assert all(d.last_error.startswith("not tried: the channel failed just before") for d in Delivery.objects.exclude(pk=ids[0]))
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    assert notifications.send(ids) == {"delivered": 0, "failed": 5, "postponed": 4}  # out of attempts
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
