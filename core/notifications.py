@@ -16,12 +16,13 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db.models import F
 from django.utils import timezone
 
 from core import events
@@ -37,9 +38,14 @@ WEBHOOK_TIMEOUT = 10.0
 DELIVERY_ERRORS = (httpx.HTTPError, OSError)
 BACKOFF_MAX_SECONDS = 600
 DUE_BATCH = 500  # deliveries one retry sweep sends
-FORWARD_BATCH = 1000  # events of one type one forwarding pass reads per channel
+FORWARD_BATCH = 1000  # events of one type read at once for a channel
+FORWARD_MAX_BATCHES = 50  # batches of one type one forwarding pass reads for a channel; the next pass goes on
 FORWARD_CURSOR = "telemetry:forward:{channel}:{event_type}"  # the last stream id forwarded
 FORWARD_LOCK = "telemetry:forward:lock"
+CHANNEL_DOWN = "telemetry:channel:{channel}:down"  # the last error, for as long as the channel waits
+CHANNEL_FAILURES = "telemetry:channel:{channel}:failures"  # consecutive failures: its backoff
+CHANNEL_TRYING = "telemetry:channel:{channel}:trying"  # a worker is sending to the channel
+CHANNEL_HEALTH = (CHANNEL_DOWN, CHANNEL_FAILURES)  # forgotten when it delivers again
 
 
 @dataclass
@@ -80,50 +86,107 @@ def backoff(attempts: int) -> timedelta:
 
 
 def send(ids: list[int]) -> dict[str, int]:
-    """Send the pending deliveries among `ids` that are due, oldest first. After a channel fails,
-    its other deliveries here are not tried this time (a dead receiver costs one timeout per
-    round, not one per record): they count an attempt too and wait their backoff."""
+    """Send the pending deliveries among `ids` that are due, oldest first, channel by channel.
+
+    A channel that fails is down for its backoff (1 s, 2 s, 4 s... after its consecutive
+    failures, kept in Redis for every worker): its deliveries wait until then without a try, each
+    counting an attempt. One worker at a time sends to a channel. So a dead receiver costs one
+    timeout per backoff, not one per record, and ties up one worker at most."""
     now = timezone.now()
-    due = Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
-    outcome = {"delivered": 0, "failed": 0, "postponed": 0}
-    failed_channels: dict[int, str] = {}
+    due = Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING, next_attempt_at__lte=now, channel__enabled=True)
+    by_channel: dict[int, list[Delivery]] = {}
     for delivery in due.select_related("channel").order_by("pk"):
-        # Claim it: one attempt, by one worker, however many sweeps see it due.
-        attempt = delivery.attempts + 1
-        claimed = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING, attempts=delivery.attempts)
-        if not claimed.update(attempts=attempt, next_attempt_at=now + backoff(attempt)):
-            continue
-        error = failed_channels.get(delivery.channel_id)
-        if error is None:
+        by_channel.setdefault(delivery.channel_id, []).append(delivery)
+    outcome = {"delivered": 0, "tried": 0, "postponed": 0, "failed": 0}
+    for deliveries in by_channel.values():
+        channel = deliveries[0].channel
+        for position, delivery in enumerate(deliveries):
+            if down := _down(channel):
+                outcome["postponed"] += len(deliveries) - position
+                outcome["failed"] += _postpone(deliveries[position:], *down)
+                break
+            if not _may_try(channel):
+                outcome["postponed"] += len(deliveries) - position
+                later = timezone.now() + timedelta(seconds=1)
+                _postpone(deliveries[position:], "not tried yet: another worker was sending to the channel", later, counted=True)
+                break
             try:
-                deliver(delivery.channel, Notification(**delivery.notification))
-            except DELIVERY_ERRORS as exc:
-                error = failed_channels[delivery.channel_id] = f"{type(exc).__name__}: {exc}"[:1000]
-            else:
-                delivered = {"status": Delivery.Status.DELIVERED, "delivered_at": timezone.now(), "last_error": ""}
-                Delivery.objects.filter(pk=delivery.pk).update(**delivered)
-                outcome["delivered"] += 1
-                continue
-        else:
-            error = f"not tried: the channel failed just before ({error})"[:1000]
-            outcome["postponed"] += 1
-        final = attempt >= settings.DELIVERY_MAX_ATTEMPTS
-        Delivery.objects.filter(pk=delivery.pk).update(
-            last_error=error, status=Delivery.Status.FAILED if final else Delivery.Status.PENDING
-        )
-        outcome["failed"] += final
+                outcome["failed"] += _try(channel, delivery, outcome)
+            finally:
+                get_redis().delete(CHANNEL_TRYING.format(channel=channel.pk))
     return outcome
+
+
+def _try(channel: NotificationChannel, delivery: Delivery, outcome: dict[str, int]) -> int:
+    """One attempt at `delivery`; 1 when it failed for good."""
+    # Claimed first: one attempt, by one worker, however many sweeps see it due.
+    claimed = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING, attempts=delivery.attempts)
+    if not claimed.update(attempts=F("attempts") + 1):
+        return 0
+    outcome["tried"] += 1
+    try:
+        deliver(channel, Notification(**delivery.notification))
+    except DELIVERY_ERRORS as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        return _postpone([delivery], error, _trip(channel, error), counted=True)
+    get_redis().delete(*(key.format(channel=channel.pk) for key in CHANNEL_HEALTH))
+    delivered = {"status": Delivery.Status.DELIVERED, "delivered_at": timezone.now(), "last_error": ""}
+    Delivery.objects.filter(pk=delivery.pk).update(**delivered)
+    outcome["delivered"] += 1
+    return 0
+
+
+def _may_try(channel: NotificationChannel) -> bool:
+    """One worker at a time sends to a channel (until it releases the channel after its try): a
+    dead receiver holds up one worker for one timeout, never all of them."""
+    return bool(get_redis().set(CHANNEL_TRYING.format(channel=channel.pk), "1", nx=True, px=int((WEBHOOK_TIMEOUT + 5) * 1000)))
+
+
+def _down(channel: NotificationChannel) -> tuple[str, datetime] | None:
+    """(why, until when) while `channel` is down after a failure."""
+    down = get_redis().get(CHANNEL_DOWN.format(channel=channel.pk))
+    if down is None:
+        return None
+    until, error = json.loads(down)
+    return f"not tried: the channel is down ({error})", datetime.fromtimestamp(until, UTC)
+
+
+def _trip(channel: NotificationChannel, error: str) -> datetime:
+    """Mark `channel` down for the backoff of its consecutive failures; until when."""
+    redis = get_redis()
+    failures = redis.incr(CHANNEL_FAILURES.format(channel=channel.pk))
+    redis.expire(CHANNEL_FAILURES.format(channel=channel.pk), 86400)
+    wait = backoff(failures)
+    until = timezone.now() + wait
+    down = json.dumps([until.timestamp(), error])
+    redis.set(CHANNEL_DOWN.format(channel=channel.pk), down, px=int(wait.total_seconds() * 1000))
+    return until
+
+
+def _postpone(deliveries: list[Delivery], error: str, until: datetime, counted: bool = False) -> int:
+    """Try `deliveries` again at `until`, each an attempt more (unless `counted` already); those
+    out of attempts fail. How many failed."""
+    ids = [delivery.pk for delivery in deliveries]
+    pending = Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING)
+    pending.update(last_error=error[:1000], next_attempt_at=until, **({} if counted else {"attempts": F("attempts") + 1}))
+    return pending.filter(attempts__gte=settings.DELIVERY_MAX_ATTEMPTS).update(status=Delivery.Status.FAILED)
 
 
 def due_deliveries() -> list[int]:
     """Pending deliveries whose next attempt is due (beat's retry sweep), at most DUE_BATCH."""
-    due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).order_by("next_attempt_at")
+    due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now(), channel__enabled=True)
+    due = due.order_by("next_attempt_at")
     return list(due.values_list("pk", flat=True)[:DUE_BATCH])
 
 
 def retry_failed(deliveries) -> int:
-    """Make the failed ones among `deliveries` pending again, with fresh attempts, and send them."""
-    ids = list(deliveries.filter(status=Delivery.Status.FAILED).values_list("pk", flat=True))
+    """Make the failed ones among `deliveries` pending again, with fresh attempts, and send them
+    now: their channels are tried at once (someone fixed the receiver, presumably)."""
+    failed = deliveries.filter(status=Delivery.Status.FAILED)
+    ids = list(failed.values_list("pk", flat=True))
+    channels = set(failed.values_list("channel_id", flat=True))
+    if channels:
+        get_redis().delete(*(key.format(channel=c) for c in channels for key in CHANNEL_HEALTH))
     Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=timezone.now())
     _queue(ids)
     return len(ids)
@@ -132,37 +195,51 @@ def retry_failed(deliveries) -> int:
 def forward_events() -> int:
     """Write a delivery for each event a channel forwards that it was not sent yet, and queue them;
     how many. Each channel reads each of its event types' streams from where it left off (at
-    first: from when the channel was created). Serialized by a lock: a slow pass and the next one
-    never read the same events twice (and the database refuses a record twice anyway)."""
+    first: from when the channel was created), in batches until it has caught up. Serialized by a
+    lock: a slow pass and the next one never read the same events twice (and the database refuses
+    a record twice anyway). Streams keep about EVENT_STREAM_MAXLEN events a type: events trimmed
+    before a pass reads them are not forwarded."""
     redis = get_redis()
     lock = redis.lock(FORWARD_LOCK, timeout=300, blocking=False)
     if not lock.acquire():
         return 0
+    queued = 0
     try:
-        new: list[Delivery] = []
-        cursors: dict[str, str] = {}
         for channel in NotificationChannel.objects.filter(enabled=True).exclude(forwards=[]):
             for event_type in channel.forwards:
-                cursor_key = FORWARD_CURSOR.format(channel=channel.pk, event_type=event_type)
-                since = redis.get(cursor_key)
-                since = f"({since.decode()}" if since else f"{int(channel.created_at.timestamp() * 1000)}-0"
-                entries = redis.xrange(events.stream_key(event_type), min=since, max="+", count=FORWARD_BATCH)
-                for entry_id, fields in entries:
-                    event = events.decode(event_type, entry_id, fields)
-                    new.append(Delivery(channel=channel, topic=event_type, record_id=f"{event_type}:{event['event_id']}",
-                                        notification=asdict(_record(event))))  # fmt: skip
-                if entries:
-                    cursors[cursor_key] = entries[-1][0].decode()
-        Delivery.objects.bulk_create(new, ignore_conflicts=True, batch_size=500)
-        if cursors:
-            redis.mset(cursors)
+                queued += _forward(redis, channel, event_type)
     finally:
         lock.release()
-    # ignore_conflicts leaves the primary keys unset: the new ones are those not tried yet.
-    fresh = Delivery.objects.filter(record_id__in={d.record_id for d in new}, status=Delivery.Status.PENDING, attempts=0)
-    ids = list(fresh.values_list("pk", flat=True))
-    _queue(ids)
-    return len(ids)
+    return queued
+
+
+def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
+    cursor_key = FORWARD_CURSOR.format(channel=channel.pk, event_type=event_type)
+    cursor = redis.get(cursor_key)
+    stream = events.stream_key(event_type)
+    since = f"({cursor.decode()}" if cursor else f"{int(channel.created_at.timestamp() * 1000)}-0"
+    queued = 0
+    for _ in range(FORWARD_MAX_BATCHES):
+        entries = redis.xrange(stream, min=since, max="+", count=FORWARD_BATCH)
+        if not entries:
+            break
+        records = [events.decode(event_type, entry_id, fields) for entry_id, fields in entries]
+        record_ids = [f"{event_type}:{record['event_id']}" for record in records]
+        Delivery.objects.bulk_create(
+            [Delivery(channel=channel, topic=event_type, record_id=record_id, notification=asdict(_record(record)))
+             for record_id, record in zip(record_ids, records, strict=True)],
+            ignore_conflicts=True,
+        )  # fmt: skip
+        since = f"({entries[-1][0].decode()}"
+        redis.set(cursor_key, entries[-1][0])
+        # ignore_conflicts leaves the primary keys unset: the new ones are those not tried yet.
+        fresh = Delivery.objects.filter(channel=channel, record_id__in=record_ids, status=Delivery.Status.PENDING, attempts=0)
+        ids = list(fresh.values_list("pk", flat=True))
+        _queue(ids)
+        queued += len(ids)
+        if len(entries) < FORWARD_BATCH:
+            break
+    return queued
 
 
 def _record(event: dict[str, Any]) -> Notification:
