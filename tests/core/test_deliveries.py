@@ -1,5 +1,5 @@
 """Deliveries: forwarded records and notifications, signed, retried with backoff against a real
-local receiver, failed ones retried from the admin, and a dead receiver costing one try a round."""
+local receiver, failed ones retried from the admin, and a dead receiver costing one try per backoff, one worker at a time."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.utils import timezone
 from core import events, notifications
 from core.models import Delivery, NotificationChannel
 from core.notifications import Notification
+from core.redis import get_redis
 from tests.services import http_receiver
 
 DEAD = "http://127.0.0.1:9/hook"  # the discard port: nothing listens there
@@ -67,10 +68,10 @@ def test_a_receiver_that_fails_twice_is_retried_with_backoff(eager):
 @pytest.mark.django_db
 def test_retry_failed_resends_exactly_the_failed_ones(eager, admin_client, settings):
     settings.DELIVERY_MAX_ATTEMPTS = 1
-    with http_receiver(statuses=[500, 500]) as (url, received), http_receiver() as (other_url, other_received):
+    with http_receiver(statuses=[500]) as (url, received), http_receiver() as (other_url, other_received):
         flaky = NotificationChannel.objects.create(name="flaky", kind="webhook", target=url)
         steady = NotificationChannel.objects.create(name="steady", kind="webhook", target=other_url)
-        for n in range(2):
+        for n in range(2):  # the first fails, the second finds the channel down: both out of their one attempt
             notifications.notify(Notification(topic="alert.opened", subject=f"s{n}", text="t"), [flaky])
         notifications.notify(Notification(topic="alert.opened", subject="ok", text="t"), [steady])
         assert sorted(Delivery.objects.values_list("status", flat=True)) == ["delivered", "failed", "failed"]
@@ -80,21 +81,39 @@ def test_retry_failed_resends_exactly_the_failed_ones(eager, admin_client, setti
             follow=True,
         )
         assert "2 failed deliveries sent again." in page.content.decode()
-    assert len(received) == 4 and len(other_received) == 1  # the two failed ones again; not the delivered one
+    assert len(received) == 3 and len(other_received) == 1  # the two failed ones, at once; not the delivered one
     assert list(Delivery.objects.values_list("status", flat=True)) == ["delivered"] * 3
 
 
 @pytest.mark.django_db
-def test_a_dead_receiver_costs_one_try_a_round(settings):
+def test_a_dead_receiver_costs_one_try_per_backoff(settings):
     settings.DELIVERY_MAX_ATTEMPTS = 2
     dead = NotificationChannel.objects.create(name="dead", kind="webhook", target=DEAD)
     for n in range(5):  # queued for a worker there is none of: this test sends them itself
         notifications.notify(Notification(topic="alert.opened", subject=f"s{n}", text="t"), [dead])
     ids = list(Delivery.objects.order_by("pk").values_list("pk", flat=True))
-    assert notifications.send(ids) == {"delivered": 0, "failed": 0, "postponed": 4}
+    assert notifications.send(ids) == {"delivered": 0, "tried": 1, "postponed": 4, "failed": 0}
     tried = Delivery.objects.get(pk=ids[0])
     assert tried.attempts == 1 and "ConnectError" in tried.last_error
-    assert all(d.last_error.startswith("not tried: the channel failed just before") for d in Delivery.objects.exclude(pk=ids[0]))
-    Delivery.objects.update(next_attempt_at=timezone.now())
-    assert notifications.send(ids) == {"delivered": 0, "failed": 5, "postponed": 4}  # out of attempts
+    waiting = Delivery.objects.exclude(pk=ids[0])
+    assert all(d.last_error.startswith("not tried: the channel is down (ConnectError") for d in waiting)
+    assert {d.next_attempt_at for d in waiting} == {tried.next_attempt_at}  # when the channel is tried again
+    Delivery.objects.update(next_attempt_at=timezone.now())  # due, but the channel is still down: no try
+    assert notifications.send(ids) == {"delivered": 0, "tried": 0, "postponed": 5, "failed": 5}
     assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
+
+
+@pytest.mark.django_db
+def test_one_worker_at_a_time_sends_to_a_channel(eager):
+    with http_receiver() as (url, received):
+        channel = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+        trying = notifications.CHANNEL_TRYING.format(channel=channel.pk)
+        get_redis().set(trying, "1")  # another worker is sending to it
+        notifications.notify(Notification(topic="alert.opened", subject="s", text="t"))
+        waiting = Delivery.objects.get()
+        assert (waiting.status, waiting.attempts, received) == ("pending", 0, [])
+        assert waiting.last_error == "not tried yet: another worker was sending to the channel"
+        get_redis().delete(trying)
+        Delivery.objects.update(next_attempt_at=timezone.now())
+        assert notifications.send(notifications.due_deliveries())["delivered"] == 1
+    assert len(received) == 1 and not get_redis().exists(trying)
