@@ -20,7 +20,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
     def open_alerts(self, rule: AlertRule) -> int:
         return rule.alerts.filter(closed_at__isnull=True).count()
 
-    @admin.action(description="Evaluate now")
+    @admin.action(description="Evaluate now", permissions=["change"])
     def evaluate_now(self, request, queryset):
         for rule in queryset:
             opened, closed = services.evaluate(rule)

@@ -51,7 +51,7 @@ class Alert(models.Model):
     """One spell of a rule matching one subject: opened once, closed once."""
 
     rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
-    subject = models.CharField(max_length=300, help_text="What it is about, e.g. agent:crawler-1.")
+    subject = models.CharField(max_length=500, help_text="What it is about, e.g. agent:crawler-1.")
     summary = models.CharField(max_length=500)
     details = models.JSONField(default=dict, blank=True)
     opened_at = models.DateTimeField(db_index=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from alerts.models import Alert, AlertRule
@@ -23,6 +24,7 @@ from runs.models import LlmUsage, Run, RunStatus
 
 FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
 VOLUME_SAMPLES_KEY = "alerts:volume:{rule}"
+VOLUME_MIN_MINUTES = 0.5
 
 
 @dataclass
@@ -42,7 +44,7 @@ def agent_stale(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -
     stale = Agent.objects.filter(stale_since__isnull=False, stopped_at__isnull=True)
     return {
         f"agent:{agent.agent_id}": Finding(
-            f"{agent.agent_id} is stale: no heartbeat since {agent.last_seen_at:%Y-%m-%d %H:%M:%S} UTC",
+            f"{agent.agent_id} is stale: no heartbeat since {agent.last_seen_at or agent.stale_since:%Y-%m-%d %H:%M:%S} UTC",
             {"agent_id": agent.agent_id, "stale_since": agent.stale_since.isoformat()},
         )
         for agent in stale
@@ -93,21 +95,21 @@ def error_rate(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) ->
 
 
 def llm_cost(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
-    """Today's cost (UTC day) per agent or per model over the limit; the next day starts below it."""
+    """Today's cost (UTC day) of the matching agents, per agent or per model, over the limit; the
+    next day starts below it."""
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    column = "agent_name" if rule.per == AlertRule.Per.AGENT else "model"
-    totals = (
-        LlmUsage.objects.filter(timestamp__gte=day_start, timestamp__lte=now)
-        .values(column)
-        .annotate(cost=Sum("cost"), last=Max("timestamp"))
-    )
+    today = LlmUsage.objects.filter(timestamp__gte=day_start, timestamp__lte=now)
+    totals: dict[str, float] = defaultdict(float)
+    for row in today.values("agent_name", "model").annotate(cost=Sum("cost")):
+        if _agent_matches(rule, row["agent_name"]):
+            totals[row["agent_name"] if rule.per == AlertRule.Per.AGENT else row["model"]] += float(row["cost"])
     return {
-        f"{rule.per}:{row[column]}": Finding(
-            f"LLM cost of {rule.per} {row[column]} today: ${row['cost']:.2f} (limit ${rule.threshold:g})",
-            {rule.per: row[column], "day": day_start.date().isoformat(), "cost": float(row["cost"])},
+        f"{rule.per}:{name}": Finding(
+            f"LLM cost of {rule.per} {name} today: ${cost:.2f} (limit ${rule.threshold:g})",
+            {rule.per: name, "day": day_start.date().isoformat(), "cost": round(cost, 6)},
         )
-        for row in totals
-        if float(row["cost"]) > rule.threshold and (rule.per == AlertRule.Per.MODEL or _agent_matches(rule, row[column]))
+        for name, cost in totals.items()
+        if cost > rule.threshold
     }
 
 
@@ -141,7 +143,7 @@ def volume_spike(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) 
     redis.expire(key, rule.window_minutes * 60 * 2)
     oldest = kept[0]
     minutes = (sample[0] - oldest[0]) / 60
-    if minutes <= 0:  # one sample in the window: no rate yet, nothing changes
+    if minutes < VOLUME_MIN_MINUTES:  # too short a span for a rate (two evaluations close together): nothing changes
         return {subject: Finding(alert.summary, alert.details) for subject, alert in open_alerts.items()}
     rate = max(sample[1] - oldest[1], 0) / minutes  # counts restart at 0 when Redis loses its data
     if rate <= rule.threshold:

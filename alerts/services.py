@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from django.db import IntegrityError, transaction
@@ -12,13 +13,14 @@ from alerts.rules import Finding, findings
 from core import events, notifications
 
 logger = logging.getLogger(__name__)
+SUBJECT_LENGTH = Alert._meta.get_field("subject").max_length
 
 
 def evaluate_all() -> dict[str, int]:
     """Every enabled rule; how many alerts opened and closed. A rule that fails is logged and
     the others still run."""
     opened = closed = 0
-    for rule in AlertRule.objects.filter(enabled=True).prefetch_related("channels"):
+    for rule in AlertRule.objects.filter(enabled=True):
         try:
             rule_opened, rule_closed = evaluate(rule)
         except Exception:
@@ -29,20 +31,26 @@ def evaluate_all() -> dict[str, int]:
 
 
 def evaluate(rule: AlertRule) -> tuple[int, int]:
+    """Open an alert for each subject newly found, close those no longer found; each announced as
+    soon as it is recorded, so a failure later on loses no announcement."""
     open_alerts = {alert.subject: alert for alert in rule.alerts.filter(closed_at__isnull=True)}
     found = findings(rule, open_alerts)
-    new = [_open(rule, subject, finding) for subject, finding in found.items() if subject not in open_alerts]
-    opened = [alert for alert in new if alert]
-    closed = [alert for subject, alert in open_alerts.items() if subject not in found and _close(alert)]
-    for alert in opened:
-        _announce(rule, alert, "alert.opened", f"[alert] {alert.summary}", f"{rule.name}: {alert.summary}")
-    for alert in closed:
-        _announce(rule, alert, "alert.closed", f"[resolved] {alert.summary}", f"{rule.name} is resolved: {alert.summary}")
-    return len(opened), len(closed)
+    opened = closed = 0
+    for subject, finding in found.items():
+        if subject not in open_alerts and (alert := _open(rule, subject, finding)):
+            _announce(rule, alert, "alert.opened", f"[alert] {alert.summary}", f"{rule.name}: {alert.summary}")
+            opened += 1
+    for subject, alert in open_alerts.items():
+        if subject not in found and _close(alert):
+            _announce(rule, alert, "alert.closed", f"[resolved] {alert.summary}", f"{rule.name} is resolved: {alert.summary}")
+            closed += 1
+    return opened, closed
 
 
 def _open(rule: AlertRule, subject: str, finding: Finding) -> Alert | None:
     """The new alert, or None when another evaluation opened it first."""
+    if len(subject) > SUBJECT_LENGTH:  # agent and job names can be long: keep it unique, not whole
+        subject = subject[: SUBJECT_LENGTH - 17] + "~" + hashlib.sha256(subject.encode()).hexdigest()[:16]
     try:
         with transaction.atomic():
             return Alert.objects.create(
@@ -66,4 +74,4 @@ def _announce(rule: AlertRule, alert: Alert, event_type: str, subject: str, text
     channels = list(rule.channels.filter(enabled=True))
     if channels:
         notification = notifications.Notification(topic=event_type, subject=subject, text=text, data=alert.as_dict())
-        transaction.on_commit(lambda: notifications.notify(notification, channels))
+        transaction.on_commit(lambda: notifications.notify(notification, channels), robust=True)

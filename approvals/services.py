@@ -39,7 +39,7 @@ def create(agent_id: str, approval_type: str, context: dict, timeout_seconds: fl
             agent_id=agent_id, approval_type=approval_type, context=context, timeout_seconds=timeout_seconds
         )
         events.publish(events.Event("approval.requested", request.as_dict()))
-        transaction.on_commit(lambda: notify_reviewers(request))
+        transaction.on_commit(lambda: notify_reviewers(request), robust=True)  # the request stands regardless
     return request
 
 

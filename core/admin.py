@@ -4,7 +4,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from core.models import AgentKey, Delivery, NotificationChannel
-from core.notifications import DELIVERY_ERRORS, Notification, deliver, retry_failed
+from core.notifications import DELIVERY_ERRORS, Notification, deliver, retry_failed, start_forwarding
 from core.scopes import AGENT_SCOPES, SCOPES
 
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
@@ -64,6 +64,10 @@ class NotificationChannelAdmin(admin.ModelAdmin):
     def topic_list(self, channel: NotificationChannel) -> str:
         return ", ".join(channel.topics) or "every one"
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        start_forwarding(obj)
+
     @admin.display(description="forwarded records")
     def forward_list(self, channel: NotificationChannel) -> str:
         return ", ".join(channel.forwards) or "none"
@@ -96,6 +100,9 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.action(description="Retry the failed ones")
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("core.change_delivery")
+
+    @admin.action(description="Retry the failed ones", permissions=["retry"])
     def retry(self, request, queryset):
         self.message_user(request, f"{retry_failed(queryset)} failed deliveries sent again.", messages.SUCCESS)

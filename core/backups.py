@@ -18,7 +18,6 @@ from django.db import connection
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
-PAGES_PER_STEP = 1024
 # Tables `migrate` fills by itself (and beat's schedules): rows there do not make a database "in use".
 MIGRATE_FILLS = ("django_migrations", "django_content_type", "auth_permission", "django_celery_beat_")
 
@@ -35,7 +34,10 @@ def default_path() -> Path:
 
 
 def backup(path: Path, progress: Progress | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the backup to `path`, readable by this user only (it holds every record, password
+    hashes and the channels' signing secrets)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
     if connection.vendor == "sqlite":
         _sqlite_copy(settings.DATABASES["default"]["NAME"], path, progress)
     elif connection.vendor == "postgresql":
@@ -54,7 +56,7 @@ def restore(path: Path, progress: Progress | None = None) -> None:
     if kind == "sqlite":
         _sqlite_copy(path, settings.DATABASES["default"]["NAME"], progress)
     else:
-        _pg_run("pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error", str(path))
+        _pg_run("pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error", "--single-transaction", str(path))
 
 
 def backup_kind(path: Path) -> str:
@@ -84,8 +86,10 @@ def _sqlite_copy(source: str | Path, target: str | Path, progress: Progress | No
     target_db = sqlite3.connect(target, timeout=settings.DATABASES["default"]["OPTIONS"].get("timeout", 20))
     try:
         report = (lambda _, left, total: progress(total - left, total)) if progress else None
+        # One step, in one read transaction: in WAL mode writers go on meanwhile. Several steps
+        # would start over each time the server writes between two of them.
         with target_db:
-            source_db.backup(target_db, pages=PAGES_PER_STEP, progress=report)
+            source_db.backup(target_db, pages=-1, progress=report)
     finally:
         source_db.close()
         target_db.close()
@@ -96,7 +100,8 @@ def pg_binary(name: str) -> str:
     candidates = [Path(os.environ["PG_BIN_DIR"]) / name] if os.environ.get("PG_BIN_DIR") else []
     if found := shutil.which(name):
         candidates.append(Path(found))
-    candidates += sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]), reverse=True)
+    versions = [p for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}") if p.parts[-3].isdigit()]
+    candidates += sorted(versions, key=lambda p: int(p.parts[-3]), reverse=True)
     for candidate in candidates:
         if candidate.exists():
             return str(candidate)
@@ -108,6 +113,9 @@ def _pg_run(program: str, *args: str) -> None:
     options = [f"--dbname={db['NAME']}"]
     options += [f"--{flag}={db[key]}" for flag, key in (("host", "HOST"), ("port", "PORT"), ("username", "USER")) if db.get(key)]
     env = {**os.environ, "PGPASSWORD": db.get("PASSWORD") or os.environ.get("PGPASSWORD", "")}
+    for option in ("sslmode", "sslrootcert", "sslcert", "sslkey"):  # what a managed PostgreSQL may require
+        if db.get("OPTIONS", {}).get(option):
+            env[f"PG{option.upper()}"] = str(db["OPTIONS"][option])
     done = subprocess.run([pg_binary(program), *options, *args], env=env, capture_output=True, text=True)
     if done.returncode:
         raise BackupError(f"{program} failed: {done.stderr.strip()}")

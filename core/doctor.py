@@ -17,7 +17,7 @@ from django.core import checks as system_checks
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from core.features import BACKGROUND_LATE_AFTER, channel_layer_round_trip, tick_age
+from core.features import background_late_after, channel_layer_round_trip, tick_age
 from core.redis import get_redis
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -141,9 +141,9 @@ def workers() -> tuple[str, str]:
 
 
 def beat(workers_ok: bool) -> tuple[str, str]:
-    """Beat sends a tick every 15 s that a worker runs: a fresh tick means beat is up."""
+    """Beat sends a tick every WORKER_TICK_SECONDS that a worker runs: a fresh tick means beat is up."""
     age = tick_age()
-    if age is not None and age < BACKGROUND_LATE_AFTER:
+    if age is not None and age < background_late_after():
         return OK, f"its tick ran {age:.0f} s ago"
     if not workers_ok:
         return WARN, "cannot tell without a worker (the worker runs the tick beat sends)"

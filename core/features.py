@@ -9,6 +9,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -17,7 +18,6 @@ from core.redis import get_redis
 from core.tasks import BACKGROUND_TICK_KEY
 
 AVAILABLE, DEGRADED, UNAVAILABLE = "available", "degraded", "unavailable"
-BACKGROUND_LATE_AFTER = 60  # seconds: beat ticks every 15 s
 
 
 @dataclass
@@ -78,6 +78,11 @@ def _websockets():
     return AVAILABLE, channel_layer_round_trip()
 
 
+def background_late_after() -> float:
+    """Seconds without a tick after which worker and beat count as late: four ticks, at least a minute."""
+    return max(60.0, 4 * settings.WORKER_TICK_SECONDS)
+
+
 def tick_age() -> float | None:
     """Seconds since the worker last ran the tick beat schedules (None: never)."""
     tick = get_redis().get(BACKGROUND_TICK_KEY)
@@ -88,7 +93,7 @@ def _background():
     age = tick_age()
     if age is None:
         return UNAVAILABLE, "never ticked: start the Celery worker and beat (make run does)"
-    return (AVAILABLE if age < BACKGROUND_LATE_AFTER else DEGRADED), f"last tick {age:.0f} s ago"
+    return (AVAILABLE if age < background_late_after() else DEGRADED), f"last tick {age:.0f} s ago"
 
 
 def features() -> list[FeatureInfo]:

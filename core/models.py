@@ -96,7 +96,9 @@ class NotificationChannel(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     target = models.CharField(max_length=1000, help_text="E-mail addresses (comma-separated), or the webhook's URL.")
     topics = models.JSONField(
-        default=list, blank=True, help_text='Notifications it hears, e.g. ["approval.requested"]; empty: every one.'
+        default=list,
+        blank=True,
+        help_text='Notifications it hears, e.g. ["approval.requested"]; empty: every one (none if it forwards records).',
     )
     forwards = models.JSONField(
         default=list,
@@ -118,7 +120,8 @@ class NotificationChannel(models.Model):
         return f"{self.name} ({self.get_kind_display()})"
 
     def hears(self, topic: str) -> bool:
-        return not self.topics or topic in self.topics
+        """Listed topics; with none, every notification, unless it is a channel that forwards records."""
+        return topic in self.topics if self.topics else not self.forwards
 
     def recipients(self) -> list[str]:
         return [address.strip() for address in self.target.split(",") if address.strip()]

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db.models import F
 from django.utils import timezone
+from redis.exceptions import LockError
 
 from core import events
 from core.models import Delivery, NotificationChannel
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Telemetry-Signature"
 TIMESTAMP_HEADER = "X-Telemetry-Timestamp"
 WEBHOOK_TIMEOUT = 10.0
+TRY_LOCK_SECONDS = 60  # one worker sends to a channel at a time; longer than any send takes
 # What a failed delivery raises (smtplib's errors are OSErrors).
 DELIVERY_ERRORS = (httpx.HTTPError, OSError)
 BACKOFF_MAX_SECONDS = 600
@@ -105,7 +108,8 @@ def send(ids: list[int]) -> dict[str, int]:
                 outcome["postponed"] += len(deliveries) - position
                 outcome["failed"] += _postpone(deliveries[position:], *down)
                 break
-            if not _may_try(channel):
+            trying = get_redis().lock(CHANNEL_TRYING.format(channel=channel.pk), timeout=TRY_LOCK_SECONDS, blocking=False)
+            if not trying.acquire():
                 outcome["postponed"] += len(deliveries) - position
                 later = timezone.now() + timedelta(seconds=1)
                 _postpone(deliveries[position:], "not tried yet: another worker was sending to the channel", later, counted=True)
@@ -113,20 +117,25 @@ def send(ids: list[int]) -> dict[str, int]:
             try:
                 outcome["failed"] += _try(channel, delivery, outcome)
             finally:
-                get_redis().delete(CHANNEL_TRYING.format(channel=channel.pk))
+                with suppress(LockError):  # held past its timeout: another worker may have it now
+                    trying.release()
     return outcome
 
 
 def _try(channel: NotificationChannel, delivery: Delivery, outcome: dict[str, int]) -> int:
     """One attempt at `delivery`; 1 when it failed for good."""
     # Claimed first: one attempt, by one worker, however many sweeps see it due.
-    claimed = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING, attempts=delivery.attempts)
+    claimed = Delivery.objects.filter(
+        pk=delivery.pk, status=Delivery.Status.PENDING, attempts=delivery.attempts, attempts__lt=settings.DELIVERY_MAX_ATTEMPTS
+    )
     if not claimed.update(attempts=F("attempts") + 1):
         return 0
     outcome["tried"] += 1
     try:
         deliver(channel, Notification(**delivery.notification))
-    except DELIVERY_ERRORS as exc:
+    except Exception as exc:  # whatever failed, the delivery must not stay due forever
+        if not isinstance(exc, DELIVERY_ERRORS):
+            logger.exception("notifications: delivery %s to %s failed unexpectedly", delivery.pk, channel)
         error = f"{type(exc).__name__}: {exc}"[:1000]
         return _postpone([delivery], error, _trip(channel, error), counted=True)
     get_redis().delete(*(key.format(channel=channel.pk) for key in CHANNEL_HEALTH))
@@ -134,12 +143,6 @@ def _try(channel: NotificationChannel, delivery: Delivery, outcome: dict[str, in
     Delivery.objects.filter(pk=delivery.pk).update(**delivered)
     outcome["delivered"] += 1
     return 0
-
-
-def _may_try(channel: NotificationChannel) -> bool:
-    """One worker at a time sends to a channel (until it releases the channel after its try): a
-    dead receiver holds up one worker for one timeout, never all of them."""
-    return bool(get_redis().set(CHANNEL_TRYING.format(channel=channel.pk), "1", nx=True, px=int((WEBHOOK_TIMEOUT + 5) * 1000)))
 
 
 def _down(channel: NotificationChannel) -> tuple[str, datetime] | None:
@@ -209,8 +212,21 @@ def forward_events() -> int:
             for event_type in channel.forwards:
                 queued += _forward(redis, channel, event_type)
     finally:
-        lock.release()
+        with suppress(LockError):  # a pass longer than the lock's timeout: the next one may have started
+            lock.release()
     return queued
+
+
+def start_forwarding(channel: NotificationChannel) -> None:
+    """Forward from now on the event types `channel` newly lists (not the events its stream still
+    holds from before), and forget the ones it no longer lists."""
+    redis = get_redis()
+    for key in redis.scan_iter(FORWARD_CURSOR.format(channel=channel.pk, event_type="*")):
+        if key.decode().rsplit(":", 1)[1] not in channel.forwards:
+            redis.delete(key)
+    for event_type in channel.forwards:
+        latest = redis.xrevrange(events.stream_key(event_type), count=1)
+        redis.set(FORWARD_CURSOR.format(channel=channel.pk, event_type=event_type), latest[0][0] if latest else "0-0", nx=True)
 
 
 def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
@@ -255,7 +271,8 @@ def deliver(channel: NotificationChannel, notification: Notification) -> str:
     """Send now; a line saying what was done. Raises on failure (the task retries)."""
     message = f"{notification.text}\n\n{notification.link}" if notification.link else notification.text
     if channel.kind == NotificationChannel.Kind.EMAIL:
-        send_mail(notification.subject, message, settings.DEFAULT_FROM_EMAIL, channel.recipients())
+        subject = " ".join(notification.subject.split())  # a header: one line, whatever an agent wrote
+        send_mail(subject, message, settings.DEFAULT_FROM_EMAIL, channel.recipients())
         return f"mailed {', '.join(channel.recipients())}"
     if channel.kind == NotificationChannel.Kind.SLACK:
         link = f"\n<{notification.link}|Open>" if notification.link else ""

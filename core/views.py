@@ -12,7 +12,7 @@ from django.views import defaults
 from django.views.decorators.http import require_GET
 
 from core.api import error_body
-from core.features import BACKGROUND_LATE_AFTER, tick_age
+from core.features import background_late_after, tick_age
 from core.redis import get_redis
 
 VERSION = "1.0.0"
@@ -40,7 +40,7 @@ def _background(redis_ok: bool) -> dict:
     age = tick_age()
     if age is None:
         return {"status": "never", "hint": "start the Celery worker and beat (make run does)"}
-    return {"status": "ok" if age < BACKGROUND_LATE_AFTER else "late", "last_tick_seconds_ago": round(age, 1)}
+    return {"status": "ok" if age < background_late_after() else "late", "last_tick_seconds_ago": round(age, 1)}
 
 
 @require_GET

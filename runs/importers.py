@@ -94,6 +94,8 @@ class Importer:
 
     def add_local_run(self, where: str, record: dict) -> None:
         run = {k: v for k, v in record.items() if v is not None and k not in BOOKKEEPING}
+        if not run.get("event_id") and not isinstance(run.get("run_id"), str):
+            return self.reject(where, "a run needs an event_id or a run_id")
         run["event_id"] = run.get("event_id") or derived_id("run", run.get("run_id"))  # before its schema v6
         if run.get("run_id"):
             self._run_event_ids[run["run_id"]] = run["event_id"]

@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
             name='Alert',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subject', models.CharField(help_text='What it is about, e.g. agent:crawler-1.', max_length=300)),
+                ('subject', models.CharField(help_text='What it is about, e.g. agent:crawler-1.', max_length=500)),
                 ('summary', models.CharField(max_length=500)),
                 ('details', models.JSONField(blank=True, default=dict)),
                 ('opened_at', models.DateTimeField(db_index=True)),

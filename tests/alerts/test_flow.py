@@ -32,8 +32,8 @@ def test_beat_and_a_worker_alert_resolve_and_forward(server_env):
     headers = {"Authorization": f"Api-Key {make_key('alpha')[1]}"}
     env = {**server_env, **FAST}
     with http_receiver() as (url, received):
-        oncall = NotificationChannel.objects.create(name="oncall", kind="webhook", target=url, topics=["nothing"])
-        NotificationChannel.objects.create(name="sink", kind="webhook", target=url, topics=["nothing"], forwards=["run.ended"])
+        oncall = NotificationChannel.objects.create(name="oncall", kind="webhook", target=url)
+        NotificationChannel.objects.create(name="sink", kind="webhook", target=url, forwards=["run.ended"])
         AlertRule.objects.create(name="silent agents", kind="agent_stale").channels.set([oncall])
         with asgi_server(env) as base, celery_processes(env):
             api = httpx.Client(base_url=f"{base}/api/v1", headers=headers, timeout=10)

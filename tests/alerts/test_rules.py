@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from alerts import services
 from alerts.models import Alert, AlertRule
-from alerts.rules import VOLUME_SAMPLES_KEY
+from alerts.rules import VOLUME_SAMPLES_KEY, Finding
 from approvals import services as approvals
 from approvals.models import ApprovalRequest
 from coordination import heartbeats
@@ -107,14 +107,17 @@ def test_an_error_rate_over_the_threshold_alerts_and_closes_below_it(django_capt
 @pytest.mark.django_db
 def test_todays_llm_cost_over_the_limit_alerts_per_agent_or_model(django_capture_on_commit_callbacks):
     per_agent = rule("llm_cost", threshold=5, per="agent")
-    AlertRule.objects.create(name="per model", kind="llm_cost", threshold=10, per="model")
+    per_model = AlertRule.objects.create(name="per model", kind="llm_cost", threshold=6, per="model", agents="a*")
     now = timezone.now()
-    for cost, when in [(3, now), (2.5, now), (50, now - timedelta(days=1))]:
-        LlmUsage.objects.create(event_id=f"u{cost}", agent_name="alpha", model="opus", cost=Decimal(cost), timestamp=when)
-    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
-    [alert] = Alert.objects.all()
-    assert (alert.rule, alert.subject, alert.details["cost"]) == (per_agent, "agent:alpha", 5.5)
-    assert alert.summary == "LLM cost of agent alpha today: $5.50 (limit $5)"
+    usage = [("alpha", 3, now), ("alpha", 2.5, now), ("alpha", 50, now - timedelta(days=1)), ("beta", 4, now), ("atlas", 1, now)]
+    for index, (agent, cost, when) in enumerate(usage):
+        LlmUsage.objects.create(event_id=f"u{index}", agent_name=agent, model="opus", cost=Decimal(cost), timestamp=when)
+    assert evaluate(django_capture_on_commit_callbacks) == (2, 0)
+    by_rule = {alert.rule: alert for alert in Alert.objects.all()}
+    assert (by_rule[per_agent].subject, by_rule[per_agent].details["cost"]) == ("agent:alpha", 5.5)
+    assert by_rule[per_agent].summary == "LLM cost of agent alpha today: $5.50 (limit $5)"
+    # Per model, of the agents matching a*: 3 + 2.5 + 1 (beta's 4 is not theirs).
+    assert (by_rule[per_model].subject, by_rule[per_model].details["cost"]) == ("model:opus", 6.5)
 
 
 @pytest.mark.django_db
@@ -127,23 +130,31 @@ def test_an_approval_pending_too_long_alerts_until_decided(django_capture_on_com
     assert Alert.objects.get().subject == f"approval:{old.request_id}"
     approvals.decide(old, approved=True, user=admin_user)
     assert evaluate(django_capture_on_commit_callbacks) == (0, 1)
-    assert fresh.status == "pending"
+    fresh.refresh_from_db()
+    assert fresh.status == "pending" and not Alert.objects.filter(subject=f"approval:{fresh.request_id}").exists()
 
 
 @pytest.mark.django_db
 def test_a_volume_spike_alerts_and_calms_down(django_capture_on_commit_callbacks):
     spike = rule("volume_spike", threshold=100, window_minutes=1, event_type="signal.sent")
-    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # one sample: no rate yet
-    events.publish_now([events.Event("signal.sent", {"n": n}) for n in range(500)])
-    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)
-    assert Alert.objects.get().subject == "events:signal.sent"
-    # A minute and more later with nothing new (the samples are what the rule remembers of time).
     key, redis = VOLUME_SAMPLES_KEY.format(rule=spike.pk), get_redis()
-    for index, raw in enumerate(redis.lrange(key, 0, -1)):
-        at, count = json.loads(raw)
-        redis.lset(key, index, json.dumps([at - 90, count]))
-    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # the old samples leave the window...
-    assert evaluate(django_capture_on_commit_callbacks) == (0, 1)  # ...and a quiet minute closes it
+
+    def time_passes(seconds: float) -> None:
+        """The samples are what the rule remembers of time: make them older."""
+        for index, raw in enumerate(redis.lrange(key, 0, -1)):
+            at, count = json.loads(raw)
+            redis.lset(key, index, json.dumps([at - seconds, count]))
+
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # one sample: no rate yet
+    time_passes(50)
+    events.publish_now([events.Event("signal.sent", {"n": n}) for n in range(500)])
+    assert evaluate(django_capture_on_commit_callbacks) == (1, 0)  # 500 in 50 s: 600 a minute
+    assert Alert.objects.get().subject == "events:signal.sent"
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # a moment later: too short a span to judge
+    time_passes(90)
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 0)  # the old samples left the window
+    time_passes(40)
+    assert evaluate(django_capture_on_commit_callbacks) == (0, 1)  # 40 quiet seconds close it
 
 
 @pytest.mark.django_db(transaction=True)
@@ -167,3 +178,12 @@ def test_concurrent_evaluations_open_one_alert(agent):
         thread.join()
     assert sorted(results) == [0] * 5 + [1]
     assert Alert.objects.count() == 1 and len(events.recent("alert.opened", 10)) == 1
+
+
+@pytest.mark.django_db
+def test_long_subjects_stay_unique():
+    failed = rule("run_failed")
+    long_job = "j" * 600
+    subjects = [f"run:alpha/{long_job}{n}" for n in range(2)]
+    alerts = [services._open(failed, subject, Finding("s", {})) for subject in subjects]
+    assert all(len(alert.subject) == 500 for alert in alerts) and alerts[0].subject != alerts[1].subject

@@ -117,3 +117,34 @@ def test_one_worker_at_a_time_sends_to_a_channel(eager):
         Delivery.objects.update(next_attempt_at=timezone.now())
         assert notifications.send(notifications.due_deliveries())["delivered"] == 1
     assert len(received) == 1 and not get_redis().exists(trying)
+
+
+@pytest.mark.django_db
+def test_an_unexpected_failure_fails_the_delivery_instead_of_blocking_the_channel(settings, caplog):
+    settings.DELIVERY_MAX_ATTEMPTS = 1
+    with http_receiver() as (url, received):
+        channel = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+        broken = Delivery.objects.create(channel=channel, topic="x", notification={"no such field": 1})
+        fine = Delivery.objects.create(channel=channel, topic="x", notification={"topic": "x", "subject": "s", "text": "t"})
+        assert notifications.send([broken.pk])["failed"] == 1
+        get_redis().delete(notifications.CHANNEL_DOWN.format(channel=channel.pk))  # its backoff over
+        assert notifications.send([fine.pk])["delivered"] == 1
+    broken.refresh_from_db()
+    assert broken.status == "failed" and broken.last_error.startswith("TypeError")
+    assert "failed unexpectedly" in caplog.text and len(received) == 1
+
+
+@pytest.mark.django_db
+def test_a_channel_saved_in_the_admin_forwards_from_then_on(eager, admin_client):
+    events.publish_now([events.Event("run.ended", {"run_id": "old"})])
+    with http_receiver() as (url, received):
+        form = {"name": "sink", "kind": "webhook", "target": url, "topics": "[]", "forwards": '["run.ended"]',
+                "secret": "s", "enabled": "on"}  # fmt: skip
+        assert admin_client.post("/admin/core/notificationchannel/add/", form).status_code == 302
+        channel = NotificationChannel.objects.get()
+        channel.created_at -= timedelta(days=1)  # as if it had been there long before it forwarded anything
+        channel.save()
+        events.publish_now([events.Event("run.ended", {"run_id": "new"})])
+        assert notifications.forward_events() == 1
+        assert not channel.hears("approval.requested")  # a forwarding channel hears no notifications unless listed
+    assert [json.loads(r["body"])["data"]["data"]["run_id"] for r in received] == ["new"]

@@ -23,7 +23,10 @@ class Command(BaseCommand):
         try:
             backups.backup_kind(path)
             if backups.holds_data() and not yes:
-                answer = input("The database holds data, which the backup will replace. Type 'yes' to go on: ")
+                try:
+                    answer = input("The database holds data, which the backup will replace. Type 'yes' to go on: ")
+                except EOFError:
+                    raise CommandError("The database holds data and there is no one to ask: pass --yes.") from None
                 if answer.strip().lower() != "yes":
                     raise CommandError("Nothing restored.")
             with progress_bar("Restoring") as advance:
