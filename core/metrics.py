@@ -11,6 +11,7 @@ none by default: behind a reverse proxy every request comes from the proxy's add
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -28,9 +29,22 @@ REGISTRY = CollectorRegistry(auto_describe=False)
 SCOPE = "metrics:read"
 
 
+TEXT_SOURCES: list[Callable[[], str]] = []  # functions that write their families' text themselves
+
+
 def register(collector) -> None:
     """Add a collector (an object whose collect() yields metric families) to /metrics."""
     REGISTRY.register(collector)
+
+
+def register_text(source: Callable[[], str]) -> None:
+    """Add a function returning families already in the text format (for many series, where
+    prometheus_client's per-sample exposition costs too much)."""
+    TEXT_SOURCES.append(source)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY) + "".join(source() for source in TEXT_SOURCES).encode()
 
 
 class EventMetrics:
@@ -62,4 +76,4 @@ def metrics(request: HttpRequest) -> HttpResponse:
         _check_access(request)
     except exceptions.APIException as exc:
         return JsonResponse(describe(exc), status=exc.status_code)
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -5,11 +5,8 @@ class RunsConfig(AppConfig):
     name = "runs"
 
     def ready(self) -> None:
-        from core.metrics import register
+        from core.metrics import register, register_text
         from runs import metrics
 
-        for collector in (
-            metrics.SentMetrics(),
-            metrics.RunMetrics(),
-        ):
-            register(collector)
+        register(metrics.RunMetrics())
+        register_text(metrics.sent_series_text)

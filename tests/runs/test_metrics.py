@@ -118,6 +118,22 @@ def known_state(agent):
     events.publish_now([events.Event("signal.sent", {}), events.Event("signal.sent", {})])
 
 
+def test_any_label_value_and_name_comes_back_as_sent(agent, admin_client):
+    tricky = 'say "hi" \\ to C:\\temp\nand ünïcode'
+    items = [
+        metric("jobs_done", "counter", 2, "t1", queue=tricky),  # a counter not named *_total
+        metric("load", "gauge", 0.5, "t2"),  # no labels
+        metric("wait_seconds", "histogram", 0.3, "t3"),  # a histogram without labels
+    ]
+    assert agent.post("/api/v1/metrics", items, format="json").json()["inserted"] == 3
+    found = scrape(admin_client.get("/metrics").content.decode())
+    assert found[("jobs_done_total", frozenset({"queue": tricky}.items()))] == 2
+    assert found[("load", frozenset())] == 0.5
+    assert found[("wait_seconds_count", frozenset())] == 1 and found[("wait_seconds_sum", frozenset())] == 0.3
+    assert found[("wait_seconds_bucket", frozenset({"le": "0.5"}.items()))] == 1
+    assert found[("wait_seconds_bucket", frozenset({"le": "0.25"}.items()))] == 0
+
+
 def test_metrics_shows_known_values(known_state, admin_client):
     response = admin_client.get("/metrics")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
