@@ -20,6 +20,11 @@ Row = dict[str, Any]
 MayActAs = Callable[[str], bool]  # whether the request's key may act as this agent
 
 
+def error_text(error: dict) -> str:
+    """A rejected item's error in one line: its message and the fields at fault."""
+    return f"{error['message']} {error.get('fields', '')}".strip()
+
+
 class BatchResults:
     """Per-item results (created, updated, duplicate or rejected) and the reply they make."""
 
@@ -32,7 +37,7 @@ class BatchResults:
     def errors(self) -> Iterable[str]:
         for r in self.results:
             if r and r["status"] == "rejected":
-                yield f"{r['event_id'] or '#' + str(r['index'])}: {r['error']['message']} {r['error'].get('fields', '')}".strip()
+                yield f"{r['event_id'] or '#' + str(r['index'])}: {error_text(r['error'])}"
 
     @property
     def failed(self) -> int:

@@ -95,8 +95,7 @@ def send(ids: list[int]) -> dict[str, int]:
     failures, kept in Redis for every worker): its deliveries wait until then without a try, each
     counting an attempt. One worker at a time sends to a channel. So a dead receiver costs one
     timeout per backoff, not one per record, and ties up one worker at most."""
-    now = timezone.now()
-    due = Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING, next_attempt_at__lte=now, channel__enabled=True)
+    due = _due().filter(pk__in=ids)
     by_channel: dict[int, list[Delivery]] = {}
     for delivery in due.select_related("channel").order_by("pk"):
         by_channel.setdefault(delivery.channel_id, []).append(delivery)
@@ -138,7 +137,7 @@ def _try(channel: NotificationChannel, delivery: Delivery, outcome: dict[str, in
             logger.exception("notifications: delivery %s to %s failed unexpectedly", delivery.pk, channel)
         error = f"{type(exc).__name__}: {exc}"[:1000]
         return _postpone([delivery], error, _trip(channel, error), counted=True)
-    get_redis().delete(*(key.format(channel=channel.pk) for key in CHANNEL_HEALTH))
+    _forget_failures(channel.pk)
     delivered = {"status": Delivery.Status.DELIVERED, "delivered_at": timezone.now(), "last_error": ""}
     Delivery.objects.filter(pk=delivery.pk).update(**delivered)
     outcome["delivered"] += 1
@@ -177,9 +176,18 @@ def _postpone(deliveries: list[Delivery], error: str, until: datetime, counted: 
 
 def due_deliveries() -> list[int]:
     """Pending deliveries whose next attempt is due (beat's retry sweep), at most DUE_BATCH."""
-    due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now(), channel__enabled=True)
-    due = due.order_by("next_attempt_at")
-    return list(due.values_list("pk", flat=True)[:DUE_BATCH])
+    return list(_due().order_by("next_attempt_at").values_list("pk", flat=True)[:DUE_BATCH])
+
+
+def _due():
+    """Pending deliveries of enabled channels whose next attempt has come."""
+    return Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now(), channel__enabled=True)
+
+
+def _forget_failures(*channel_ids: int) -> None:
+    """The channels are tried at once again, their backoff starting over."""
+    if channel_ids:
+        get_redis().delete(*(key.format(channel=c) for c in channel_ids for key in CHANNEL_HEALTH))
 
 
 def retry_failed(deliveries) -> int:
@@ -187,9 +195,7 @@ def retry_failed(deliveries) -> int:
     now: their channels are tried at once (someone fixed the receiver, presumably)."""
     failed = deliveries.filter(status=Delivery.Status.FAILED)
     ids = list(failed.values_list("pk", flat=True))
-    channels = set(failed.values_list("channel_id", flat=True))
-    if channels:
-        get_redis().delete(*(key.format(channel=c) for c in channels for key in CHANNEL_HEALTH))
+    _forget_failures(*set(failed.values_list("channel_id", flat=True)))
     Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=timezone.now())
     _queue(ids)
     return len(ids)

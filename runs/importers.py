@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.batch import error_text
 from runs import services
 from runs.models import Run
 from runs.schemas import RUN_IDENTITY
@@ -159,7 +160,7 @@ class Importer:
         statuses = {result["status"] for result in results}
         if "rejected" in statuses:
             error = next(result["error"] for result in results if result["status"] == "rejected")
-            self.reject(where, f"{error['message']} {error.get('fields', '')}".strip(), position)
+            self.reject(where, error_text(error), position)
         elif "created" in statuses:
             self.summary.imported += 1
         elif "updated" in statuses:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -99,6 +100,26 @@ def make_key(name: str, agents: list[str] | None = None, scopes: list[str] | Non
     raw = AgentKey.objects.assign_key(key)
     key.save()
     return key, raw
+
+
+def at_once(call, times: int = 6) -> list:
+    """What `call()` returns in each of `times` threads started together (each closes its own
+    database connection)."""
+    results, start = [], threading.Barrier(times)
+
+    def run():
+        start.wait()
+        try:
+            results.append(call())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def go_silent(agent: APIClient, name: str = "alpha", seconds: float = 1) -> None:

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core import mail
-from django.db import connection
 from django.utils import timezone
 
 from alerts import services
@@ -23,7 +21,7 @@ from core import events
 from core.models import NotificationChannel
 from core.redis import get_redis
 from runs.models import LlmUsage
-from tests.conftest import go_silent
+from tests.conftest import at_once, go_silent
 from tests.runs.factories import make_run
 from tests.services import http_receiver
 
@@ -162,20 +160,7 @@ def test_concurrent_evaluations_open_one_alert(agent):
     rule("agent_stale")
     go_silent(agent)
     heartbeats.sweep()
-    results, start = [], threading.Barrier(6)
-
-    def evaluate_now():
-        start.wait()
-        try:
-            results.append(services.evaluate_all()["opened"])
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=evaluate_now) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(lambda: services.evaluate_all()["opened"])
     assert sorted(results) == [0] * 5 + [1]
     assert Alert.objects.count() == 1 and len(events.recent("alert.opened", 10)) == 1
 

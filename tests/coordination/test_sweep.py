@@ -3,12 +3,10 @@ abandoned runs, and the real Celery worker and beat running it on schedule."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from coordination import heartbeats
@@ -16,7 +14,7 @@ from coordination.models import Agent
 from core import events
 from runs import services
 from runs.models import Run, RunStatus
-from tests.conftest import go_silent, key_client, make_key
+from tests.conftest import at_once, go_silent, key_client, make_key
 from tests.runs.factories import make_run
 from tests.services import celery_processes
 
@@ -24,20 +22,7 @@ from tests.services import celery_processes
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_sweeps_record_one_transition(agent):
     go_silent(agent)
-    results, start = [], threading.Barrier(6)
-
-    def sweep():
-        start.wait()
-        try:
-            results.append(heartbeats.sweep())
-        finally:
-            connection.close()
-
-    sweepers = [threading.Thread(target=sweep) for _ in range(6)]
-    for sweeper in sweepers:
-        sweeper.start()
-    for sweeper in sweepers:
-        sweeper.join()
+    results = at_once(heartbeats.sweep)
     assert sorted(results) == [[]] * 5 + [["alpha"]]
     assert [e["data"]["agent_id"] for e in events.recent("agent.stale", 10)] == ["alpha"]
     assert Agent.objects.get(agent_id="alpha").stale_since is not None
