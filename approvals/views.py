@@ -11,6 +11,7 @@ from approvals import services
 from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
 from approvals.schemas import ApprovalIn, DecisionIn, WaitIn
 from core.api import async_endpoint, bounded_int
+from core.overload import exempt_from_shedding
 from core.permissions import resolve_agent
 
 
@@ -53,6 +54,7 @@ async def approval_detail(request, key, request_id: str) -> dict:
     return (await _find(key, request_id)).as_dict()
 
 
+@exempt_from_shedding
 @async_endpoint({"POST": "approvals:request"}, {"POST": WaitIn})
 async def approval_wait(request, key, request_id: str, body: WaitIn) -> dict:
     """The decision as soon as a person makes it, or at `timeout` (status still `pending`), or at

@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from coordination import heartbeats, signals
 from coordination.schemas import BeatIn, ReceiveIn, SignalIn, StartIn, StopIn
 from core.api import async_endpoint
+from core.overload import exempt_from_shedding
 from core.permissions import ensure_key_may_act_as, resolve_agent
 
 
@@ -86,6 +87,7 @@ async def signal_list(request, key, body: SignalIn | None = None):
     return await signals.pending(agent_id, signal_type)
 
 
+@exempt_from_shedding
 @async_endpoint({"POST": "coordination:write"}, {"POST": ReceiveIn})
 async def signal_receive(request, key, body: ReceiveIn) -> dict:
     """The oldest matching signal for the agent, or null; with `timeout`, waits for one to arrive

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 
 from core.api import error_body
 from core.features import background_late_after, tick_age
+from core.overload import exempt_from_shedding
 from core.redis import get_redis
 
 VERSION = "1.0.0"
@@ -43,6 +44,7 @@ def _background(redis_ok: bool) -> dict:
     return {"status": "ok" if age < background_late_after() else "late", "last_tick_seconds_ago": round(age, 1)}
 
 
+@exempt_from_shedding
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     """200 when the database and Redis answer, 503 when either does not."""

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from approvals.models import ApprovalRequest
 from core import events
 from core.api import async_endpoint, bounded_int, validate
+from core.overload import exempt_from_shedding
 from core.views import staff_page
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
@@ -77,6 +78,7 @@ class StreamTrim(APIView):
         return Response({"removed": events.trim(event_type, validate(TrimIn, request.data).max_length)})
 
 
+@exempt_from_shedding
 @async_endpoint({"GET": "streams:read"})
 async def consume(request: HttpRequest, key) -> dict:
     """GET /api/v1/streams/consume?types=a,b&after=ID[,ID]&count=10&block_ms=5000

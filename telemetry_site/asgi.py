@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
@@ -32,6 +33,7 @@ from django.urls import set_script_prefix  # noqa: E402
 
 from core.authentication import key_from_header  # noqa: E402
 from core.db import opened_connection, start_request  # noqa: E402
+from core.overload import LoadShedder  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
@@ -129,7 +131,7 @@ async def http_application(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        "http": LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT),
         "websocket": origin_checked(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

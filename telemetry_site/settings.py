@@ -237,6 +237,8 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 BATCH_MAX_BODY_BYTES = env.int("BATCH_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_MAX_BODY_BYTES
+# Requests in progress at once per web process beyond which new ones get 429 (long waits excepted); 0: no limit.
+WEB_MAX_IN_FLIGHT = env.int("WEB_MAX_IN_FLIGHT", default=200)
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="") or None  # e.g. "600/min" per key; unset or empty: no limit
 
 REST_FRAMEWORK = {
