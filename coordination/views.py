@@ -9,10 +9,21 @@ from django.http import JsonResponse
 from rest_framework import exceptions
 
 from coordination import heartbeats, signals
+from coordination.models import Agent
 from coordination.schemas import BeatIn, ReceiveIn, SignalIn, StartIn, StopIn
 from core.api import async_endpoint
 from core.overload import exempt_from_shedding
 from core.permissions import ensure_key_may_act_as, resolve_agent
+
+AGENT_ID_MAX_LENGTH = Agent._meta.get_field("agent_id").max_length
+
+
+def ensure_may_beat(key, agent_id: str) -> None:
+    """The key may act as the agent, and its id fits the registry row (Agent.agent_id): a longer
+    one would be refused there only after the beat was recorded in Redis."""
+    if len(agent_id) > AGENT_ID_MAX_LENGTH:
+        raise exceptions.ValidationError({"agent_id": [f"At most {AGENT_ID_MAX_LENGTH} characters."]})
+    ensure_key_may_act_as(key, agent_id)
 
 
 def threshold_param(request) -> float | None:
@@ -29,7 +40,7 @@ def threshold_param(request) -> float | None:
 @async_endpoint({"POST": "coordination:write"}, {"POST": StartIn})
 async def start(request, key, agent_id: str, body: StartIn) -> dict:
     """(Re)start the agent's heartbeat: its live state begins afresh; publishes agent.started."""
-    ensure_key_may_act_as(key, agent_id)
+    ensure_may_beat(key, agent_id)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
     return (await heartbeats.beat(agent_id, {"status": "running", **fields}, start=True)).to_dict()
 
@@ -37,14 +48,14 @@ async def start(request, key, agent_id: str, body: StartIn) -> dict:
 @async_endpoint({"POST": "coordination:write"}, {"POST": BeatIn})
 async def beat(request, key, agent_id: str, body: BeatIn) -> dict:
     """One heartbeat; an agent's first registers it."""
-    ensure_key_may_act_as(key, agent_id)
+    ensure_may_beat(key, agent_id)
     return (await heartbeats.beat(agent_id, body.model_dump())).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"}, {"POST": StopIn})
 async def stop(request, key, agent_id: str, body: StopIn) -> dict:
     """The agent's last beat, with its final status; publishes agent.stopped."""
-    ensure_key_may_act_as(key, agent_id)
+    ensure_may_beat(key, agent_id)
     stopped = await heartbeats.stop(agent_id, body.final_status)
     if stopped is None:
         raise exceptions.NotFound(f"Agent '{agent_id}' has no heartbeat to stop.")

@@ -5,7 +5,11 @@ class CoreConfig(AppConfig):
     name = "core"
 
     def ready(self) -> None:
+        from django.urls import register_converter
+
         from core import authentication, db, websocket  # noqa: F401  (connect their signal receivers)
+        from core.converters import IdConverter
         from core.metrics import EventMetrics, register
 
         register(EventMetrics())
+        register_converter(IdConverter, "id")

@@ -1,6 +1,7 @@
 """The OpenAPI schema of the async endpoints (core.api.async_endpoint), which drf-spectacular does
 not see: a postprocessing hook describes each from the scopes and body schemas it is declared
-with, so the schema and the checks come from one place."""
+with, so the schema and the checks come from one place. The same hook documents the API's error
+replies (core.api's error body) on every operation."""
 
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ ERRORS = {
     "401": "No key or login",
     "403": "Missing scope, or not this agent",
     "404": "Not found",
+    "413": "Body larger than the limit",
     "415": "Not JSON",
 }
 
 
 def add_async_endpoints(result: dict, generator, request, public) -> dict:
-    """drf-spectacular's POSTPROCESSING_HOOKS entry."""
+    """drf-spectacular's POSTPROCESSING_HOOKS entry: the async endpoints, then the error replies
+    of every operation (DRF's views answer them too, through core.api.exception_handler)."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR
     for path, callback in _endpoints(get_resolver().url_patterns, "/"):
@@ -65,6 +68,10 @@ def add_async_endpoints(result: dict, generator, request, public) -> dict:
             if method in doc.bodies:
                 operation["requestBody"] = {"content": {"application/json": {"schema": _schema(doc.bodies[method], components)}}}
             item[method.lower()] = operation
+    for item in result["paths"].values():
+        for operation in item.values():
+            for code, text in ERRORS.items():
+                operation["responses"].setdefault(code, _error(text))
     return result
 
 

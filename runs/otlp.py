@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
+from core.parsers import holds_nul, loads
 from runs.models import SpanKind, SpanStatus
 from runs.traces import RUN_ATTRIBUTE
 
@@ -44,9 +45,12 @@ def decode(body: bytes, content_type: str) -> list[dict[str, Any]]:
             request.ParseFromString(body)
         except DecodeError as exc:
             raise BadRequest(f"Not an ExportTraceServiceRequest in protobuf: {exc}") from None
-        return spans_of(MessageToDict(request, use_integers_for_enums=True), ids=_from_base64)
+        data = MessageToDict(request, use_integers_for_enums=True)
+        if holds_nul(data):  # as core.parsers.loads refuses it in JSON
+            raise BadRequest("A string holds the NUL character, which the database cannot store.")
+        return spans_of(data, ids=_from_base64)
     try:
-        data = json.loads(body)
+        data = loads(body)
     except ValueError as exc:
         raise BadRequest(f"Not JSON: {exc}") from None
     if not isinstance(data, dict):

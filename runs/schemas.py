@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.parsers import loads
 from runs.models import CommitSource, MetricType, ModelTier, Run, RunStatus, SpanKind, SpanStatus
 
 # Older clients (local-telemetry) send these; we store the canonical value.
@@ -40,14 +41,22 @@ def _none_to_blank(value: Any) -> Any:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    """In UTC (naive: taken as UTC). PostgreSQL takes offsets up to 15:59 only, Python's go to 23:59."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range in UTC") from None
 
 
 def _json_object(value: Any) -> Any:
     """A JSON object, also when sent as a string holding one (as local-telemetry's clients do)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads(value)
         except ValueError:
             raise ValueError("must be a JSON object or a string holding one") from None
     if value is not None and not isinstance(value, dict):
@@ -62,7 +71,9 @@ def text(field: str) -> Any:
 
 
 Status = Annotated[RunStatus, BeforeValidator(_canonical_status)]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]  # the range of the columns (PositiveIntegerField)
+# Summed into bigint rollups: bounded so that the sums of millions still fit.
+Milliseconds = Annotated[int, Field(ge=0, le=10 * 365 * 86_400_000)]  # ten years
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 JsonObject = Annotated[dict[str, Any] | None, BeforeValidator(_json_object)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
@@ -83,7 +94,7 @@ class RunIn(Strict):
     created_at: Timestamp | None = None
     end_time: Timestamp | None = None
     status: Status = RunStatus.RUNNING
-    duration_ms: Annotated[Count, BeforeValidator(lambda v: 0 if v is None else v)] = 0
+    duration_ms: Annotated[Milliseconds, BeforeValidator(lambda v: 0 if v is None else v)] = 0
     items_discovered: Count = 0
     items_succeeded: Count = 0
     items_failed: Count = 0
@@ -129,7 +140,7 @@ class RunIn(Strict):
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Label = Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=200)]
-Tokens = Annotated[int, Field(ge=0)]
+Tokens = Annotated[int, Field(ge=0, le=10**12)]  # summed into bigint rollups, as Milliseconds
 
 
 class UsageIn(Strict):
@@ -375,7 +386,7 @@ class RunPatch(Strict):
 
     status: Status = None
     end_time: Timestamp | None = None
-    duration_ms: Count = None
+    duration_ms: Milliseconds = None
     error_summary: text("error_summary") = None
     error_details: text("error_details") = None
     output_summary: text("output_summary") = None

@@ -4,6 +4,10 @@ Messages to the client (JSON text):
   {"type": "events", "events": [StreamEvent, ...]}   oldest first; `event_id` is the resume point
   {"type": "ready", "replayed": N, "live_after": ID}  sent once, after the events since `since`
   {"type": "error", "error": {"code", "message"}}     then the server closes (codes in core.websocket)
+
+The client sends nothing: a message from it (text or binary, whatever it holds) is answered with
+the error `unexpected_message` and a close (4400). One larger than the web server's limit
+(uvicorn's --ws-max-size) is closed by the server before it reaches the consumer (1009).
 """
 
 from __future__ import annotations
@@ -18,13 +22,20 @@ from rest_framework import exceptions
 
 from core import events
 from core.api import describe
-from core.websocket import CLOSE_LAGGED, CLOSE_UNAUTHENTICATED, authorize_websocket, close_code, key_group
+from core.websocket import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_LAGGED,
+    CLOSE_UNAUTHENTICATED,
+    authorize_websocket,
+    close_code,
+    key_group,
+)
 from streaming.feed import FeedFilter, format_id, frames, get_feed, parse_id, replay
 
 LAGGED = object()  # in a client's queue: it fell too far behind and is dropped
 
 
-def parse_query(query_string: bytes) -> tuple[FeedFilter, tuple[int, int] | None]:
+def parse_query(query_string: bytes, key) -> tuple[FeedFilter, tuple[int, int] | None]:
     query = {name: values[-1] for name, values in parse_qs(query_string.decode("latin-1")).items()}
     fields: dict[str, list[str]] = {}
     types = _listed(query.get("types"))
@@ -37,7 +48,7 @@ def parse_query(query_string: bytes) -> tuple[FeedFilter, tuple[int, int] | None
         fields["since"] = ["A stream id such as 1700000000000-0, as the events carry in `event_id`."]
     if fields:
         raise exceptions.ValidationError(fields)
-    return FeedFilter(types=types, agents=_listed(query.get("agents"))), since_id
+    return FeedFilter(types=types, agents=_listed(query.get("agents")), key=key), since_id
 
 
 def _listed(value: str | None) -> frozenset[str] | None:
@@ -57,7 +68,7 @@ class LiveFeedConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         try:
             self.key = await authorize_websocket(self.scope, "streams:read")
-            self.filter, since = parse_query(self.scope["query_string"])
+            self.filter, since = parse_query(self.scope["query_string"], self.key)
         except exceptions.APIException as exc:
             await self.accept()
             await self.send(text_data=json.dumps({"type": "error", **describe(exc)}))
@@ -76,6 +87,11 @@ class LiveFeedConsumer(AsyncWebsocketConsumer):
         ready = {"type": "ready", "replayed": len(missed), "live_after": format_id(live_after)}
         await self.send(text_data=json.dumps(ready))
         self.writer = asyncio.create_task(self._write())
+
+    async def receive(self, text_data=None, bytes_data=None):
+        message = "The live feed takes no messages: choose what it sends with the query string (types, agents, since)."
+        await self.send(text_data=json.dumps({"type": "error", "error": {"code": "unexpected_message", "message": message}}))
+        await self.close(code=CLOSE_BAD_REQUEST)
 
     def deliver(self, frame: str) -> None:
         self.backlog += len(frame)

@@ -13,7 +13,7 @@ class PublishIn(BaseModel):
 class TrimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_length: Annotated[int, Field(ge=0)] = 1000
+    max_length: Annotated[int, Field(ge=0, le=2**63 - 1)] = 1000  # Redis's range
 
 
 class StreamEventOut(BaseModel):
