@@ -37,41 +37,46 @@ def evaluate(rule: AlertRule) -> tuple[int, int]:
     found = findings(rule, open_alerts)
     opened = closed = 0
     for subject, finding in found.items():
-        if subject not in open_alerts and (alert := _open(rule, subject, finding)):
-            _announce(rule, alert, "alert.opened", f"[alert] {alert.summary}", f"{rule.name}: {alert.summary}")
+        if subject not in open_alerts and _open(rule, subject, finding):
             opened += 1
     for subject, alert in open_alerts.items():
-        if subject not in found and _close(alert):
-            _announce(rule, alert, "alert.closed", f"[resolved] {alert.summary}", f"{rule.name} is resolved: {alert.summary}")
+        if subject not in found and _close(rule, alert):
             closed += 1
     return opened, closed
 
 
 def _open(rule: AlertRule, subject: str, finding: Finding) -> Alert | None:
-    """The new alert, or None when another evaluation opened it first."""
+    """The new alert, announced; None when another evaluation opened it first."""
     if len(subject) > SUBJECT_LENGTH:  # agent and job names can be long: keep it unique, not whole
         subject = subject[: SUBJECT_LENGTH - 17] + "~" + hashlib.sha256(subject.encode()).hexdigest()[:16]
     try:
         with transaction.atomic():
-            return Alert.objects.create(
+            alert = Alert.objects.create(
                 rule=rule, subject=subject, summary=finding.summary[:500], details=finding.details, opened_at=timezone.now()
             )
+            _announce(rule, alert, "alert.opened", f"[alert] {alert.summary}", f"{rule.name}: {alert.summary}")
+            return alert
     except IntegrityError:
         return None
 
 
-def _close(alert: Alert) -> bool:
-    """Whether this call closed it (another evaluation may have)."""
+def _close(rule: AlertRule, alert: Alert) -> bool:
+    """Close and announce it; whether this call closed it (another evaluation may have)."""
     now = timezone.now()
-    if Alert.objects.filter(pk=alert.pk, closed_at__isnull=True).update(closed_at=now):
+    with transaction.atomic():
+        if not Alert.objects.filter(pk=alert.pk, closed_at__isnull=True).update(closed_at=now):
+            return False
         alert.closed_at = now
-        return True
-    return False
+        _announce(rule, alert, "alert.closed", f"[resolved] {alert.summary}", f"{rule.name} is resolved: {alert.summary}")
+    return True
 
 
 def _announce(rule: AlertRule, alert: Alert, event_type: str, subject: str, text: str) -> None:
+    """Inside the transaction that opened or closed `alert`, so that it and its deliveries stand
+    together or not at all: a worker killed half-way leaves the next evaluation to do it again."""
     events.publish(events.Event(event_type, alert.as_dict()))
     channels = list(rule.channels.filter(enabled=True))
     if channels:
         notification = notifications.Notification(topic=event_type, subject=subject, text=text, data=alert.as_dict())
-        transaction.on_commit(lambda: notifications.notify(notification, channels), robust=True)
+        deliveries = notifications.record(notification, channels)
+        transaction.on_commit(lambda: notifications.queue(deliveries), robust=True)

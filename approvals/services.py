@@ -1,7 +1,8 @@
 """Approval requests: created by agents, decided once by a person, expired by the clock.
 
 Every change of status is a conditional update from `pending`; whoever's update matched is the one
-that decided, and only it announces the change (an `approval.*` event) and wakes the waiting agent
+that decided, and only it announces the change (an `approval.*` event, published once: the sweep
+announces an expiry if the process that expired it was killed first) and wakes the waiting agent
 (core.wakeups). A wait re-reads the request only when woken, and expires it itself at its deadline,
 so an agent learns of an expiry without waiting for the sweep.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 LINK_SALT = "approvals.link"
 LINK_MAX_AGE = 30 * 86_400  # seconds; a decided or expired request's page offers no decision anyway
 CONTEXT_CHARS_IN_NOTIFICATIONS = 2000
+ANNOUNCE_AGAIN = timedelta(hours=1)  # how far back the sweep looks for expiries that were not announced
 
 
 def wake_channel(request_id: str) -> str:
@@ -100,9 +103,17 @@ def _settle(request: ApprovalRequest, status: str, event_type: str, condition: Q
             request.refresh_from_db()
             return False
         request.refresh_from_db()
-        events.publish(events.Event(event_type, request.as_dict()))
+        transaction.on_commit(lambda: _announce(request, event_type))
         transaction.on_commit(lambda: _wake(request.request_id))
     return True
+
+
+def _announce(request: ApprovalRequest, event_type: str) -> None:
+    """Publish how the request was settled, once (its settlement happens once)."""
+    try:
+        events.publish_once(f"approval:{request.request_id}", events.Event(event_type, request.as_dict()))
+    except Exception:
+        logger.exception("approvals: could not announce that %s was settled", request.request_id)
 
 
 def _wake(request_id: str) -> None:
@@ -113,9 +124,19 @@ def _wake(request_id: str) -> None:
 
 
 def expire_due() -> int:
-    """The sweep: expire every pending request past its timeout; returns how many this call expired."""
-    due = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=timezone.now())
-    return sum(expire(request) for request in due.iterator())
+    """The sweep: expire every pending request past its timeout; returns how many this call
+    expired. Then it announces the expiries of the past ANNOUNCE_AGAIN that were not announced:
+    a process killed between an expiry's commit and its event leaves that to the sweep."""
+    now = timezone.now()
+    due = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=now)
+    expired = sum(expire(request) for request in due.iterator())
+    lately = ApprovalRequest.objects.filter(status=ApprovalStatus.EXPIRED, expires_at__gt=now - ANNOUNCE_AGAIN)
+    lately = list(lately.only("request_id"))
+    for request, done in zip(lately, events.announced([f"approval:{r.request_id}" for r in lately]), strict=True):
+        if not done:
+            request.refresh_from_db()
+            transaction.on_commit(lambda request=request: _announce(request, "approval.expired"))
+    return expired
 
 
 def clear_expired(requests) -> int:

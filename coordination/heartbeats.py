@@ -15,6 +15,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import WatchError
 
@@ -26,6 +27,7 @@ STATE_PREFIX = "telemetry:agent:"
 LAST_BEATS = "telemetry:agents:last-beat"  # sorted set: agent id -> time of its last beat
 REGISTRY_SYNCED_UNTIL = "telemetry:agents:registry-synced-until"
 REGISTRY_SYNC_OVERLAP_SECONDS = 1.0
+MARK_TRIES = 3  # transactions one sweep tries on an agent whose state keeps changing under it
 
 
 def state_key(agent_id: str) -> str:
@@ -203,9 +205,9 @@ def stale(threshold: float | None = None) -> list[Heartbeat]:
 
 def sweep() -> list[str]:
     """Record the agents that went stale since the last sweep and announce them (`agent.stale`);
-    returns their ids. Each transition is recorded once, by a conditional update, however many
-    sweeps run at once. An agent whose live state is gone (Redis lost it) is judged by its
-    registry row."""
+    returns their ids. Each transition is announced once, however many sweeps run at once or die
+    half-way (see _mark_silent_stale). An agent whose live state is gone (Redis lost it) is judged
+    by its registry row."""
     marked = [h.agent_id for h in stale() if not h.stale and _mark_silent_stale(h)]
     marked_lost = [agent for agent in _silent_without_state() if _mark_stale(agent.agent_id, timezone.now())]
     events.publish(*(events.Event("agent.stale", _row_data(agent)) for agent in marked_lost))
@@ -215,27 +217,38 @@ def sweep() -> list[str]:
 def _mark_silent_stale(heartbeat: Heartbeat) -> bool:
     """Mark an agent the sweep found silent as stale, in its row and its live state, and announce
     it; unless it beat since the sweep read its state: then nothing changes. The live state is
-    marked and the event published in one Redis transaction, watched against a beat, so a beat
-    either lands before (and the mark is undone) or sees the mark (and announces the recovery
-    after the stale event)."""
+    marked and the event published in one Redis transaction, watched against a beat and against
+    another sweep: whichever sweep's transaction finds the live state unmarked announces it, once.
+    A beat either lands before (and the mark is undone) or sees the mark (and announces the
+    recovery after the stale event). The row is marked first, also when it already holds this
+    spell's mark: a sweep killed between the row and the live state leaves the announcement to
+    the next sweep."""
     since = heartbeat.last_beat + timedelta(seconds=threshold_of(heartbeat, None))
-    if not _mark_stale(heartbeat.agent_id, since):
-        return False  # another sweep recorded it
+    unmarked = Q(stale_since__isnull=True) | Q(stale_since=since)
+    if not Agent.objects.filter(unmarked, agent_id=heartbeat.agent_id, stopped_at__isnull=True).update(stale_since=since):
+        return False  # not registered, stopped, or stale since before this spell
     key = state_key(heartbeat.agent_id)
     with get_redis().pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            last_beat = pipe.hget(key, "last_beat")
-            if last_beat is None or abs(float(last_beat) - heartbeat.last_beat.timestamp()) > 1e-5:
-                raise WatchError
-            pipe.multi()
-            pipe.hset(key, "stale", "1")
-            heartbeat.stale = True
-            published = events.queue_publish(pipe, [heartbeat.event("agent.stale")])
-            replies = pipe.execute()
-        except WatchError:  # it beat (or its state expired) meanwhile: not stale after all
-            Agent.objects.filter(agent_id=heartbeat.agent_id, stale_since=since).update(stale_since=None)
-            return False
+        for _ in range(MARK_TRIES):
+            try:
+                pipe.watch(key)
+                last_beat, stale = pipe.hmget(key, "last_beat", "stale")
+                if last_beat is None or abs(float(last_beat) - heartbeat.last_beat.timestamp()) > 1e-5:
+                    # It beat (or its state expired) meanwhile: not stale after all.
+                    Agent.objects.filter(agent_id=heartbeat.agent_id, stale_since=since).update(stale_since=None)
+                    return False
+                if stale == b"1":
+                    return False  # another sweep announced it
+                pipe.multi()
+                pipe.hset(key, "stale", "1")
+                heartbeat.stale = True
+                published = events.queue_publish(pipe, [heartbeat.event("agent.stale")])
+                replies = pipe.execute()
+                break
+            except WatchError:  # the state changed before the transaction: look again
+                pipe.reset()
+        else:
+            return False  # still changing: the next sweep looks again
     events.announce_new_types_now(get_redis(), replies[published])
     return True
 

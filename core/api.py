@@ -1,18 +1,24 @@
 """The API's common ground: one error body shape, validation, pagination.
 
-Every error the API returns has the body ``{"error": {"code", "message", "fields"?}}``.
+Every error the API returns has the body ``{"error": {"code", "message", "fields"?}}``. A
+dependency that is down (Redis, the database) is a 503 with ``Retry-After`` and the code
+``unavailable``, from every kind of view (see `unavailable_dependency`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import kombu.exceptions
 import pydantic
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -25,8 +31,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from core.authentication import authenticate_key_async, key_from_header
 from core.parsers import parse_json
 from core.permissions import SAFE_ALIASES, is_staff
+from core.redis import REDIS_DOWN
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
+logger = logging.getLogger(__name__)
+# Seconds a client is asked to wait before retrying a request refused because a dependency is down.
+UNAVAILABLE_RETRY_AFTER = 3
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
@@ -51,7 +61,51 @@ def describe(exc: Exception) -> dict:
     return error_body(getattr(detail, "code", None) or exc.default_code, str(detail))
 
 
-def exception_handler(exc: Exception, context: dict) -> Response | None:
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """The dependency `exc` says is down or out of reach, by name; None for any other error.
+
+    Redis (a connection or timeout error, as redis-py, django-redis or Celery's broker client
+    raise it) and the database (a lost or refused connection; on SQLite only "database is
+    locked": its other OperationalErrors are bugs such as a missing table)."""
+    if isinstance(exc, REDIS_DOWN):
+        return "Redis"
+    if isinstance(exc, kombu.exceptions.OperationalError):
+        return "Redis (the task queue)"
+    if isinstance(exc, InterfaceError):
+        return "the database"
+    if isinstance(exc, OperationalError):
+        if isinstance(exc.__cause__, sqlite3.Error) and "locked" not in str(exc):
+            return None
+        return "the database"
+    return None
+
+
+def unavailable_body(dependency: str) -> dict:
+    return error_body("unavailable", f"{dependency} is unavailable; retry later")
+
+
+def unavailable_response(dependency: str, exc: BaseException) -> JsonResponse:
+    """The 503 for a request that failed because `dependency` is down (logged, without traceback)."""
+    logger.warning("%s is unavailable (%s: %s): answered 503", dependency, type(exc).__name__, exc)
+    return JsonResponse(unavailable_body(dependency), status=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+
+
+def refused_by_database(exc: BaseException) -> exceptions.ValidationError | None:
+    """A DataError is a value of the request the database cannot take (text holding NUL, a number
+    out of a column's range): the client's 400, not a 500. The API's checks refuse such values
+    first (core.parsers, the schemas, core.converters); this is the net under the rest (a query
+    parameter compared with a column, say). Only the first line: the rest may quote the SQL."""
+    if not isinstance(exc, DataError):
+        return None
+    logger.warning("the database refused a value of the request: %s", exc)
+    first_line = str(exc).partition("\n")[0]
+    return exceptions.ValidationError(f"The database cannot take a value of this request: {first_line}")
+
+
+def exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
+    if dependency := unavailable_dependency(exc):
+        return unavailable_response(dependency, exc)
+    exc = refused_by_database(exc) or exc
     response = drf_exception_handler(exc, context)
     if response is not None:
         response.data = describe(exc)
@@ -80,11 +134,12 @@ class LimitOffsetPage:
 
     default_limit = 100
     max_limit = 1000
+    max_offset = 10**12  # far past any table; a larger one overflows the database's integers (a 500)
 
     def __init__(self, request):
         self.request = request
         self.limit = bounded_int(request.query_params, "limit", self.default_limit, 1, self.max_limit)
-        self.offset = bounded_int(request.query_params, "offset", 0, 0)
+        self.offset = bounded_int(request.query_params, "offset", 0, 0, self.max_offset)
 
     def rows(self, queryset) -> list:
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
@@ -105,8 +160,8 @@ def async_endpoint(scopes: dict[str, str], bodies: dict[str, type[pydantic.BaseM
     needs (`scopes` by method), and CSRF for a session; the view gets the request, the agent key
     (None for staff) and the URL's arguments, and for a method in `bodies` the JSON body checked
     against its schema (`body=`). It returns data for a JSON reply (or a response). API exceptions
-    become the API's error reply. The OpenAPI schema describes it from the same `scopes` and
-    `bodies` (core.openapi)."""
+    become the API's error reply, a dependency that is down a 503. The OpenAPI schema describes
+    it from the same `scopes` and `bodies` (core.openapi)."""
     bodies = bodies or {}
 
     def decorate(view):
@@ -124,6 +179,12 @@ def async_endpoint(scopes: dict[str, str], bodies: dict[str, type[pydantic.BaseM
                 result = await view(request, key, *args, **kwargs)
             except exceptions.APIException as exc:
                 return error_response(exc)
+            except Exception as exc:
+                if dependency := unavailable_dependency(exc):
+                    return unavailable_response(dependency, exc)
+                if refused := refused_by_database(exc):
+                    return error_response(refused)
+                raise
             return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
 
         endpoint.api = AsyncEndpointDoc(scopes, bodies, view.__doc__ or "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import WatchError
 
 from core.redis import get_async_blocking_redis, get_async_redis, get_redis
 
@@ -32,6 +34,8 @@ STREAM_PREFIX = "telemetry:stream:"
 TYPES_KEY = "telemetry:stream-types"
 NEW_TYPES_KEY = "telemetry:stream-types:new"
 PUBLISHED_KEY = "telemetry:events-published"  # hash: event type -> events published (for /metrics)
+ANNOUNCED_PREFIX = "telemetry:announced:"  # + hour number: what publish_once published that hour
+ANNOUNCED_HOURS = 2  # how long publish_once remembers it: the sweeps look back one hour at most
 EVENT_TYPE = r"[A-Za-z0-9_.:-]{1,100}"
 # The server's own event types: agents read them but may not publish them.
 RESERVED_PREFIXES = ("run.", "agent.", "signal.", "approval.")
@@ -175,6 +179,47 @@ def _queue_publish(pipe, events: list[Event]) -> None:
         pipe.execute_command("XADD", stream_key(event.event_type), "MAXLEN", "~", cap, "*", *event.fields())
     for event_type, count in Counter(event.event_type for event in events).items():
         pipe.execute_command("HINCRBY", PUBLISHED_KEY, event_type, count)
+
+
+def publish_once(key: str, event: Event) -> bool:
+    """publish_now, unless an event was published under `key` within the last hour or two;
+    whether this call published it. `key` is recorded in the Redis transaction that adds the event,
+    so of the callers racing to publish it (a sweep finishing what a killed process left, say)
+    one does, and a process killed before the transaction leaves it unrecorded. The record is
+    one hash per hour, kept ANNOUNCED_HOURS (a key per event would grow Redis with the traffic)."""
+    client = get_redis()
+    hours = _announced_hours()
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(*hours)
+                if any(pipe.hexists(hour, key) for hour in hours):
+                    return False
+                pipe.multi()
+                pipe.hset(hours[0], key, 1)
+                pipe.expire(hours[0], ANNOUNCED_HOURS * 3600)
+                _queue_publish(pipe, [event])
+                added_types = pipe.execute()[2]
+                break
+            except WatchError:
+                continue  # something else was announced this hour meanwhile: look again
+    announce_new_types_now(client, added_types)
+    return True
+
+
+def announced(keys: list[str]) -> list[bool]:
+    """Whether publish_once published an event under each of `keys` (in the hours it remembers)."""
+    pipe = get_redis().pipeline(transaction=False)
+    for hour in _announced_hours():
+        pipe.hmget(hour, keys)
+    by_hour = pipe.execute() if keys else []
+    return [any(flags[index] is not None for flags in by_hour) for index in range(len(keys))]
+
+
+def _announced_hours() -> list[str]:
+    """The hashes publish_once records in: this hour's first, then the one before."""
+    hour = int(time.time() // 3600)
+    return [f"{ANNOUNCED_PREFIX}{hour - back}" for back in range(ANNOUNCED_HOURS)]
 
 
 def published_counts() -> dict[str, int]:

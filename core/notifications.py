@@ -62,17 +62,25 @@ class Notification:
 
 def notify(notification: Notification, channels: list[NotificationChannel] | None = None) -> int:
     """Deliver `notification` to each of `channels` (by default: every enabled channel that hears
-    its topic); how many. Call it after the transaction commits."""
+    its topic); how many. Call it after the transaction commits (inside it: `record`)."""
+    ids = record(notification, channels)
+    queue(ids)
+    return len(ids)
+
+
+def record(notification: Notification, channels: list[NotificationChannel] | None = None) -> list[int]:
+    """Write the deliveries of `notification` (see notify) without handing them to a worker: in
+    the transaction that writes what they tell of, so that neither stands without the other.
+    `queue` them once it commits; if that is lost, beat's retry sweep sends them."""
     if channels is None:
         channels = [channel for channel in NotificationChannel.objects.filter(enabled=True) if channel.hears(notification.topic)]
     created = Delivery.objects.bulk_create(
         [Delivery(channel=channel, topic=notification.topic, notification=asdict(notification)) for channel in channels]
     )
-    _queue([delivery.pk for delivery in created])
-    return len(created)
+    return [delivery.pk for delivery in created]
 
 
-def _queue(ids: list[int]) -> None:
+def queue(ids: list[int]) -> None:
     """Hand deliveries to a worker; if the broker is down, beat's retry sweep sends them later."""
     from core.tasks import send_deliveries
 
@@ -197,7 +205,7 @@ def retry_failed(deliveries) -> int:
     ids = list(failed.values_list("pk", flat=True))
     _forget_failures(*set(failed.values_list("channel_id", flat=True)))
     Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=timezone.now())
-    _queue(ids)
+    queue(ids)
     return len(ids)
 
 
@@ -257,7 +265,7 @@ def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
         # ignore_conflicts leaves the primary keys unset: the new ones are those not tried yet.
         fresh = Delivery.objects.filter(channel=channel, record_id__in=record_ids, status=Delivery.Status.PENDING, attempts=0)
         ids = list(fresh.values_list("pk", flat=True))
-        _queue(ids)
+        queue(ids)
         queued += len(ids)
         if len(entries) < FORWARD_BATCH:
             break

@@ -7,17 +7,27 @@ import asyncio
 from weakref import WeakKeyDictionary
 
 import redis.asyncio
+import redis.exceptions
 from django.conf import settings
 from django_redis import get_redis_connection
+from django_redis.exceptions import ConnectionInterrupted
 from redis import Redis
 
 _async_clients: WeakKeyDictionary = WeakKeyDictionary()
 _blocking_clients: WeakKeyDictionary = WeakKeyDictionary()
-# Longer than any blocking read we issue (streams consume: 30 s; live feed: 5 s). redis-py's
-# default of 5 s would cut a longer XREAD BLOCK short with a TimeoutError.
+# Seconds a command may wait for Redis's answer (or a connection) before it fails, as the sync
+# pool's (settings.CACHES): a Redis that hangs (paused, overloaded) fails requests, with a 503,
+# instead of holding them.
+SOCKET_TIMEOUT = 5
+SOCKET_CONNECT_TIMEOUT = 2
+# For the blocking client: longer than any blocking read we issue (streams consume: 30 s; live
+# feed: 5 s), which the quick timeout would cut short with a TimeoutError.
 ASYNC_SOCKET_TIMEOUT = 60
 # Seconds a command waits for a free connection before it fails.
 POOL_TIMEOUT = 10
+# What a command raises when Redis is down, hangs or is out of reach (django-redis re-raises
+# redis-py's own errors, or wraps them).
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionInterrupted)
 
 
 def get_redis() -> Redis:
@@ -26,15 +36,15 @@ def get_redis() -> Redis:
 
 def get_async_redis() -> redis.asyncio.Redis:
     """For commands that answer at once."""
-    return _client(_async_clients, settings.REDIS_MAX_CONNECTIONS)
+    return _client(_async_clients, settings.REDIS_MAX_CONNECTIONS, SOCKET_TIMEOUT)
 
 
 def get_async_blocking_redis() -> redis.asyncio.Redis:
     """For commands that wait (XREAD BLOCK, SUBSCRIBE): each holds a connection while it waits."""
-    return _client(_blocking_clients, settings.REDIS_MAX_BLOCKING_CONNECTIONS)
+    return _client(_blocking_clients, settings.REDIS_MAX_BLOCKING_CONNECTIONS, ASYNC_SOCKET_TIMEOUT)
 
 
-def _client(clients: WeakKeyDictionary, max_connections: int) -> redis.asyncio.Redis:
+def _client(clients: WeakKeyDictionary, max_connections: int, socket_timeout: float) -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = clients.get(loop)
     if client is None:
@@ -42,7 +52,8 @@ def _client(clients: WeakKeyDictionary, max_connections: int) -> redis.asyncio.R
             settings.REDIS_URL,
             max_connections=max_connections,
             timeout=POOL_TIMEOUT,
-            socket_timeout=ASYNC_SOCKET_TIMEOUT,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
             health_check_interval=30,
         )
         client = clients[loop] = redis.asyncio.Redis(connection_pool=pool)

@@ -1,4 +1,5 @@
-"""Health, the JSON error pages of the API paths, and the frame of the staff pages."""
+"""Health, the JSON error pages of the API paths, the 503 of a dependency that is down, and the
+frame of the staff pages."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from django.contrib import admin
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.deprecation import MiddlewareMixin
 from django.views import defaults
 from django.views.decorators.http import require_GET
 
-from core.api import error_body
+from core.api import error_body, unavailable_dependency, unavailable_response
 from core.features import background_late_after, tick_age
 from core.overload import exempt_from_shedding
 from core.redis import get_redis
@@ -80,3 +82,20 @@ def server_error(request: HttpRequest) -> JsonResponse:
     if _wants_json(request):
         return JsonResponse(error_body("server_error", "Internal server error; the details are in the server log."), status=500)
     return defaults.server_error(request)
+
+
+class UnavailableMiddleware(MiddlewareMixin):
+    """A view that failed because Redis or the database is down answers 503 (with Retry-After),
+    not 500: for the views the API's own handlers do not cover (DRF's exception handler and
+    core.api.async_endpoint do), such as /metrics, /v1/traces and the staff pages."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        dependency = unavailable_dependency(exception)
+        if dependency is None:
+            return None
+        response = unavailable_response(dependency, exception)
+        if _wants_json(request):
+            return response
+        page = HttpResponse(f"{dependency} is unavailable; retry later.", status=503, content_type="text/plain")
+        page["Retry-After"] = response["Retry-After"]
+        return page

@@ -1,9 +1,39 @@
+import functools
+import logging
 import os
 
+import redis.exceptions
 from celery import Celery
+from kombu.transport import redis as redis_transport
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
 
 app = Celery("telemetry_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
+
+
+def _only_while_connected(connparams):
+    """Workaround for Celery 5.7.0 / kombu 5.7.0. When a worker loses Redis while it holds an
+    unacknowledged task (acks late), its teardown closes the broker connection; closing the
+    remote-control channel fails on the dead Redis, so the default channel is left open while
+    the connection forgets its settings. Celery then closes that channel again, which needs a new
+    Redis client to hand the task back and fails with AttributeError ('NoneType' object has no
+    attribute 'hostname'): not an error the teardown ignores, so the worker dies ("Unrecoverable
+    error") instead of reconnecting, and under `make run` honcho then stops every process. As a
+    connection error it is ignored and the worker reconnects; the task stays in Redis's
+    unacknowledged set, which kombu restores after its visibility timeout (tests/test_faults.py)."""
+
+    @functools.wraps(connparams)
+    def checked(channel, *args, **kwargs):
+        if channel.connection.client is None:
+            logger.warning("celery: the broker connection is closed; unacknowledged tasks are left to Redis to redeliver")
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
+        return connparams(channel, *args, **kwargs)
+
+    return checked
+
+
+redis_transport.Channel._connparams = _only_while_connected(redis_transport.Channel._connparams)

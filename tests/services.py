@@ -62,7 +62,12 @@ class ThrowawayPostgres:
             stdout=subprocess.DEVNULL,
             cwd=self.dir,
         )
-        with open(self.dir / "postgres.log", "w") as log:
+        return self.resume()
+
+    def resume(self) -> ThrowawayPostgres:
+        """Run the cluster (again, after `halt`) on its port, once it accepts connections."""
+        data = self.dir / "data"
+        with open(self.dir / "postgres.log", "a") as log:
             self.process = subprocess.Popen(
                 [
                     self.bin_dir / "postgres",
@@ -105,10 +110,14 @@ class ThrowawayPostgres:
                     raise RuntimeError(f"PostgreSQL did not start:\n{log}") from None
                 time.sleep(0.1)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Shut the server down, keeping the cluster's data for `resume`."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # "fast" shutdown: do not wait for clients to leave
             self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -120,15 +129,29 @@ def production_env(**overrides: str) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(40),
         "SECURE_SSL_REDIRECT": "false",
         "LOG_LEVEL": "WARNING",
+        # A busy test machine stalls processes for a moment: that must not turn into 429s.
+        # (tests/core/test_overload.py tests the loop-lag trigger.)
+        "WEB_MAX_LOOP_LAG_MS": "0",
         **overrides,
     }
 
 
 @contextmanager
-def asgi_server(env: dict, workers: int = 1, port: int | None = None, app: str = "telemetry_site.asgi:application"):
+def asgi_server(
+    env: dict,
+    workers: int = 1,
+    port: int | None = None,
+    app: str = "telemetry_site.asgi:application",
+    started: list[subprocess.Popen] | None = None,
+    log: Path | None = None,
+):
     """The production web server (uvicorn, as `make run` starts it) on a free loopback port; yields
-    its URL once /health answers (for another `app`: once the port accepts connections)."""
+    its URL once /health answers (for another `app`: once the port accepts connections). The list
+    `started`, if given, gets its process (for tests that signal it). With `log`, its output goes
+    to that file, logged as under `make run` (uvicorn's own log and access log at INFO)."""
     port = port or free_port()
+    logging = [] if log else ["--no-access-log", "--log-level", "warning"]
+    output = open(log, "ab") if log else None  # noqa: SIM115 - closed at the end
     process = subprocess.Popen(
         [
             sys.executable,
@@ -141,13 +164,15 @@ def asgi_server(env: dict, workers: int = 1, port: int | None = None, app: str =
             str(port),
             "--workers",
             str(workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
+            *logging,
         ],
         cwd=ROOT,
         env=env,
+        stdout=output,
+        stderr=output,
     )
+    if started is not None:
+        started.append(process)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -167,12 +192,16 @@ def asgi_server(env: dict, workers: int = 1, port: int | None = None, app: str =
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if output:
+            output.close()
 
 
 @contextmanager
-def celery_processes(env: dict, worker: bool = True, beat: bool = True):
+def celery_processes(env: dict, worker: bool = True, beat: bool = True, log: Path | None = None):
     """A real Celery worker and beat (as `make run` starts them) on the broker and database of
-    `env`; stopped at the end. Beat wakes every second, so short schedules run on time."""
+    `env`; stopped at the end. Beat wakes every second, so short schedules run on time. Yields
+    their processes (the worker's first), for tests that kill them. With `log`, their output goes
+    to that file, at the env's LOG_LEVEL."""
     commands = []
     if worker:
         commands.append(["worker", "--concurrency=2", "--pool=prefork", "--without-mingle", "--without-gossip"])
@@ -180,9 +209,14 @@ def celery_processes(env: dict, worker: bool = True, beat: bool = True):
         beat_dir = tempfile.mkdtemp(prefix="beat-")
         commands.append(["beat", "--max-interval=1", f"--schedule={beat_dir}/schedule", f"--pidfile={beat_dir}/pid"])
     celery = [sys.executable, "-m", "celery", "-A", "telemetry_site"]
-    processes = [subprocess.Popen([*celery, *command, "--loglevel=WARNING"], cwd=ROOT, env=env) for command in commands]
+    level = "WARNING" if log is None else env["LOG_LEVEL"]
+    output = open(log, "ab") if log else None  # noqa: SIM115 - closed at the end
+    processes = [
+        subprocess.Popen([*celery, *command, f"--loglevel={level}"], cwd=ROOT, env=env, stdout=output, stderr=output)
+        for command in commands
+    ]
     try:
-        yield
+        yield processes
     finally:
         for process in processes:
             process.terminate()
@@ -192,6 +226,8 @@ def celery_processes(env: dict, worker: bool = True, beat: bool = True):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if output:
+            output.close()
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """The one background thread that delivers the spool to the server.
 
 It batches by size and time, sends to ``POST /api/v1/ingest``, retries server and network
-failures with exponential backoff and full jitter, honours ``429 Retry-After``, and never retries
-a record the server rejected: that record goes to ``rejected.ndjson`` beside the spool, logged.
+failures with exponential backoff and full jitter, honours ``Retry-After`` on 429 and 503, and
+never retries a record the server rejected: that record goes to ``rejected.ndjson`` beside the
+spool, logged.
 Nothing leaves the spool before the server answered for it.
 """
 
@@ -149,9 +150,9 @@ class Sender(threading.Thread):
             self._attempt = 0
             self._record_results(lines, response.json().get("results", []))
             return True
-        if code == 429:
+        if code in (429, 503):  # busy, or a dependency of the server is down: wait as it asks
             delay = retry_after_seconds(response.headers.get("Retry-After"))
-            return self._failed("429 Too Many Requests", delay if delay is not None else self._backoff())
+            return self._failed(f"{code} {response.reason_phrase}", delay if delay is not None else self._backoff())
         if code in MISCONFIGURED:
             # The records are fine; the key or the URL is not. Keep them until an operator fixes it.
             return self._failed(f"{code}: {response.text[:200]} (check TELEMETRY_API_URL and TELEMETRY_API_KEY)")
