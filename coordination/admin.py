@@ -2,6 +2,7 @@ import json
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -75,6 +76,8 @@ class AgentAdmin(admin.ModelAdmin):
         return [path("signals/", view, name="coordination_agent_signals"), *super().get_urls()]
 
     def signals_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # admin_view lets in any staff member; the signals are the agents'
         context = {
             **self.admin_site.each_context(request),
             "title": "Live signals",

@@ -1,5 +1,6 @@
 """Websocket security: the Origin check, authentication by session or agent key, and closing the
-connections of a key when it is revoked (through the channel layer, so every process hears it)."""
+connections of a key when it is revoked or deleted (through the channel layer, so every process
+hears it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from rest_framework import exceptions
 
@@ -66,6 +67,11 @@ def key_group(key: AgentKey) -> str:
 def close_websockets_of_revoked_key(sender, instance: AgentKey, **kwargs) -> None:
     if instance.revoked:
         transaction.on_commit(lambda: _send_revoked(instance))
+
+
+@receiver(post_delete, sender=AgentKey)
+def close_websockets_of_deleted_key(sender, instance: AgentKey, **kwargs) -> None:
+    transaction.on_commit(lambda: _send_revoked(instance))
 
 
 def _send_revoked(key: AgentKey) -> None:

@@ -45,11 +45,30 @@ def format_id(entry_id: Id) -> str:
     return f"{entry_id[0]}-{entry_id[1]}"
 
 
+def private_to(event_type: str, data) -> frozenset[str] | None:
+    """The agents an event is about when only they (and staff) may read it, as the API lets only
+    them read its subject: a directed signal (its sender and target) and an approval request (its
+    agent). None: any key with streams:read may."""
+    if not isinstance(data, dict):
+        return None
+    if event_type.startswith("signal.") and data.get("target_agent"):
+        return frozenset(str(data[name]) for name in ("source_agent", "target_agent") if data.get(name))
+    if event_type.startswith("approval."):
+        return frozenset([str(data.get("agent_id"))])
+    return None
+
+
+def may_read(key, readers: frozenset[str] | None) -> bool:
+    """Whether `key` (None: staff) may read an event private to `readers` (see private_to)."""
+    return key is None or readers is None or any(key.may_act_as(agent) for agent in readers)
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
     id: Id
     event_type: str
     agent: str | None
+    readers: frozenset[str] | None
     json: str
 
     @classmethod
@@ -57,22 +76,30 @@ class FeedEvent:
         event = events.decode(event_type, entry_id, fields)
         data = event["data"]
         agent = (data.get("agent_id") or data.get("agent_name")) if isinstance(data, dict) else None
-        return cls(parse_id(entry_id), event["event_type"], agent, json.dumps(event, separators=(",", ":")))
+        readers = private_to(event["event_type"], data)
+        return cls(parse_id(entry_id), event["event_type"], agent, readers, json.dumps(event, separators=(",", ":")))
 
 
 @dataclass(frozen=True)
 class FeedFilter:
-    """Which events a client wants: some types and/or some agents (None: all)."""
+    """Which events a client wants (some types and/or some agents; None: all), and may read: an
+    agent key (`key`) only events not private to other agents (None: staff, everything)."""
 
     types: frozenset[str] | None = None
     agents: frozenset[str] | None = None
+    key: object | None = None
 
-    @property
-    def everything(self) -> bool:
-        return self.types is None and self.agents is None
+    def everything(self, public: bool) -> bool:
+        """Whether the client wants and may read every event of a batch (`public`: none of its
+        events is private to some agents)."""
+        return self.types is None and self.agents is None and (public or self.key is None)
 
     def wants(self, event: FeedEvent) -> bool:
-        return (self.types is None or event.event_type in self.types) and (self.agents is None or event.agent in self.agents)
+        return (
+            (self.types is None or event.event_type in self.types)
+            and (self.agents is None or event.agent in self.agents)
+            and may_read(self.key, event.readers)
+        )
 
 
 class Subscriber(Protocol):
@@ -141,8 +168,9 @@ class Feed:
 
     def _fan_out(self, batch: list[FeedEvent]) -> None:
         whole: list[str] | None = None
+        public = all(event.readers is None for event in batch)
         for subscriber in list(self.subscribers):
-            if subscriber.filter.everything and subscriber.floor < batch[0].id:
+            if subscriber.floor < batch[0].id and subscriber.filter.everything(public):
                 whole = whole if whole is not None else list(frames(batch))
                 chosen_frames = whole
             else:

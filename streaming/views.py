@@ -3,6 +3,8 @@ no thread while it waits (an async view on the asyncio Redis client)."""
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest
@@ -17,9 +19,22 @@ from core import events
 from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.views import staff_page
+from streaming.feed import may_read, private_to
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
 CONSUME_MAX_BLOCK_MS = 30_000
+STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+
+
+def valid_stream_id(raw: str) -> bool:
+    """Whether `raw` is an id Redis takes: `ms` or `ms-seq`, each a 64-bit unsigned number."""
+    match = STREAM_ID.fullmatch(raw)
+    return match is not None and all(int(part) < 2**64 for part in match.groups() if part)
+
+
+def readable(key, found: list[dict]) -> list[dict]:
+    """The events of `found` that `key` (None: staff) may read: not those private to other agents."""
+    return [event for event in found if may_read(key, private_to(event["event_type"], event["data"]))]
 
 
 def principal_name(request) -> str:
@@ -45,9 +60,11 @@ class Stream(APIView):
     )
     def get(self, request, event_type: str):
         count = bounded_int(request.query_params, "count", 100, 1, 1000)
-        return Response(
-            events.recent(event_type, count, request.query_params.get("start", "-"), request.query_params.get("end", "+"))
-        )
+        bounds = {name: request.query_params.get(name) or default for name, default in (("start", "-"), ("end", "+"))}
+        for name, value in bounds.items():
+            if value not in ("-", "+") and not valid_stream_id(value.removeprefix("(")):  # "(": excluding that id
+                raise exceptions.ValidationError({name: ["A stream id such as 1700000000000-0, or - or +."]})
+        return Response(readable(request.auth, events.recent(event_type, count, bounds["start"], bounds["end"])))
 
     @extend_schema(request=PublishIn, responses={201: OpenApiTypes.OBJECT}, summary="Publish an event; returns its stream id")
     def post(self, request, event_type: str):
@@ -57,7 +74,7 @@ class Stream(APIView):
         (entry_id,) = events.publish_now([events.Event(event_type, body.data, body.source or principal_name(request))])
         return Response({"event_id": entry_id}, status=201)
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Delete the stream")
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Delete the stream; `deleted`: whether it existed")
     def delete(self, request, event_type: str):
         return Response({"deleted": events.delete(event_type)})
 
@@ -90,15 +107,15 @@ async def consume(request: HttpRequest, key) -> dict:
     if not types or not all(events.valid_event_type(t) for t in types):
         raise exceptions.ValidationError({"types": ["List one or more event types, comma-separated."]})
     after = request.GET.get("after", "$").split(",")
-    if len(after) not in (1, len(types)):
-        raise exceptions.ValidationError({"after": ["Give one stream id, or one per type."]})
+    if len(after) not in (1, len(types)) or not all(a == "$" or valid_stream_id(a) for a in after):
+        raise exceptions.ValidationError({"after": ["Give one stream id (or $), or one per type."]})
     positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
     count = bounded_int(request.GET, "count", 10, 1, 1000)
     block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
     found = await events.read(positions, count, block_ms or None)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
-    return {"events": found, "after": positions}
+    return {"events": readable(key, found), "after": positions}
 
 
 @staff_member_required
