@@ -11,7 +11,7 @@ import sys
 
 from tests.services import postgres_bin_dir
 
-BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals", "reports", "metrics", "delivery"]
+BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals", "reports", "metrics", "delivery", "load"]
 NO_DATABASE = {"live"}  # measured once, on the first database
 
 

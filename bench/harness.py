@@ -35,6 +35,7 @@ def environment(db: str):
         TELEMETRY_VAR_DIR=str(workdir / "var"),
         DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
     )
+    del env["WEB_MAX_LOOP_LAG_MS"]  # the tests' setting: benchmarks run with the production default
     try:
         if db == "postgres":
             postgres = ThrowawayPostgres(postgres_bin_dir()).start()
@@ -93,8 +94,8 @@ class Load:
 
 
 class Connection:
-    """One HTTP/1.1 keep-alive connection that POSTs and reads the whole answer (Content-Length
-    or chunked)."""
+    """One HTTP/1.1 keep-alive connection that sends requests and reads each whole answer
+    (Content-Length or chunked)."""
 
     def __init__(self, base: str, headers: dict):
         self.url = httpx.URL(base)
@@ -110,19 +111,25 @@ class Connection:
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """(status, body) of a POST."""
+        status, _, answer = await self.request("POST", path, body)
+        return status, answer
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lowercase names, body) of one request."""
         self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.url.host}\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+            f"{method} {path} HTTP/1.1\r\nHost: {self.url.host}\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
         )
         status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(status_line.split()[1])
         headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
         if "content-length" in headers:
-            return int(status_line.split()[1]), await self.reader.readexactly(int(headers["content-length"]))
+            return status, headers, await self.reader.readexactly(int(headers["content-length"]))
         chunks = []
         while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
             chunks.append(await self.reader.readexactly(size))
             await self.reader.readexactly(2)
         await self.reader.readexactly(2)
-        return int(status_line.split()[1]), b"".join(chunks)
+        return status, headers, b"".join(chunks)
 
 
 # Wake-ups: a waiter blocks, something wakes it; how long from the wake-up sent to the waiter back.

@@ -16,6 +16,13 @@ def main(name: str, run: Callable[[str], dict], report: Callable[[dict], str]) -
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     result = run(parser.parse_args().db)
     print(report(result), flush=True)
+    save(name, result)
+
+
+def save(name: str, result: dict) -> Path:
+    """Keep `result` as bench/results/<name>-<database>-<UTC time>.json."""
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"{name}-{result['database']}-{stamp}.json").write_text(json.dumps(result, indent=2))
+    path = RESULTS / f"{name}-{result['database']}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path

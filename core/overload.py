@@ -1,6 +1,9 @@
-"""Load shedding. Beyond WEB_MAX_IN_FLIGHT requests at once in one web process, a new request is
-answered at once with 429 and `Retry-After` instead of queueing until its client times out: the
-SDK backs off and keeps its records, and the requests already in progress keep their latency.
+"""Load shedding. A web process refuses new work at once, with 429 and `Retry-After`, instead of
+queueing it until its client times out: the SDK backs off and keeps its records, and the
+requests already in progress keep their latency. It is full when WEB_MAX_IN_FLIGHT requests are
+in progress, or when its event loop runs more than WEB_MAX_LOOP_LAG_MS late: with the CPU
+saturated, requests queue in front of the application (socket buffers, the loop's ready queue)
+where no count of requests in progress sees them, but the loop's lateness does.
 
 Views that hold a request open while they wait (signal and approval waits, stream consumes) are
 exempt: a waiter costs a coroutine, not work, and a thousand of them are normal. So is /health,
@@ -9,6 +12,7 @@ so that a busy process is not taken for a dead one.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 
@@ -17,6 +21,7 @@ from django.urls import Resolver404, resolve
 from core.api import error_body
 
 RETRY_AFTER_SECONDS = 1
+LAG_PROBE_SECONDS = 0.05
 _REFUSAL = json.dumps(
     error_body("overloaded", "The server is at capacity; retry after the number of seconds in Retry-After.")
 ).encode()
@@ -38,18 +43,24 @@ def _exempt(path: str) -> bool:
 
 
 class LoadShedder:
-    """ASGI middleware for HTTP: counts the requests in progress, refuses those over `limit`."""
+    """ASGI middleware for HTTP: refuses requests beyond `limit` in progress (0: no limit) or
+    while the event loop is more than `max_lag` seconds late (0: never)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, max_lag: float):
         self.app = app
         self.limit = limit
+        self.max_lag = max_lag
         self.in_flight = 0
+        self.lag = 0.0
+        self._probe: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if not self.limit or _exempt(scope["path"]):
+        if _exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if self.max_lag and self._probe is None:
+            self._probe = asyncio.create_task(self._measure_lag())
+        if (self.limit and self.in_flight >= self.limit) or (self.max_lag and self.lag > self.max_lag):
             await _refuse(send)
             return
         self.in_flight += 1
@@ -57,6 +68,14 @@ class LoadShedder:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    async def _measure_lag(self) -> None:
+        """How late the loop runs a callback due now: the wait of every ready request."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_SECONDS
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            self.lag = loop.time() - due
 
 
 async def _refuse(send) -> None:

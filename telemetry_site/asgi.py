@@ -131,7 +131,7 @@ async def http_application(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT),
+        "http": LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000),
         "websocket": origin_checked(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

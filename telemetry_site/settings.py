@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.views.UnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "telemetry_site.urls"
@@ -237,8 +238,10 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 BATCH_MAX_BODY_BYTES = env.int("BATCH_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_MAX_BODY_BYTES
-# Requests in progress at once per web process beyond which new ones get 429 (long waits excepted); 0: no limit.
+# A web process answers new requests 429 beyond this many in progress (long waits excepted), or
+# while its event loop runs this late (core.overload); 0: no limit.
 WEB_MAX_IN_FLIGHT = env.int("WEB_MAX_IN_FLIGHT", default=200)
+WEB_MAX_LOOP_LAG_MS = env.int("WEB_MAX_LOOP_LAG_MS", default=250)
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="") or None  # e.g. "600/min" per key; unset or empty: no limit
 
 REST_FRAMEWORK = {
