@@ -16,7 +16,8 @@ overload shows as 429s and latency rather than as a slower generator), at --scal
 Reported: per endpoint requests, req/s, p50/p99 (from when the request was due) and statuses;
 wake-ups (signal sent -> the waiter back; decision sent -> the waiter back; XADD -> a watcher has
 the event, to the millisecond of the stream id); the memory of every process at start and end
-(RSS; PostgreSQL as PSS, since each backend's RSS counts the shared buffers again); every
+(RSS; PostgreSQL as the private memory (USS) of all its processes: their RSS counts the shared
+buffer cache again in each, and that cache fills as the tables grow, up to shared_buffers); every
 --report-every s a sample: RSS per process group, Redis DBSIZE, database connections (PostgreSQL:
 client backends in pg_stat_activity; SQLite: handles of the database file held by the server's
 processes), channel-layer subscriptions (channels_redis's pub/sub layer keeps no keys: its groups
@@ -195,7 +196,7 @@ class Probe:
         for process in [self.me, *self.me.children(recursive=True)]:
             try:
                 name = label(process, self.me)
-                memory = process.memory_full_info().pss if name == "postgres" else process.memory_info().rss
+                memory = process.memory_full_info().uss if name == "postgres" else process.memory_info().rss
                 found.append({"label": name, "pid": process.pid, "mb": memory / MB})
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass  # gone meanwhile (a backend, a pool child), or not ours to read
@@ -428,7 +429,7 @@ class Mix:
             sample["watchers connected"] = self.watching
             self.recorder.answered = self.recorder.refused = 0
             if not self.samples:
-                print(f"every {every:g} s (memory in MB: RSS, PostgreSQL PSS; cpu%: 100 = one core)", flush=True)
+                print(f"every {every:g} s (memory in MB: RSS, PostgreSQL USS; cpu%: 100 = one core)", flush=True)
                 print(sample_header(sample), flush=True)
             self.samples.append(sample)
             print(sample_line(sample), flush=True)
@@ -684,7 +685,7 @@ def memory_lines(processes: dict) -> list[str]:
         return by_process
 
     start, end = rows(processes["start"]), rows(processes["end"])
-    lines = [f"  memory, MB (RSS; PostgreSQL PSS)   {'pid':>8} {'start':>9} {'end':>9}"]
+    lines = [f"  memory, MB (RSS; PostgreSQL USS)   {'pid':>8} {'start':>9} {'end':>9}"]
     for name, pid in sorted(start.keys() | end.keys(), key=str):
         before = f"{start[name, pid]:9.1f}" if (name, pid) in start else f"{'-':>9}"
         after = f"{end[name, pid]:9.1f}" if (name, pid) in end else f"{'-':>9}"
