@@ -80,14 +80,11 @@ def unavailable_dependency(exc: BaseException) -> str | None:
     return None
 
 
-def unavailable_body(dependency: str) -> dict:
-    return error_body("unavailable", f"{dependency} is unavailable; retry later")
-
-
 def unavailable_response(dependency: str, exc: BaseException) -> JsonResponse:
     """The 503 for a request that failed because `dependency` is down (logged, without traceback)."""
     logger.warning("%s is unavailable (%s: %s): answered 503", dependency, type(exc).__name__, exc)
-    return JsonResponse(unavailable_body(dependency), status=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+    body = error_body("unavailable", f"{dependency} is unavailable; retry later")
+    return JsonResponse(body, status=503, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
 
 
 def refused_by_database(exc: BaseException) -> exceptions.ValidationError | None:
@@ -102,10 +99,20 @@ def refused_by_database(exc: BaseException) -> exceptions.ValidationError | None
     return exceptions.ValidationError(f"The database cannot take a value of this request: {first_line}")
 
 
-def exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
+def failure_response(exc: BaseException) -> JsonResponse | None:
+    """The reply to an exception that is no bug of ours: 503 when a dependency is down, 400 when
+    the database refused a value of the request; None for any other. DRF's views and the async
+    endpoints both answer through it."""
     if dependency := unavailable_dependency(exc):
         return unavailable_response(dependency, exc)
-    exc = refused_by_database(exc) or exc
+    if refused := refused_by_database(exc):
+        return error_response(refused)
+    return None
+
+
+def exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
+    if (failure := failure_response(exc)) is not None:
+        return failure
     response = drf_exception_handler(exc, context)
     if response is not None:
         response.data = describe(exc)
@@ -180,10 +187,8 @@ def async_endpoint(scopes: dict[str, str], bodies: dict[str, type[pydantic.BaseM
             except exceptions.APIException as exc:
                 return error_response(exc)
             except Exception as exc:
-                if dependency := unavailable_dependency(exc):
-                    return unavailable_response(dependency, exc)
-                if refused := refused_by_database(exc):
-                    return error_response(refused)
+                if (failure := failure_response(exc)) is not None:
+                    return failure
                 raise
             return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
 
