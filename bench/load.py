@@ -18,12 +18,14 @@ wake-ups (signal sent -> the waiter back; decision sent -> the waiter back; XADD
 the event, to the millisecond of the stream id); the memory of every process at start and end
 (RSS; PostgreSQL as the private memory (USS) of all its processes: their RSS counts the shared
 buffer cache again in each, and that cache fills as the tables grow, up to shared_buffers); every
---report-every s a sample: RSS per process group, Redis DBSIZE, database connections (PostgreSQL:
-client backends in pg_stat_activity; SQLite: handles of the database file held by the server's
-processes), channel-layer subscriptions (channels_redis's pub/sub layer keeps no keys: its groups
-and consumers are Redis pub/sub channels, `asgi__group__*` and `asgispecific.*`). Checks: each run
-the SDK accepted stored once with all its events, each signal and decision delivered, no 5xx or
-broken connection, a Retry-After on every 429. Soak verdict: the window after warm-up (from
+--report-every s a sample: RSS per process group, Redis DBSIZE and event stream entries (Redis's
+memory grows with them until each type's stream reaches its cap), database connections
+(PostgreSQL: client backends in pg_stat_activity; SQLite: handles of the database file held by
+the server's processes), channel-layer subscriptions (channels_redis's pub/sub layer keeps no
+keys: its groups and consumers are Redis pub/sub channels, `asgi__group__*` and
+`asgispecific.*`). Checks: each run the SDK accepted stored once with all its events, each signal
+and decision delivered, no 5xx or broken connection, a Retry-After on every 429, every event
+stream within its cap. Soak verdict: the window after warm-up (from
 WARMUP of the run on) against the last window, each WINDOW of the run long.
 
 python -m bench.load --db sqlite|postgres [--seconds 60] [--report-every 10] [--scale 1] [--soak]
@@ -105,6 +107,7 @@ GROUPS = {
     "sdk agents": "sdk agents",
     "load generator": "generator",
 }
+STREAM_NODE_ENTRIES = 100  # Redis's stream-node-max-entries: an approximate MAXLEN trims whole nodes
 FLAT = {"memory": (20.0, 0.10), "redis keys": (5, 0.01), "db connections": (5, 0.10), "channel-layer channels": (5, 0.10)}
 
 
@@ -210,12 +213,23 @@ class Probe:
         return {
             "mb": dict(groups),
             "redis keys": self.redis.dbsize(),
+            "stream entries": sum(self.streams().values()),
             "db connections": self.db_connections(processes),
             "channel groups": len(self.redis.pubsub_channels("asgi__group__*")),
             "channel-layer channels": len(self.redis.pubsub_channels("asgi*")),
             "generator cpu %": self.me.cpu_percent(),
             "machine cpu %": psutil.cpu_percent() * psutil.cpu_count(),
         }
+
+    def streams(self) -> dict[str, int]:
+        """Entries in each event type's stream (each capped at about EVENT_STREAM_MAXLEN)."""
+        from core.events import STREAM_PREFIX
+
+        keys = list(self.redis.scan_iter(match=f"{STREAM_PREFIX}*", _type="STREAM"))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xlen(key)
+        return {key.decode().removeprefix(STREAM_PREFIX): length for key, length in zip(keys, pipe.execute(), strict=True)}
 
     def db_connections(self, processes: list[dict]) -> int:
         if self.db == "postgres":
@@ -450,6 +464,7 @@ class Mix:
         elapsed = time.perf_counter() - started
         await sampler
         processes_at_end = await self.probe.ask(self.probe.processes)
+        streams_at_end = await self.probe.ask(self.probe.streams)
         deadline = time.perf_counter() + GRACE
         while self.signals_sent and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
@@ -464,6 +479,7 @@ class Mix:
             "wakeups": {name: percentiles(values) for name, values in self.recorder.wakeups.items() if values},
             "counts": dict(self.counts),
             "processes": {"start": processes_at_start, "end": processes_at_end},
+            "streams": streams_at_end,
             "samples": self.samples,
         }
 
@@ -477,6 +493,7 @@ def sample_columns(sample: dict) -> list[tuple[str, str]]:
         ("429/s", f"{sample['429/s']:.1f}"),
         *memory,
         ("redis keys", str(sample["redis keys"])),
+        ("stream ent.", str(sample["stream entries"])),
         ("db conns", str(sample["db connections"])),
         ("ch.groups", str(sample["channel groups"])),
         ("ch.channels", str(sample["channel-layer channels"])),
@@ -543,6 +560,8 @@ def soak_verdict(samples: list[dict], seconds: float, every: float) -> dict:
 
 
 def checks(result: dict) -> list[dict]:
+    from django.conf import settings
+
     endpoints, counts, sdk = result["endpoints"], result["counts"], result["sdk"]
     statuses = Counter()
     for figures in endpoints.values():
@@ -571,6 +590,11 @@ def checks(result: dict) -> list[dict]:
             "name": "every 429 carried Retry-After",
             "ok": not counts.get("429 without Retry-After"),
             "figures": {"429": statuses.get("429", 0), "without Retry-After": counts.get("429 without Retry-After", 0)},
+        },
+        {
+            "name": "every event stream within its cap (the memory Redis gains as they fill is bounded)",
+            "ok": max(result["streams"].values(), default=0) <= settings.EVENT_STREAM_MAXLEN + STREAM_NODE_ENTRIES,
+            "figures": {"cap": settings.EVENT_STREAM_MAXLEN, **dict(sorted(result["streams"].items()))},
         },
         {
             "name": "the websocket watchers received the feed",

@@ -55,7 +55,10 @@ def decode(body: bytes, content_type: str) -> list[dict[str, Any]]:
         raise BadRequest(f"Not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("The body is not an ExportTraceServiceRequest (a JSON object).")
-    return spans_of(data, ids=lambda value: value)
+    try:
+        return spans_of(data, ids=lambda value: value)
+    except (AttributeError, TypeError, ValueError) as exc:  # a part of the wrong shape: a list for an object...
+        raise BadRequest(f"Not an ExportTraceServiceRequest in OTLP/JSON: {type(exc).__name__}: {exc}") from None
 
 
 def encode_response(content_type: str, rejected: int, message: str) -> bytes:

@@ -200,7 +200,9 @@ INGESTERS: dict[str, Callable[[list, MayActAs], Batch]] = {
 
 
 def _kind(item) -> str | None:
-    return item.get("kind") if isinstance(item, dict) else None
+    """The item's kind; None when it is no object or its kind no string."""
+    kind = item.get("kind") if isinstance(item, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
@@ -211,7 +213,8 @@ def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
         group = list(group)
         handler = INGESTERS.get(kind)
         if handler is None:
-            message = f"Unknown kind {kind!r}; one of: {', '.join(INGESTERS)}."
+            known = ", ".join(INGESTERS)
+            message = f"Unknown kind {kind!r}; one of: {known}." if kind else f'Each item needs a "kind", one of: {known}.'
             results += [
                 {"index": i, "event_id": None, "status": "rejected", **error_body("invalid_kind", message)} for i, _ in group
             ]

@@ -426,6 +426,33 @@ def test_an_otlp_export_in_protobuf_with_nul_in_a_string_is_a_400(api, before):
     assert api.post("/v1/traces", content=otlp_export("fetch"), headers=protobuf).status_code == 200
 
 
+def one_span(**fields) -> dict:
+    """An OTLP/JSON export of one span with `fields`."""
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": uuid.uuid4().hex, "spanId": "ab" * 8, **fields}]}]}]}
+
+
+MISSHAPEN_OTLP = {
+    "resourceSpans not a list": {"resourceSpans": "x"},
+    "a resourceSpans item not an object": {"resourceSpans": [["x"]]},
+    "a resource not an object": {"resourceSpans": [{"resource": "r"}]},
+    "scopeSpans a number": {"resourceSpans": [{"scopeSpans": 5}]},
+    "a kind that is an object": one_span(kind={}),
+    "a status that is a string": one_span(status="bad"),
+    "an attribute key that is an object": one_span(attributes=[{"key": {}, "value": {}}]),
+    "an intValue that is no number": one_span(attributes=[{"key": "a", "value": {"intValue": "abc"}}]),
+    "an arrayValue that is a list": one_span(attributes=[{"key": "a", "value": {"arrayValue": []}}]),
+    "an event that is a number": one_span(events=[1]),
+}
+
+
+@pytest.mark.parametrize("body", MISSHAPEN_OTLP.values(), ids=MISSHAPEN_OTLP.keys())
+def test_an_otlp_json_export_of_the_wrong_shape_is_a_400(api, before, body):
+    """/v1/traces walks OTLP/JSON as sent (it is not in the OpenAPI schema, so the fuzzer does not
+    reach it): any part of the wrong type is the client's 400, not a 500."""
+    assert "ExportTraceServiceRequest" in assert_refused(api.post("/v1/traces", json=body), 400, "invalid")["message"]
+    assert_unchanged(api, before)
+
+
 QUERIES = {
     "an offset past any bigint": "/api/v1/runs?offset=" + "9" * 30,
     "a limit out of range": "/api/v1/runs?limit=0",

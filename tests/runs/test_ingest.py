@@ -58,6 +58,8 @@ def test_bad_items_are_rejected_one_by_one(agent, other_agent):
         {"kind": "run", **mine},
         {"kind": "telepathy"},
         "not an object",
+        {"kind": {"run": True}},  # not a string (schemathesis found this was a 500)
+        {"kind": ["run"]},
         {"kind": "end", "event_id": mine["event_id"], "items_failed": -1},
         {"kind": "end", "event_id": "missing", "status": "success"},
         {"kind": "end", "event_id": foreign.event_id, "status": "success"},
@@ -75,9 +77,13 @@ def test_bad_items_are_rejected_one_by_one(agent, other_agent):
         "rejected",
         "rejected",
         "rejected",
+        "rejected",
+        "rejected",
         "created",
     ]
-    assert [r.get("error", {}).get("code") for r in results[1:7]] == [
+    assert [r.get("error", {}).get("code") for r in results[1:9]] == [
+        "invalid_kind",
+        "invalid_kind",
         "invalid_kind",
         "invalid_kind",
         "invalid",
