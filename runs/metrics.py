@@ -18,6 +18,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, router, transaction
 from django.db.models import BigIntegerField, Count, Func, Max, Min, Sum
 from django.utils import timezone
@@ -278,7 +279,8 @@ class EpochBucket(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_postgresql(self, compiler, connection, **extra):
-        template = "(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / %(interval)d) * %(interval)d)::bigint"
+        # date_part in double precision: EXTRACT's numeric arithmetic took most of the query's time.
+        template = "(FLOOR(date_part('epoch', %(expressions)s) / %(interval)d) * %(interval)d)::bigint"
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
@@ -291,6 +293,18 @@ def _bucket_value(count: int, total: float, low: float, high: float, aggregation
         "max": high,
         "rate": total / interval,
     }[aggregation]
+
+
+def _fetched(values) -> list:
+    """The single column of a values_list queryset, fetched by the database cursor: the ORM's
+    iteration costs about a microsecond a row, most of a query over thousands of points."""
+    try:
+        sql, params = values.query.sql_with_params()
+    except EmptyResultSet:  # e.g. `__in` an empty list: nothing to ask
+        return []
+    with connections[values.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [value for (value,) in cursor.fetchall()]
 
 
 def query(q: MetricQuery) -> dict[str, Any]:
@@ -315,7 +329,7 @@ def query(q: MetricQuery) -> dict[str, Any]:
         for bucket, *row in buckets
     ]
     raw = MetricPoint.objects.filter(series_id__in=series_ids, timestamp__gte=start, timestamp__lte=end)
-    values = sorted(raw.order_by("-timestamp").values_list("value", flat=True)[:MAX_PERCENTILE_POINTS])
+    values = sorted(_fetched(raw.order_by("-timestamp").values_list("value")[:MAX_PERCENTILE_POINTS]))
     summary = {
         "count": len(values),
         "sum": sum(values),

@@ -429,7 +429,8 @@ class MetricPoint(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["series", "timestamp"], name="metricpoint_series_time"),
+            # On PostgreSQL the values are in the index too: a query's points come from it alone.
+            models.Index(fields=["series", "timestamp"], include=["value"], name="metricpoint_series_time"),
             models.Index(fields=["timestamp"], name="metricpoint_time"),
         ]
 

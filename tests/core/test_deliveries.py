@@ -104,17 +104,37 @@ def test_a_dead_receiver_costs_one_try_per_backoff(settings):
 
 
 @pytest.mark.django_db
+def test_records_forwarded_to_a_channel_that_is_down_wait_for_its_backoff_untried():
+    """Neither read nor written again until the channel is tried again: forwarding to a dead
+    receiver costs the rows' insert, no more, until its backoff ends."""
+    NotificationChannel.objects.create(name="dead", kind="webhook", target=DEAD, forwards=["run.ended"])
+    time.sleep(0.01)
+    events.publish_now([events.Event("run.ended", {"run_id": "r0"})])
+    assert notifications.forward_events() == 1  # queued for a worker there is none of: sent here
+    first = Delivery.objects.get()
+    assert notifications.send([first.pk])["tried"] == 1  # fails: the channel is down for 1 s
+    events.publish_now([events.Event("run.ended", {"run_id": f"r{n}"}) for n in range(1, 4)])
+    assert notifications.forward_events() == 0  # written, not queued
+    first.refresh_from_db()
+    waiting = Delivery.objects.exclude(pk=first.pk)
+    assert waiting.count() == 3 and notifications.due_deliveries() == []
+    assert {(d.attempts, d.next_attempt_at) for d in waiting} == {(0, first.next_attempt_at)}
+    assert all(d.last_error.startswith("not tried: the channel is down (ConnectError") for d in waiting)
+    time.sleep(max(0, (first.next_attempt_at - timezone.now()).total_seconds()) + 0.05)
+    assert len(notifications.due_deliveries()) == 4  # the backoff is over: the sweep tries them
+
+
+@pytest.mark.django_db
 def test_one_worker_at_a_time_sends_to_a_channel(eager):
     with http_receiver() as (url, received):
         channel = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
         trying = notifications.CHANNEL_TRYING.format(channel=channel.pk)
         get_redis().set(trying, "1")  # another worker is sending to it
         notifications.notify(Notification(topic="alert.opened", subject="s", text="t"))
-        waiting = Delivery.objects.get()
-        assert (waiting.status, waiting.attempts, received) == ("pending", 0, [])
-        assert waiting.last_error == "not tried yet: another worker was sending to the channel"
+        waiting = Delivery.objects.get()  # left as it was (no write), for the next retry sweep
+        assert (waiting.status, waiting.attempts, waiting.last_error, received) == ("pending", 0, "", [])
+        assert notifications.due_deliveries() == [waiting.pk]
         get_redis().delete(trying)
-        Delivery.objects.update(next_attempt_at=timezone.now())
         assert notifications.send(notifications.due_deliveries())["delivered"] == 1
     assert len(received) == 1 and not get_redis().exists(trying)
 
