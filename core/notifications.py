@@ -104,10 +104,10 @@ def send(ids: list[int]) -> dict[str, int]:
 
     A channel that fails is down for its backoff (1 s, 2 s, 4 s... after its consecutive
     failures, kept in Redis for every worker): its deliveries wait until then without a try, each
-    counting an attempt, in one update without being read. One worker at a time sends to a
-    channel; another finds them as they were, for the next retry sweep. So a dead receiver costs
-    one timeout per backoff and one write per waiting delivery per backoff, and ties up one worker
-    at most."""
+    counting an attempt, in one update for them all. One worker at a time sends to a channel;
+    another leaves them as they were, for the next retry sweep. So a dead receiver costs one
+    timeout per backoff and one write per waiting delivery per backoff, and ties up one worker at
+    most."""
     by_channel: dict[int, list[int]] = defaultdict(list)
     for pk, channel_id in _due().filter(pk__in=ids).order_by("pk").values_list("pk", "channel_id"):
         by_channel[channel_id].append(pk)
@@ -218,12 +218,13 @@ def retry_failed(deliveries) -> int:
 
 
 def forward_events() -> int:
-    """Write a delivery for each event a channel forwards that it was not sent yet, and queue them;
-    how many. Each channel reads each of its event types' streams from where it left off (at
-    first: from when the channel was created), in batches until it has caught up. Serialized by a
-    lock: a slow pass and the next one never read the same events twice (and the database refuses
-    a record twice anyway). Streams keep about EVENT_STREAM_MAXLEN events a type: events trimmed
-    before a pass reads them are not forwarded."""
+    """Write a delivery for each event a channel forwards that it was not sent yet, and queue them
+    (a channel that is down: written waiting for its backoff, not queued); how many were queued.
+    Each channel reads each of its event types' streams from where it left off (at first: from
+    when the channel was created), in batches until it has caught up. Serialized by a lock: a slow
+    pass and the next one never read the same events twice (and the database refuses a record
+    twice anyway). Streams keep about EVENT_STREAM_MAXLEN events a type: events trimmed before a
+    pass reads them are not forwarded."""
     redis = get_redis()
     lock = redis.lock(FORWARD_LOCK, timeout=300, blocking=False)
     if not lock.acquire():
