@@ -7,9 +7,11 @@ stored already, or repeated in the same batch, is reported as a duplicate and st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import pydantic
 from django.db import connections, models, router, transaction
 from django.utils import timezone
@@ -128,7 +130,7 @@ def _values_sql(connection, fields: list[models.Field], values: list[list[Any]])
     UNNEST (as Django's own bulk_create does there): a handful of parameters instead of thousands
     keeps planning and psycopg's query parsing cheap. Elsewhere, a multi-row VALUES."""
     if connection.vendor == "postgresql":
-        casts = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+        casts = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)  # %b: binary (see _cursor)
         return f"SELECT * FROM UNNEST({casts})", [list(column) for column in zip(*values, strict=True)]  # noqa: S608
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     return "VALUES " + ", ".join([row] * len(values)), [value for row_values in values for value in row_values]
@@ -157,7 +159,7 @@ def insert_rows(model: type[models.Model], rows: list[Row], on_conflict: str, re
     tail = f" RETURNING {quote(returning)}" if returning else ""
     chunk = connection.ops.bulk_batch_size(fields, rows) or len(rows)
     found: list[Any] = []
-    with connection.cursor() as cursor:
+    with _cursor(connection) as cursor:
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             values = [[f.get_db_prep_save(_insert_value(f, row, now), connection) for f in fields] for row in part]
@@ -166,6 +168,21 @@ def insert_rows(model: type[models.Model], rows: list[Row], on_conflict: str, re
             if returning:
                 found.extend(value for (value,) in cursor.fetchall())
     return found
+
+
+@contextmanager
+def _cursor(connection):
+    """A cursor for the inserts. On PostgreSQL one that lets the server bind the parameters, sent
+    in binary: Django's psycopg cursor binds them on the client, quoting every value into the SQL
+    text, and an array of strings (the UNNEST columns) is escaped a character at a time in Python,
+    which made inserting JSON rows three times slower. Database errors are Django's, as anywhere."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 RETENTION_BATCH = 10_000  # rows per DELETE: short transactions, however much is old
