@@ -21,6 +21,7 @@ from redis.exceptions import WatchError
 
 from coordination.models import Agent
 from core import events
+from core.authentication import KeyCheck
 from core.redis import get_async_redis, get_redis
 
 STATE_PREFIX = "telemetry:agent:"
@@ -28,6 +29,26 @@ LAST_BEATS = "telemetry:agents:last-beat"  # sorted set: agent id -> time of its
 REGISTRY_SYNCED_UNTIL = "telemetry:agents:registry-synced-until"
 REGISTRY_SYNC_OVERLAP_SECONDS = 1.0
 MARK_TRIES = 3  # transactions one sweep tries on an agent whose state keeps changing under it
+
+
+# KEYS: the agent's state, LAST_BEATS. ARGV: agent id, time of the beat, the state's TTL, 1 to
+# start afresh, the state's fields (a JSON object of strings). Returns the previous state
+# (HGETALL's list).
+BEAT = events.EventScript("""
+local previous = redis.call('HGETALL', KEYS[1])
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[1])
+end
+local state = {}
+for name, value in pairs(cjson.decode(ARGV[5])) do
+  state[#state + 1] = name
+  state[#state + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(state))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return previous
+""")
 
 
 def state_key(agent_id: str) -> str:
@@ -79,9 +100,10 @@ class Heartbeat:
         return events.Event(event_type, data)
 
 
-async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> Heartbeat:
-    """Record a beat (or a start: the state begins afresh). An agent's first beat registers it."""
-    redis = get_async_redis()
+async def beat(agent_id: str, fields: dict[str, Any], key_check: KeyCheck | None = None, start: bool = False) -> Heartbeat:
+    """Record a beat (or a start: the state begins afresh). An agent's first beat registers it.
+    With `key_check`, for the key the request came with: StaleKey, and nothing recorded, when it
+    fails."""
     now = time.time()
     key = state_key(agent_id)
     state = {"agent_id": agent_id, "last_beat": repr(now), "stale": "0", "stopped": "0"}
@@ -99,17 +121,9 @@ async def beat(agent_id: str, fields: dict[str, Any], start: bool = False) -> He
     else:
         event = events.Event("agent.heartbeat", {**state, "progress": float(state["progress"]), "stale": False,
                                                  "stopped": False, "last_beat": isoformat(now)})  # fmt: skip
-    pipe = redis.pipeline(transaction=False)
-    pipe.hgetall(key)
-    if start:
-        pipe.delete(key)
-    pipe.hset(key, mapping=state)
-    pipe.expire(key, settings.AGENT_STATE_TTL)
-    pipe.zadd(LAST_BEATS, {agent_id: now})
-    published = events.queue_publish(pipe, [event])
-    replies = await pipe.execute()
-    await events.announce_new_types(redis, replies[published])
-    previous = replies[0]
+    args = [agent_id, state["last_beat"], settings.AGENT_STATE_TTL, int(start), json.dumps(state)]
+    raw = await BEAT(keys=[key, LAST_BEATS], args=args, events=[event], key_check=key_check)
+    previous = dict(zip(raw[::2], raw[1::2], strict=True))
     heartbeat = started or Heartbeat.from_redis({**previous, **fresh})
     changed = start or previous.get(b"status", b"").decode() != heartbeat.status or previous.get(b"stale") == b"1"
     if changed and await sync_to_async(_register)(heartbeat, start):

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core import events, wakeups
+from core.authentication import KeyCheck
 from core.redis import get_async_redis, get_redis
 
 INBOX_PREFIX = "telemetry:signals:inbox:"
@@ -29,8 +30,9 @@ SEEN_PREFIX = "telemetry:signals:seen:"
 BROADCAST_CHANNEL = "signals:broadcast"
 
 # KEYS: the set; ARGV: the signal (JSON), its TTL in ms, the wake-up channel to notify. The set
-# lives as long as its last signal. One round trip: the wait wakes as soon as it returns.
-SEND = """
+# lives as long as its last signal. One round trip, which also publishes signal.sent: the wait
+# wakes as soon as it returns.
+SEND = events.EventScript("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -39,7 +41,7 @@ if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 redis.call('PUBLISH', ARGV[3], '')
-"""
+""")
 
 # KEYS: the agent's inbox, the broadcasts, the agent's seen set.
 # ARGV: agent id, signal type ('' any), source agent ('' any), take ('1' or '0'), all ('1' or '0').
@@ -93,9 +95,15 @@ def inbox_channel(agent_id: str) -> str:
 
 
 async def send(
-    signal_type: str, source_agent: str, target_agent: str | None, payload: dict[str, Any], ttl_seconds: int | None
+    signal_type: str,
+    source_agent: str,
+    target_agent: str | None,
+    payload: dict[str, Any],
+    ttl_seconds: int | None,
+    key_check: KeyCheck | None = None,
 ) -> dict[str, Any]:
-    """Send a signal to `target_agent`, or to every agent when it is None; returns the signal."""
+    """Send a signal to `target_agent`, or to every agent when it is None; returns the signal.
+    With `key_check`, for the key the request came with: StaleKey, and nothing sent, when it fails."""
     signal = {
         "signal_id": uuid.uuid4().hex,
         "signal_type": signal_type,
@@ -107,8 +115,7 @@ async def send(
     }
     key, channel = (INBOX_PREFIX + target_agent, inbox_channel(target_agent)) if target_agent else (BROADCASTS, BROADCAST_CHANNEL)
     args = [json.dumps(signal), signal["ttl_seconds"] * 1000, wakeups.channel_name(channel)]
-    await get_async_redis().register_script(SEND)(keys=[key], args=args)
-    await events.publish_async(events.Event("signal.sent", signal))
+    await SEND(keys=[key], args=args, events=[events.Event("signal.sent", signal)], key_check=key_check)
     return signal
 
 

@@ -37,19 +37,19 @@ def threshold_param(request) -> float | None:
     return value
 
 
-@async_endpoint({"POST": "coordination:write"}, {"POST": StartIn})
-async def start(request, key, agent_id: str, body: StartIn) -> dict:
+@async_endpoint({"POST": "coordination:write"}, {"POST": StartIn}, key_checked_in_script=frozenset({"POST"}))
+async def start(request, key, agent_id: str, body: StartIn, key_check) -> dict:
     """(Re)start the agent's heartbeat: its live state begins afresh; publishes agent.started."""
     ensure_may_beat(key, agent_id)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
-    return (await heartbeats.beat(agent_id, {"status": "running", **fields}, start=True)).to_dict()
+    return (await heartbeats.beat(agent_id, {"status": "running", **fields}, key_check, start=True)).to_dict()
 
 
-@async_endpoint({"POST": "coordination:write"}, {"POST": BeatIn})
-async def beat(request, key, agent_id: str, body: BeatIn) -> dict:
+@async_endpoint({"POST": "coordination:write"}, {"POST": BeatIn}, key_checked_in_script=frozenset({"POST"}))
+async def beat(request, key, agent_id: str, body: BeatIn, key_check) -> dict:
     """One heartbeat; an agent's first registers it."""
     ensure_may_beat(key, agent_id)
-    return (await heartbeats.beat(agent_id, body.model_dump())).to_dict()
+    return (await heartbeats.beat(agent_id, body.model_dump(), key_check)).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"}, {"POST": StopIn})
@@ -83,13 +83,17 @@ async def stale(request, key) -> list:
     return [h.to_dict() for h in await sync_to_async(heartbeats.stale)(threshold_param(request))]
 
 
-@async_endpoint({"GET": "coordination:read", "POST": "coordination:write", "DELETE": "coordination:write"}, {"POST": SignalIn})
-async def signal_list(request, key, body: SignalIn | None = None):
+@async_endpoint(
+    {"GET": "coordination:read", "POST": "coordination:write", "DELETE": "coordination:write"},
+    {"POST": SignalIn},
+    key_checked_in_script=frozenset({"POST"}),
+)
+async def signal_list(request, key, body: SignalIn | None = None, key_check=None):
     """GET: the signals an agent would receive (a look: nothing is taken). POST: send one, to
     `target_agent` or, when that is null, to every agent. DELETE: drop an agent's signals."""
     if request.method == "POST":
         source = resolve_agent(key, body.source_agent, "source_agent")
-        sent = await signals.send(body.signal_type, source, body.target_agent, body.payload, body.ttl_seconds)
+        sent = await signals.send(body.signal_type, source, body.target_agent, body.payload, body.ttl_seconds, key_check)
         return JsonResponse(sent, status=201)
     agent_id = resolve_agent(key, request.GET.get("agent_id"), "agent_id")
     signal_type = request.GET.get("signal_type", "")

@@ -28,7 +28,15 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.authentication import authenticate_key_async, key_from_header
+from core.authentication import (
+    KeyCheck,
+    StaleKey,
+    authenticate_key_async,
+    forget_known,
+    key_from_header,
+    remembered_key,
+)
+from core.models import AgentKey
 from core.parsers import parse_json
 from core.permissions import SAFE_ALIASES, is_staff
 from core.redis import REDIS_DOWN
@@ -162,13 +170,23 @@ class LimitOffsetPage:
         return Response(data, headers=headers)
 
 
-def async_endpoint(scopes: dict[str, str], bodies: dict[str, type[pydantic.BaseModel]] | None = None):
+def async_endpoint(
+    scopes: dict[str, str],
+    bodies: dict[str, type[pydantic.BaseModel]] | None = None,
+    key_checked_in_script: frozenset[str] = frozenset(),
+):
     """An async JSON view (it holds no thread while it waits): checks the method and the scope it
     needs (`scopes` by method), and CSRF for a session; the view gets the request, the agent key
     (None for staff) and the URL's arguments, and for a method in `bodies` the JSON body checked
     against its schema (`body=`). It returns data for a JSON reply (or a response). API exceptions
     become the API's error reply, a dependency that is down a 503. The OpenAPI schema describes
-    it from the same `scopes` and `bodies` (core.openapi)."""
+    it from the same `scopes` and `bodies` (core.openapi).
+
+    For a method in `key_checked_in_script`, a key this process knows is taken without reading
+    Redis, and the view gets `key_check=` to pass to the one EventScript that does its work (None
+    when the key was read afresh, or for staff). The view must write nothing before that script:
+    when the key changed meanwhile, the script raises StaleKey and the view runs again on the key
+    read afresh."""
     bodies = bodies or {}
 
     def decorate(view):
@@ -178,12 +196,21 @@ def async_endpoint(scopes: dict[str, str], bodies: dict[str, type[pydantic.BaseM
                 scope = scopes.get(SAFE_ALIASES.get(request.method, request.method))
                 if scope is None:
                     raise exceptions.MethodNotAllowed(request.method)
-                key = await authorize(request, scope)
+                checked_in_script = request.method in key_checked_in_script
+                known = remembered_principal(request, scope) if checked_in_script else None
+                key, key_check = known or (await authorize(request, scope), None)
                 if key is None and request.method not in SAFE_METHODS:
                     _check_csrf(request)
                 if request.method in bodies:
                     kwargs["body"] = json_body(request, bodies[request.method])
-                result = await view(request, key, *args, **kwargs)
+                if checked_in_script:
+                    kwargs["key_check"] = key_check
+                try:
+                    result = await view(request, key, *args, **kwargs)
+                except StaleKey:
+                    forget_known(key_check)
+                    key = await authorize(request, scope)
+                    result = await view(request, key, *args, **{**kwargs, "key_check": None})
             except exceptions.APIException as exc:
                 return error_response(exc)
             except Exception as exc:
@@ -241,6 +268,18 @@ async def authorize_principal(authorization: str, get_user: Callable[[], Awaitab
         if user.is_authenticated:
             raise exceptions.PermissionDenied("Only staff may use this with a session.")
         raise exceptions.NotAuthenticated("Log in as staff or send an agent key.")
+    return _with_scope(key, scope)
+
+
+def remembered_principal(request, scope: str) -> tuple[AgentKey, KeyCheck] | None:
+    """The request's agent key if this process knows it (remembered_key) and it holds `scope`,
+    with the check a script must make before acting on it; None to authorize the request."""
+    raw_key = key_from_header(request.headers.get("Authorization", ""))
+    known = remembered_key(raw_key) if raw_key else None
+    return (_with_scope(known[0], scope), known[1]) if known else None
+
+
+def _with_scope(key: AgentKey, scope: str) -> AgentKey:
     if not key.has_scope(scope):
         raise exceptions.PermissionDenied(f"This key lacks the '{scope}' scope.", code="missing_scope")
     return key

@@ -5,6 +5,12 @@ its prefix together with a SHA-256 of the whole key, so a request with a known k
 database query, and in async views no thread either. Saving or deleting a key through the ORM
 (revoking it in the admin, say) forgets it at once; expiry is checked on every request. Without
 Redis the database answers.
+
+Each web process also keeps the Redis entries it read or wrote (remembered_key). An async view whose
+Redis work is one script (core.events.EventScript: a heartbeat) acts on such a key without
+reading Redis first: its script checks, before it writes anything, that the entry is still the one
+read (KeyCheck), and refuses with StaleKey otherwise. A key revoked or changed (its entry
+deleted) is thus refused by the very next request, as when every request reads the entry.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import pickle
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -77,15 +84,62 @@ async def authenticate_key_async(raw_key: str) -> AgentKey:
     """`authenticate_key` for async code: a remembered key, its use recorded lately, costs one
     Redis round trip and no thread (Django's ASGI handler starts a thread for each request's
     first sync_to_async call)."""
+    name = _cache_name(raw_key)
     try:
-        key = _recall(raw_key, await get_async_redis().get(_cache_name(raw_key)))
+        entry = await get_async_redis().get(name)
+        key = _recall(raw_key, entry)
     except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
         logger.warning("agent keys: Redis could not be read (%s); asking the database", exc)
         key = None
     if key is None or key.use_to_record:
         return await sync_to_async(authenticate_key)(raw_key)
     _refuse_expired(key)
+    _know(name, entry, raw_key, key)
     return key
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """For a script acting on a key from remembered_key: the key's Redis entry, and its SHA-1
+    when this process read it."""
+
+    entry: str
+    sha1: str
+
+
+class StaleKey(Exception):
+    """A script's KeyCheck failed: the key changed, was revoked, or its entry expired since this
+    process read it. Authenticate it afresh (authenticate_key_async) and try again."""
+
+
+# The Redis entries of keys this process read or wrote, by entry: (the entry's SHA-1, the digest
+# of the raw key, the key). Cleared when full: a process serves a few keys; a flood costs reads.
+_known_entries: dict[str, tuple[str, str, AgentKey]] = {}
+KNOWN_ENTRIES_MAX = 10_000
+
+
+def _know(name: str, entry: bytes, raw_key: str, key: AgentKey) -> None:
+    if len(_known_entries) >= KNOWN_ENTRIES_MAX:
+        _known_entries.clear()
+    _known_entries[name] = (hashlib.sha1(entry).hexdigest(), _digest(raw_key), key)  # noqa: S324 - Redis's sha1hex
+
+
+def forget_known(check: KeyCheck) -> None:
+    """After a StaleKey: this process's copy of the entry is out of date."""
+    _known_entries.pop(check.entry, None)
+
+
+def remembered_key(raw_key: str) -> tuple[AgentKey, KeyCheck] | None:
+    """The key this process read or wrote for `raw_key`, with the check a script must make before acting
+    on it; None when not read yet, or due to have its use recorded (authenticate it instead).
+    AuthenticationFailed when it has expired."""
+    name = _cache_name(raw_key)
+    known = _known_entries.get(name)
+    if known is None or not hmac.compare_digest(known[1], _digest(raw_key)):
+        return None
+    sha1, _, key = known
+    _refuse_expired(key)
+    return None if key.use_to_record else (key, KeyCheck(name, sha1))
 
 
 def checked_key(raw_key: str) -> AgentKey:
@@ -150,8 +204,10 @@ def _remembered(raw_key: str) -> AgentKey | None:
 
 
 def _remember(raw_key: str, key: AgentKey) -> None:
+    name, entry = _cache_name(raw_key), pickle.dumps((_digest(raw_key), key))
     try:
-        get_redis().set(_cache_name(raw_key), pickle.dumps((_digest(raw_key), key)), ex=KEY_CACHE_SECONDS)
+        get_redis().set(name, entry, ex=KEY_CACHE_SECONDS)
+        _know(name, entry, raw_key, key)
     except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
         logger.warning("agent keys: Redis could not be written (%s)", exc)
 

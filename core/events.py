@@ -22,8 +22,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
+from core.authentication import KeyCheck, StaleKey
 from core.redis import get_async_blocking_redis, get_async_redis, get_redis
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ ANNOUNCED_HOURS = 2  # how long publish_once remembers it: the sweeps look back 
 EVENT_TYPE = r"[A-Za-z0-9_.:-]{1,100}"
 # The server's own event types: agents read them but may not publish them.
 RESERVED_PREFIXES = ("run.", "agent.", "signal.", "approval.")
+ENTRY_FIELDS = ("event_type", "timestamp", "source", "data")
+STALE_KEY = "STALE_KEY the agent key changed since this process read it"
 
 
 def valid_event_type(event_type: str) -> bool:
@@ -120,8 +123,11 @@ class Event:
 
     def fields(self) -> tuple[str, ...]:
         """The stream entry, as XADD takes it: field, value, field, value..."""
-        data = json.dumps(self.data, default=_json_default)
-        return ("event_type", self.event_type, "timestamp", self.timestamp, "source", self.source, "data", data)
+        return tuple(value for pair in zip(ENTRY_FIELDS, self.values(), strict=True) for value in pair)
+
+    def values(self) -> tuple[str, str, str, str]:
+        """The stream entry's values, in the order of ENTRY_FIELDS."""
+        return self.event_type, self.timestamp, self.source, json.dumps(self.data, default=_json_default)
 
 
 def _json_default(value: Any) -> str:
@@ -160,6 +166,56 @@ async def announce_new_types(client, added_types: int) -> None:
     """After a pipeline that published (queue_publish): wake the live feed if the types were new."""
     if added_types:
         await client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
+
+
+# The end of an EventScript: after the script's own ARGV come each event's type, timestamp,
+# source and data, the streams' cap, the number of events, and the key check (entry and SHA-1,
+# or two empty strings). The keys it reads and writes are named here, not passed in KEYS: fewer
+# arguments to pack, and the server is not a cluster.
+_EVENT_SCRIPT_LUA = f"""
+local key_entry, key_sha1 = ARGV[#ARGV - 1], ARGV[#ARGV]
+if key_entry ~= '' and redis.sha1hex(redis.call('GET', key_entry) or '') ~= key_sha1 then
+  return redis.error_reply('{STALE_KEY}')
+end
+local answer = run()
+local count, cap = tonumber(ARGV[#ARGV - 2]), ARGV[#ARGV - 3]
+local added = 0
+for first = #ARGV - 3 - 4 * count, #ARGV - 4, 4 do
+  local event_type = ARGV[first]
+  added = added + redis.call('SADD', '{TYPES_KEY}', event_type)
+  redis.call('XADD', '{STREAM_PREFIX}' .. event_type, 'MAXLEN', '~', cap, '*', 'event_type', event_type,
+    'timestamp', ARGV[first + 1], 'source', ARGV[first + 2], 'data', ARGV[first + 3])
+  redis.call('HINCRBY', '{PUBLISHED_KEY}', event_type, 1)
+end
+if added > 0 then
+  redis.call('XADD', '{NEW_TYPES_KEY}', 'MAXLEN', '~', 100, '*', 'count', added)
+end
+return answer
+"""
+
+
+class EventScript:
+    """A Lua script that publishes events in its own round trip, atomically with its work: one
+    EVALSHA with few arguments, where a pipeline of the work and the publication packs and parses a
+    dozen commands in Python. `body` reads its own ARGV from the first (not through #ARGV, which
+    counts the events') and returns the script's answer.
+
+    With a key check (core.authentication.remembered_key), the script first makes sure the key's
+    Redis entry is the one this process knows, and otherwise raises StaleKey, having done nothing."""
+
+    def __init__(self, body: str):
+        self.source = f"local function run()\n{body}\nend\n{_EVENT_SCRIPT_LUA}"
+
+    async def __call__(self, keys: list[str], args: list, events: list[Event], key_check: KeyCheck | None = None) -> Any:
+        published = [value for event in events for value in event.values()]
+        check = [key_check.entry, key_check.sha1] if key_check else ["", ""]
+        args = [*args, *published, settings.EVENT_STREAM_MAXLEN, len(events), *check]
+        try:
+            return await get_async_redis().register_script(self.source)(keys=keys, args=args)
+        except ResponseError as exc:
+            if str(exc) == STALE_KEY:
+                raise StaleKey from None
+            raise
 
 
 def queue_publish(pipe, events: list[Event]) -> int:

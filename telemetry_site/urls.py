@@ -10,6 +10,14 @@ from runs.views import otlp_traces
 from streaming.views import live_page
 
 urlpatterns = [
+    # The API first, its busiest paths (heartbeats, signals, ingest) foremost: Django tries the
+    # patterns in order, and a heartbeat resolved behind the others spent 60 us there.
+    path("api/v1/", include("coordination.urls")),
+    path("api/v1/", include("runs.urls")),
+    path("api/v1/", include("approvals.urls")),
+    path("api/v1/", include("streaming.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("metrics", metrics, name="metrics"),
@@ -20,12 +28,6 @@ urlpatterns = [
     path("traces/", traces_page, name="traces"),
     path("traces/<id:trace_id>/", trace_page, name="trace"),
     path("approvals/open/<id:token>/", open_link, name="approval-link"),
-    path("api/v1/", include("runs.urls")),
-    path("api/v1/", include("coordination.urls")),
-    path("api/v1/", include("approvals.urls")),
-    path("api/v1/", include("streaming.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 
 handler404 = "core.views.not_found"

@@ -4,6 +4,7 @@ not keep one each."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +16,10 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 from rest_framework import exceptions
 
-from core.authentication import authenticate_key, authenticate_key_async, checked_key
+from coordination import heartbeats, signals
+from core import events
+from core.authentication import authenticate_key, authenticate_key_async, checked_key, remembered_key
+from core.redis import get_redis
 from tests.conftest import key_client, make_key
 from tests.services import asgi_server
 
@@ -96,6 +100,69 @@ def test_a_remembered_key_still_expires():
     with mock.patch("django.utils.timezone.now", return_value=later), pytest.raises(exceptions.AuthenticationFailed) as refused:
         checked_key(raw)
     assert refused.value.detail.code == "expired_key"
+
+
+def test_a_key_this_process_read_is_known_by_the_sha1_of_its_redis_entry():
+    key, raw = make_key("alpha")
+    assert remembered_key(raw) is None
+    async_to_sync(authenticate_key_async)(raw)  # asks the database, writes the entry
+    known, check = remembered_key(raw)
+    assert known.pk == key.pk
+    assert check.sha1 == hashlib.sha1(get_redis().get(check.entry)).hexdigest()  # noqa: S324
+    prefix, _, secret = raw.partition(".")
+    assert remembered_key(f"{prefix}.{secret[::-1]}") is None
+    later = timezone.now() + timedelta(hours=2)
+    _, expiring_raw = make_key("beta", expiry_date=timezone.now() + timedelta(hours=1))
+    async_to_sync(authenticate_key_async)(expiring_raw)
+    with mock.patch("django.utils.timezone.now", return_value=later), pytest.raises(exceptions.AuthenticationFailed):
+        remembered_key(expiring_raw)
+
+
+BEAT = "/api/v1/agents/alpha/heartbeat"
+
+
+@pytest.mark.parametrize(
+    ("change", "answer"), [("revoked", 401), ("deleted", 401), ("scope taken away", 403), ("entry expired", 200)]
+)
+def test_a_beat_on_a_key_known_here_that_changed_is_checked_afresh_and_records_nothing_when_refused(change, answer):
+    """A heartbeat acts on a key this process knows without reading Redis first; its script
+    checks the key's entry before writing. Whatever changed the key, the beat is answered as the
+    key is now, and a refused beat leaves the agent's state and the event stream as they were."""
+    key, raw = make_key("alpha")
+    client = key_client(raw)
+    assert client.post(BEAT, {"status": "first"}, format="json").status_code == 200
+    _, check = remembered_key(raw)
+    if change == "revoked":
+        key.revoked = True
+        key.save()
+    elif change == "deleted":
+        key.delete()
+    elif change == "scope taken away":
+        key.scopes = ["coordination:read"]
+        key.save()
+    else:
+        get_redis().delete(check.entry)
+    assert remembered_key(raw)[1] == check  # this process still has the entry it read
+    response = client.post(BEAT, {"status": "second"}, format="json")
+    assert response.status_code == answer, response.content
+    recorded = ["first", "second"] if answer == 200 else ["first"]
+    assert [event["data"]["status"] for event in events.recent("agent.heartbeat", 10)] == recorded
+    assert async_to_sync(heartbeats.status)("alpha").status == recorded[-1]
+    if answer == 200:  # known again, by the entry now in Redis
+        assert remembered_key(raw)[1].sha1 == hashlib.sha1(get_redis().get(check.entry)).hexdigest()  # noqa: S324
+
+
+def test_a_signal_sent_on_a_key_known_here_that_was_revoked_is_refused_and_never_delivered():
+    key, raw = make_key("alpha")
+    client = key_client(raw)
+    signal = {"signal_type": "go", "target_agent": "beta"}
+    assert client.post("/api/v1/signals", signal, format="json").status_code == 201
+    assert remembered_key(raw) is not None
+    key.revoked = True
+    key.save()
+    assert client.post("/api/v1/signals", {**signal, "signal_type": "stop"}, format="json").status_code == 401
+    assert [event["data"]["signal_type"] for event in events.recent("signal.sent", 10)] == ["go"]
+    assert [pending["signal_type"] for pending in async_to_sync(signals.pending)("beta")] == ["go"]
 
 
 def test_without_redis_the_database_answers(settings):
