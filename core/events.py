@@ -148,30 +148,16 @@ def publish_now(events: Iterable[Event]) -> list[str]:
 
 
 def announce_new_types_now(client, added_types: int) -> None:
-    """announce_new_types for sync code."""
+    """After a pipeline that published (queue_publish): wake the live feed if the types were new."""
     if added_types:
         client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
 
 
-async def publish_async(*events: Event) -> None:
-    """publish_now for async code (no transaction to wait for: call it after writing)."""
-    client = get_async_redis()
-    pipe = client.pipeline(transaction=False)
-    _queue_publish(pipe, list(events))
-    added_types, *_ = await pipe.execute()
-    await announce_new_types(client, added_types)
-
-
-async def announce_new_types(client, added_types: int) -> None:
-    """After a pipeline that published (queue_publish): wake the live feed if the types were new."""
-    if added_types:
-        await client.xadd(NEW_TYPES_KEY, {"count": added_types}, maxlen=100, approximate=True)
-
-
-# The end of an EventScript: after the script's own ARGV come each event's type, timestamp,
-# source and data, the streams' cap, the number of events, and the key check (entry and SHA-1,
-# or two empty strings). The keys it reads and writes are named here, not passed in KEYS: fewer
-# arguments to pack, and the server is not a cluster.
+# The end of an EventScript, what _queue_publish and announce_new_types_now do from a pipeline:
+# after the script's own ARGV come each event's type, timestamp, source and data, the streams'
+# cap, the number of events, and the key check (entry and SHA-1, or two empty strings). The keys
+# it reads and writes are named here, not passed in KEYS: fewer arguments to pack, and the server
+# is not a cluster.
 _EVENT_SCRIPT_LUA = f"""
 local key_entry, key_sha1 = ARGV[#ARGV - 1], ARGV[#ARGV]
 if key_entry ~= '' and redis.sha1hex(redis.call('GET', key_entry) or '') ~= key_sha1 then
@@ -218,9 +204,17 @@ class EventScript:
             raise
 
 
+_PUBLISH = EventScript("return nil")
+
+
+async def publish_async(*events: Event) -> None:
+    """publish_now for async code (no transaction to wait for: call it after writing)."""
+    await _PUBLISH(keys=[], args=[], events=list(events))
+
+
 def queue_publish(pipe, events: list[Event]) -> int:
     """Queue the publication of `events` on a pipeline of other commands (one round trip for
-    both); returns the index of the result to pass to announce_new_types."""
+    both); returns the index of the result to pass to announce_new_types_now."""
     index = len(pipe)
     _queue_publish(pipe, events)
     return index
