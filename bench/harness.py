@@ -56,14 +56,16 @@ def environment(db: str):
 
 class Load:
     """Sends prepared POSTs over `concurrency` keep-alive connections until they run out or
-    `seconds` pass. `path` is one path for every body, or a list of paths, one per body.
+    `seconds` pass. `path` is one path for every body, or a list of paths, one per body. `base`
+    is one server's URL, or several, the connections spread evenly across them.
 
     A bare HTTP/1.1 client rather than httpx: on these two cores httpx tops out near 800 requests
     a second, fewer with more connections, which would measure the client instead of the server
     (a bare ASGI app answers this client ~20,000 times a second)."""
 
-    def __init__(self, base: str, headers: dict, concurrency: int, seconds: float):
-        self.base, self.headers, self.concurrency, self.seconds = base, headers, concurrency, seconds
+    def __init__(self, base: str | list[str], headers: dict, concurrency: int, seconds: float):
+        self.bases = [base] if isinstance(base, str) else base
+        self.headers, self.concurrency, self.seconds = headers, concurrency, seconds
 
     def run(self, path: str | list[str], bodies: list[bytes], expect: set[int]) -> dict:
         return asyncio.run(self._run(path, bodies, expect))
@@ -75,8 +77,8 @@ class Load:
         start = time.perf_counter()
         deadline = start + self.seconds
 
-        async def worker():
-            async with Connection(self.base, self.headers) as connection:
+        async def worker(base: str):
+            async with Connection(base, self.headers) as connection:
                 for url, body in queue:
                     if time.perf_counter() > deadline:
                         return
@@ -86,7 +88,7 @@ class Load:
                     if status not in expect:
                         failures.append(status)
 
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        await asyncio.gather(*(worker(self.bases[n % len(self.bases)]) for n in range(self.concurrency)))
         elapsed = time.perf_counter() - start
         if failures:
             raise RuntimeError(f"{len(failures)} unexpected answers, e.g. {failures[:5]}")

@@ -72,7 +72,11 @@ class Heartbeat:
 
     @classmethod
     def from_redis(cls, raw: dict[bytes, bytes]) -> Heartbeat:
-        state = {key.decode(): value.decode() for key, value in raw.items()}
+        return cls.from_state({key.decode(): value.decode() for key, value in raw.items()})
+
+    @classmethod
+    def from_state(cls, state: dict[str, str]) -> Heartbeat:
+        """From the state's fields as stored."""
         return cls(
             agent_id=state["agent_id"],
             status=state.get("status", ""),
@@ -114,8 +118,7 @@ async def beat(agent_id: str, fields: dict[str, Any], key_check: KeyCheck | None
         state["metadata"] = json.dumps(fields["metadata"] or {})
     # One round trip: the previous state, the new one, and the event. A beat's event carries what
     # the beat set (the live page merges it into what it knows); a start's, the whole state.
-    fresh = encoded(state)
-    started = Heartbeat.from_redis(fresh) if start else None
+    started = Heartbeat.from_state(state) if start else None
     if started:
         event = started.event("agent.started")
     else:
@@ -123,17 +126,12 @@ async def beat(agent_id: str, fields: dict[str, Any], key_check: KeyCheck | None
                                                  "stopped": False, "last_beat": isoformat(now)})  # fmt: skip
     args = [agent_id, state["last_beat"], settings.AGENT_STATE_TTL, int(start), json.dumps(state)]
     raw = await BEAT(keys=[key, LAST_BEATS], args=args, events=[event], key_check=key_check)
-    previous = dict(zip(raw[::2], raw[1::2], strict=True))
-    heartbeat = started or Heartbeat.from_redis({**previous, **fresh})
-    changed = start or previous.get(b"status", b"").decode() != heartbeat.status or previous.get(b"stale") == b"1"
+    previous = {name.decode(): value.decode() for name, value in zip(raw[::2], raw[1::2], strict=True)}
+    heartbeat = started or Heartbeat.from_state({**previous, **state})
+    changed = start or previous.get("status", "") != heartbeat.status or previous.get("stale") == "1"
     if changed and await sync_to_async(_register)(heartbeat, start):
         await events.publish_async(heartbeat.event("agent.recovered"))
     return heartbeat
-
-
-def encoded(state: dict[str, str]) -> dict[bytes, bytes]:
-    """A state as Redis returns it."""
-    return {name.encode(): value.encode() for name, value in state.items()}
 
 
 def isoformat(timestamp: float) -> str:

@@ -86,13 +86,26 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 class DeliveryAdmin(admin.ModelAdmin):
     """The delivery log: every message to every channel, with its status and last error."""
 
-    list_display = ["created_at", "topic", "channel", "status", "attempts", "next_attempt_at", "delivered_at", "last_error"]
+    list_display = [
+        "created_at",
+        "topic",
+        "records",
+        "channel",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "last_error",
+    ]
     list_filter = ["status", "channel", "topic"]
     search_fields = ["topic", "record_id", "last_error"]
     date_hierarchy = "created_at"
     list_select_related = ["channel"]
     readonly_fields = [f.name for f in Delivery._meta.fields]
     actions = ["retry"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("records_json")  # a batch's records: hundreds of kilobytes
 
     def has_add_permission(self, request) -> bool:
         return False

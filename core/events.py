@@ -9,6 +9,7 @@ that caused it still succeeds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -22,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import NoScriptError, ResponseError, WatchError
 
 from core.authentication import KeyCheck, StaleKey
 from core.redis import get_async_blocking_redis, get_async_redis, get_redis
@@ -191,13 +192,18 @@ class EventScript:
 
     def __init__(self, body: str):
         self.source = f"local function run()\n{body}\nend\n{_EVENT_SCRIPT_LUA}"
+        self.sha1 = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()  # its EVALSHA name
 
     async def __call__(self, keys: list[str], args: list, events: list[Event], key_check: KeyCheck | None = None) -> Any:
         published = [value for event in events for value in event.values()]
         check = [key_check.entry, key_check.sha1] if key_check else ["", ""]
-        args = [*args, *published, settings.EVENT_STREAM_MAXLEN, len(events), *check]
+        args = [*keys, *args, *published, settings.EVENT_STREAM_MAXLEN, len(events), *check]
+        client = get_async_redis()
         try:
-            return await get_async_redis().register_script(self.source)(keys=keys, args=args)
+            try:  # as redis-py's registered scripts do, without making one (and hashing it) a call
+                return await client.evalsha(self.sha1, len(keys), *args)
+            except NoScriptError:
+                return await client.eval(self.source, len(keys), *args)  # which loads it for the next
         except ResponseError as exc:
             if str(exc) == STALE_KEY:
                 raise StaleKey from None

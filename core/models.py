@@ -139,9 +139,10 @@ class NotificationChannel(models.Model):
 
 
 class Delivery(models.Model):
-    """One message to one channel: a notification (an approval to decide, an alert) or a forwarded
-    record (an event). A worker sends it at once; a failed one waits `backoff` and is sent again
-    by beat's retry sweep, until delivered or out of attempts (DELIVERY_MAX_ATTEMPTS)."""
+    """One message to one channel: a notification (an approval to decide, an alert) or a batch of
+    forwarded records (events of one type, in stream order). A worker sends it at once; a failed
+    one waits `backoff` and is sent again by beat's retry sweep, until delivered or out of
+    attempts (DELIVERY_MAX_ATTEMPTS)."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -151,9 +152,11 @@ class Delivery(models.Model):
     channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
     topic = models.CharField(max_length=200, db_index=True)
     record_id = models.CharField(
-        max_length=300, blank=True, default="", help_text="A forwarded event's type and stream id: sent once per channel."
+        max_length=300, blank=True, default="", help_text="Forwarded events' type and first..last stream ids: sent once."
     )
     notification = models.JSONField(help_text="What is sent: topic, subject, text, link, data.")
+    records = models.PositiveIntegerField(default=0, help_text="The forwarded events it carries (0: a notification).")
+    records_json = models.TextField(blank=True, default="", help_text="The forwarded events: their JSON array, as sent.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")

@@ -2,10 +2,11 @@
 records).
 
 Each message to each channel is a `Delivery` row: `notify()` writes them (a notification to the
-channels that hear its topic) and `forward_events()` writes one per event a channel forwards; a
-worker sends them (`send()`), never the request path, so a dead mail server or webhook never
-slows an agent. A failed one is tried again after an exponential backoff by beat's retry sweep,
-until delivered or out of attempts; the admin shows each one's status and retries failed ones.
+channels that hear its topic) and `forward_events()` writes one per batch of events (up to
+FORWARD_BATCH of a type, oldest first) a channel forwards; a worker sends them (`send()`), never
+the request path, so a dead mail server or webhook never slows an agent. A failed one is tried
+again after an exponential backoff by beat's retry sweep, until delivered or out of attempts;
+the admin shows each one's status and retries failed ones.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ TRY_LOCK_SECONDS = 60  # one worker sends to a channel at a time; longer than an
 DELIVERY_ERRORS = (httpx.HTTPError, OSError)
 BACKOFF_MAX_SECONDS = 600
 DUE_BATCH = 500  # deliveries one retry sweep sends
-FORWARD_BATCH = 1000  # events of one type read at once for a channel
+FORWARD_BATCH = 500  # events of one type read at once for a channel, and sent in one message
 FORWARD_MAX_BATCHES = 50  # batches of one type one forwarding pass reads for a channel; the next pass goes on
 FORWARD_CURSOR = "telemetry:forward:{channel}:{event_type}"  # the last stream id forwarded
 FORWARD_LOCK = "telemetry:forward:lock"
@@ -52,6 +53,33 @@ CHANNEL_DOWN = "telemetry:channel:{channel}:down"  # the last error, for as long
 CHANNEL_FAILURES = "telemetry:channel:{channel}:failures"  # consecutive failures: its backoff
 CHANNEL_TRYING = "telemetry:channel:{channel}:trying"  # a worker is sending to the channel
 CHANNEL_HEALTH = (CHANNEL_DOWN, CHANNEL_FAILURES)  # forgotten when it delivers again
+
+
+# KEYS: a stream. ARGV: the id to read from, how many at most, the stream's event type. Returns
+# the first and last ids read, how many, and the events as a JSON array of what events.decode()
+# returns, made here from the entries as stored: parsing and writing each in Python was most of
+# forwarding's cost. Nothing when there is nothing to read.
+READ_RECORDS = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+if #entries == 0 then
+  return {}
+end
+local records = {}
+for i, entry in ipairs(entries) do
+  local field = {}
+  for j = 1, #entry[2], 2 do
+    field[entry[2][j]] = entry[2][j + 1]
+  end
+  local data = field.data
+  if data == nil or data == '' then
+    data = '{}'
+  end
+  records[i] = '{"event_id": "' .. entry[1] .. '", "event_type": ' .. cjson.encode(field.event_type or ARGV[3])
+    .. ', "timestamp": ' .. (field.timestamp and cjson.encode(field.timestamp) or 'null')
+    .. ', "source": ' .. (field.source and cjson.encode(field.source) or 'null') .. ', "data": ' .. data .. '}'
+end
+return {entries[1][1], entries[#entries][1], #entries, '[' .. table.concat(records, ', ') .. ']'}
+"""
 
 
 @dataclass
@@ -133,9 +161,10 @@ def send(ids: list[int]) -> dict[str, int]:
 
 
 def _read(ids: list[int], chunk: int = 50):
-    """The deliveries `ids` (ascending), read `chunk` at a time: a channel found down stops the reading."""
+    """The deliveries `ids` (ascending), read `chunk` at a time: a channel found down stops the
+    reading. Without their records (read when one is tried): a batch is hundreds of kilobytes."""
     for start in range(0, len(ids), chunk):
-        yield from Delivery.objects.filter(pk__in=ids[start : start + chunk]).order_by("pk")
+        yield from Delivery.objects.filter(pk__in=ids[start : start + chunk]).defer("records_json").order_by("pk")
 
 
 def _try(channel: NotificationChannel, delivery: Delivery, outcome: dict[str, int]) -> int:
@@ -148,7 +177,7 @@ def _try(channel: NotificationChannel, delivery: Delivery, outcome: dict[str, in
         return 0
     outcome["tried"] += 1
     try:
-        deliver(channel, Notification(**delivery.notification))
+        deliver(channel, Notification(**delivery.notification), delivery.records_json if delivery.records else "")
     except Exception as exc:  # whatever failed, the delivery must not stay due forever
         if not isinstance(exc, DELIVERY_ERRORS):
             logger.exception("notifications: delivery %s to %s failed unexpectedly", delivery.pk, channel)
@@ -218,13 +247,14 @@ def retry_failed(deliveries) -> int:
 
 
 def forward_events() -> int:
-    """Write a delivery for each event a channel forwards that it was not sent yet, and queue them
-    (a channel that is down: written waiting for its backoff, not queued); how many were queued.
+    """Write the events each channel forwards that it was not sent yet as deliveries, up to
+    FORWARD_BATCH events each, and queue them (a channel that is down: written waiting for its
+    backoff, not queued); how many events were queued.
     Each channel reads each of its event types' streams from where it left off (at first: from
     when the channel was created), in batches until it has caught up. Serialized by a lock: a slow
-    pass and the next one never read the same events twice (and the database refuses a record
+    pass and the next one never read the same events twice (and the database refuses a batch
     twice anyway). Streams keep about EVENT_STREAM_MAXLEN events a type: events trimmed before a
-    pass reads them are not forwarded."""
+    pass reads them are not forwarded (it logs a warning)."""
     redis = get_redis()
     lock = redis.lock(FORWARD_LOCK, timeout=300, blocking=False)
     if not lock.acquire():
@@ -257,52 +287,75 @@ def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
     cursor = redis.get(cursor_key)
     stream = events.stream_key(event_type)
     since = f"({cursor.decode()}" if cursor else f"{int(channel.created_at.timestamp() * 1000)}-0"
+    if cursor:
+        _warn_if_trimmed(redis, stream, cursor.decode(), channel)
     # A channel that is down gets its records as waiting for its backoff, for the retry sweep.
     down = _down(channel)
     waits = {"last_error": down[0], "next_attempt_at": down[1]} if down else {}
     queued = 0
     for _ in range(FORWARD_MAX_BATCHES):
-        entries = redis.xrange(stream, min=since, max="+", count=FORWARD_BATCH)
-        if not entries:
+        read = redis.register_script(READ_RECORDS)(keys=[stream], args=[since, FORWARD_BATCH, event_type])
+        if not read:
             break
-        records = [events.decode(event_type, entry_id, fields) for entry_id, fields in entries]
-        # One INSERT per chunk, returning the new rows' ids (a record already sent is skipped):
-        # a model instance per record cost more than its insert. vars(), not asdict(): no deep copy.
-        rows = [{"channel_id": channel.pk, "topic": event_type, "record_id": f"{event_type}:{record['event_id']}",
-                 "notification": vars(_record(record)), **waits} for record in records]  # fmt: skip
-        ids = insert_rows(Delivery, rows, "ON CONFLICT DO NOTHING", returning="id")
-        since = f"({entries[-1][0].decode()}"
-        redis.set(cursor_key, entries[-1][0])
+        first, last, count, records = read[0].decode(), read[1].decode(), read[2], read[3].decode()
+        row = {"channel_id": channel.pk, "topic": event_type, "record_id": f"{event_type}:{first}..{last}",
+               "notification": vars(_records(event_type, count, first, last)), "records": count,
+               "records_json": records, **waits}  # fmt: skip
+        ids = insert_rows(Delivery, [row], "ON CONFLICT DO NOTHING", returning="id")  # a batch already sent is skipped
+        since = f"({last}"
+        redis.set(cursor_key, last)
         if not down:
             queue(ids)
-            queued += len(ids)
-        if len(entries) < FORWARD_BATCH:
+            queued += count if ids else 0
+        if count < FORWARD_BATCH:
             break
     return queued
 
 
-def _record(event: dict[str, Any]) -> Notification:
+def _warn_if_trimmed(redis, stream: str, cursor: str, channel: NotificationChannel) -> None:
+    """Log when the stream's oldest event is newer than the last one forwarded: the events between
+    may have been trimmed unread (the stream keeps about EVENT_STREAM_MAXLEN)."""
+    oldest = redis.xrange(stream, count=1)
+    if oldest and _stream_id(oldest[0][0].decode()) > _stream_id(cursor):
+        logger.warning(
+            "forwarding to %s: %s's events after %s up to %s may have been trimmed before they were "
+            "forwarded; raise EVENT_STREAM_MAXLEN or forward more often (FORWARD_SECONDS)",
+            channel, stream, cursor, oldest[0][0].decode(),
+        )  # fmt: skip
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, sequence = entry_id.split("-")
+    return int(milliseconds), int(sequence)
+
+
+def _records(event_type: str, count: int, first: str, last: str) -> Notification:
+    """What tells of `count` forwarded events of one type (the events themselves go beside it)."""
     return Notification(
-        topic=event["event_type"],
-        subject=f"{event['event_type']} {event['event_id']}",
-        text=json.dumps(event["data"], default=str),
-        data=event,
+        topic=event_type,
+        subject=f"{count} {event_type} record{'s' if count > 1 else ''}",
+        text=f"{event_type} events {first} to {last}",
     )
 
 
-def deliver(channel: NotificationChannel, notification: Notification) -> str:
-    """Send now; a line saying what was done. Raises on failure (the task retries)."""
-    message = f"{notification.text}\n\n{notification.link}" if notification.link else notification.text
+def deliver(channel: NotificationChannel, notification: Notification, records_json: str = "") -> str:
+    """Send now, with the forwarded events `records_json` (a JSON array) if any; a line saying
+    what was done. Raises on failure (the task retries)."""
     if channel.kind == NotificationChannel.Kind.EMAIL:
+        message = f"{notification.text}\n\n{notification.link}" if notification.link else notification.text
+        records = json.loads(records_json) if records_json else []  # one JSON line each
+        message = "\n".join([message, *(json.dumps(record) for record in records)])
         subject = " ".join(notification.subject.split())  # a header: one line, whatever an agent wrote
         send_mail(subject, message, settings.DEFAULT_FROM_EMAIL, channel.recipients())
         return f"mailed {', '.join(channel.recipients())}"
     if channel.kind == NotificationChannel.Kind.SLACK:
         link = f"\n<{notification.link}|Open>" if notification.link else ""
-        payload = {"text": f"*{notification.subject}*\n{notification.text}{link}"}
+        body = json.dumps({"text": f"*{notification.subject}*\n{notification.text}{link}"})
     else:
-        payload = {"text": f"{notification.subject}\n{message}", **asdict(notification)}
-    body = json.dumps(payload, default=str).encode()
+        body = json.dumps(asdict(notification), default=str)
+        if records_json:  # beside the rest, as stored: a JSON object's text ends with its brace
+            body = f'{body[:-1]}, "records": {records_json}}}'
+    body = body.encode()
     response = httpx.post(channel.target, content=body, headers=signed_headers(channel.secret, body), timeout=WEBHOOK_TIMEOUT)
     response.raise_for_status()
     return f"posted to {channel.target}: {response.status_code}"

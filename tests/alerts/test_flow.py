@@ -47,4 +47,4 @@ def test_beat_and_a_worker_alert_resolve_and_forward(server_env):
             time.sleep(3)  # more sweeps, evaluations and forwarding passes: nothing is sent twice
     assert sorted(topics(received)) == ["alert.closed", "alert.opened", "run.ended"]
     forwarded = next(json.loads(r["body"]) for r in received if json.loads(r["body"])["topic"] == "run.ended")
-    assert forwarded["data"]["data"]["event_id"] == run["event_id"]
+    assert [record["data"]["event_id"] for record in forwarded["records"]] == [run["event_id"]]

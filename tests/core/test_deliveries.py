@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.core import mail
 from django.utils import timezone
 
 from core import events, notifications
@@ -39,10 +40,55 @@ def test_forwarded_events_are_signed_and_sent_once(eager):
         events.publish_now([events.Event("run.started", {"run_id": "r9"})])  # not a type it forwards
         assert notifications.forward_events() == 3
         assert notifications.forward_events() == 0
-    bodies = [verified(channel, request) for request in received]
-    assert [body["data"]["data"]["run_id"] for body in bodies] == ["r0", "r1", "r2"]
-    assert {body["topic"] for body in bodies} == {"run.ended"}
-    assert list(Delivery.objects.values_list("status", flat=True)) == ["delivered"] * 3
+    [body] = [verified(channel, request) for request in received]  # one message for the three
+    assert [record["data"]["run_id"] for record in body["records"]] == ["r0", "r1", "r2"]
+    assert body["records"] == events.recent("run.ended", 3)  # as the API reads them from the stream
+    assert (body["topic"], body["subject"]) == ("run.ended", "3 run.ended records")
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.records) == ("delivered", 3)
+    first, last = body["records"][0]["event_id"], body["records"][-1]["event_id"]
+    assert delivery.record_id == f"run.ended:{first}..{last}"
+
+
+@pytest.mark.django_db
+def test_forwarded_events_are_sent_in_batches_in_stream_order(eager, monkeypatch):
+    monkeypatch.setattr(notifications, "FORWARD_BATCH", 4)
+    with http_receiver() as (url, received):
+        NotificationChannel.objects.create(name="sink", kind="webhook", target=url, forwards=["run.ended"])
+        time.sleep(0.01)
+        events.publish_now([events.Event("run.ended", {"run_id": f"r{n}"}) for n in range(10)])
+        assert notifications.forward_events() == 10
+        events.publish_now([events.Event("run.ended", {"run_id": "r10"})])
+        assert notifications.forward_events() == 1
+    batches = [[record["data"]["run_id"] for record in json.loads(r["body"])["records"]] for r in received]
+    assert batches == [["r0", "r1", "r2", "r3"], ["r4", "r5", "r6", "r7"], ["r8", "r9"], ["r10"]]
+    assert sorted(Delivery.objects.values_list("records", flat=True)) == [1, 2, 4, 4]
+
+
+@pytest.mark.django_db
+def test_records_forwarded_by_mail_list_each_event(eager):
+    NotificationChannel.objects.create(name="archive", kind="email", target="ops@example.com", forwards=["run.ended"])
+    time.sleep(0.01)
+    events.publish_now([events.Event("run.ended", {"run_id": f"r{n}"}) for n in range(2)])
+    assert notifications.forward_events() == 2
+    [message] = mail.outbox
+    assert message.subject == "2 run.ended records"
+    lines = message.body.splitlines()
+    assert [json.loads(line)["data"]["run_id"] for line in lines[1:]] == ["r0", "r1"]
+
+
+@pytest.mark.django_db
+def test_events_trimmed_before_they_were_forwarded_are_logged(settings, caplog):
+    settings.EVENT_STREAM_MAXLEN = 1  # trimmed at once (MAXLEN ~ trims whole nodes: publish many)
+    NotificationChannel.objects.create(name="dead", kind="webhook", target=DEAD, forwards=["run.ended"])
+    time.sleep(0.01)
+    events.publish_now([events.Event("run.ended", {"run_id": "r0"})])
+    assert notifications.forward_events() == 1
+    assert "trimmed" not in caplog.text
+    for n in range(3):
+        events.publish_now([events.Event("run.ended", {"run_id": f"r{n}{m}"}) for m in range(200)])
+    notifications.forward_events()
+    assert "may have been trimmed before they were forwarded" in caplog.text
 
 
 @pytest.mark.django_db
@@ -116,12 +162,12 @@ def test_records_forwarded_to_a_channel_that_is_down_wait_for_its_backoff_untrie
     events.publish_now([events.Event("run.ended", {"run_id": f"r{n}"}) for n in range(1, 4)])
     assert notifications.forward_events() == 0  # written, not queued
     first.refresh_from_db()
-    waiting = Delivery.objects.exclude(pk=first.pk)
-    assert waiting.count() == 3 and notifications.due_deliveries() == []
-    assert {(d.attempts, d.next_attempt_at) for d in waiting} == {(0, first.next_attempt_at)}
-    assert all(d.last_error.startswith("not tried: the channel is down (ConnectError") for d in waiting)
+    waiting = Delivery.objects.exclude(pk=first.pk).get()  # the three, in one delivery
+    assert waiting.records == 3 and notifications.due_deliveries() == []
+    assert (waiting.attempts, waiting.next_attempt_at) == (0, first.next_attempt_at)
+    assert waiting.last_error.startswith("not tried: the channel is down (ConnectError")
     time.sleep(max(0, (first.next_attempt_at - timezone.now()).total_seconds()) + 0.05)
-    assert len(notifications.due_deliveries()) == 4  # the backoff is over: the sweep tries them
+    assert len(notifications.due_deliveries()) == 2  # the backoff is over: the sweep tries them
 
 
 @pytest.mark.django_db
@@ -167,4 +213,4 @@ def test_a_channel_saved_in_the_admin_forwards_from_then_on(eager, admin_client)
         events.publish_now([events.Event("run.ended", {"run_id": "new"})])
         assert notifications.forward_events() == 1
         assert not channel.hears("approval.requested")  # a forwarding channel hears no notifications unless listed
-    assert [json.loads(r["body"])["data"]["data"]["run_id"] for r in received] == ["new"]
+    assert [[record["data"]["run_id"] for record in json.loads(r["body"])["records"]] for r in received] == [["new"]]
