@@ -44,6 +44,7 @@ from bench.harness import (
     probe,
     raw_redis,
     sequential_wakeups,
+    servers,
     tally,
 )
 from bench.ingest import agent_headers
@@ -213,7 +214,7 @@ class LagSampler(threading.Thread):
 
 def heartbeats(env: dict, headers: dict) -> dict:
     env = {**env, "REGISTRY_SYNC_SECONDS": str(REGISTRY_SYNC_SECONDS)}
-    with celery_processes(env), asgi_server(env, WORKERS) as base:
+    with celery_processes(env), servers(env, WORKERS) as base:
         load = Load(base, headers, CONCURRENCY, SECONDS)
         load.run("/api/bench/bare-async", [BEAT] * 2000, {200})  # warm up every worker
         bare = load.run("/api/bench/bare-async", [BEAT] * 100_000, {200})

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import LockError
@@ -249,7 +250,7 @@ def retry_failed(deliveries) -> int:
 def forward_events() -> int:
     """Write the events each channel forwards that it was not sent yet as deliveries, up to
     FORWARD_BATCH events each, and queue them (a channel that is down: written waiting for its
-    backoff, not queued); how many events were queued.
+    backoff; one a worker is sending to: left for the retry sweep); how many events were queued.
     Each channel reads each of its event types' streams from where it left off (at first: from
     when the channel was created), in batches until it has caught up. Serialized by a lock: a slow
     pass and the next one never read the same events twice (and the database refuses a batch
@@ -287,40 +288,50 @@ def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
     cursor = redis.get(cursor_key)
     stream = events.stream_key(event_type)
     since = f"({cursor.decode()}" if cursor else f"{int(channel.created_at.timestamp() * 1000)}-0"
-    if cursor:
-        _warn_if_trimmed(redis, stream, cursor.decode(), channel)
-    # A channel that is down gets its records as waiting for its backoff, for the retry sweep.
+    _warn_if_trimmed(redis, event_type, since.lstrip("("), channel)
+    # A channel that is down gets its records as waiting for its backoff, for the retry sweep;
+    # one a worker is sending to (a dead receiver holds it a whole timeout), as due, not queued:
+    # a task per batch would only find it busy.
     down = _down(channel)
     waits = {"last_error": down[0], "next_attempt_at": down[1]} if down else {}
-    queued = 0
+    busy = down or redis.exists(CHANNEL_TRYING.format(channel=channel.pk))
+    # Everything new read first, back to back, then written in one transaction: on SQLite each
+    # write waits its turn behind the agents' (a write a batch let the stream trim events unread).
+    rows = []
     for _ in range(FORWARD_MAX_BATCHES):
         read = redis.register_script(READ_RECORDS)(keys=[stream], args=[since, FORWARD_BATCH, event_type])
         if not read:
             break
         first, last, count, records = read[0].decode(), read[1].decode(), read[2], read[3].decode()
-        row = {"channel_id": channel.pk, "topic": event_type, "record_id": f"{event_type}:{first}..{last}",
-               "notification": vars(_records(event_type, count, first, last)), "records": count,
-               "records_json": records, **waits}  # fmt: skip
-        ids = insert_rows(Delivery, [row], "ON CONFLICT DO NOTHING", returning="id")  # a batch already sent is skipped
+        rows.append({"channel_id": channel.pk, "topic": event_type, "record_id": f"{event_type}:{first}..{last}",
+                     "notification": vars(_records(event_type, count, first, last)), "records": count,
+                     "records_json": records, **waits})  # fmt: skip
         since = f"({last}"
-        redis.set(cursor_key, last)
-        if not down:
-            queue(ids)
-            queued += count if ids else 0
         if count < FORWARD_BATCH:
             break
-    return queued
+    if not rows:
+        return 0
+    with transaction.atomic():
+        ids = insert_rows(Delivery, rows, "ON CONFLICT DO NOTHING", returning="id")  # a batch already sent is skipped
+    redis.set(cursor_key, last)
+    if busy:
+        return 0
+    queue(ids)
+    return sum(Delivery.objects.filter(pk__in=ids).values_list("records", flat=True))
 
 
-def _warn_if_trimmed(redis, stream: str, cursor: str, channel: NotificationChannel) -> None:
-    """Log when the stream's oldest event is newer than the last one forwarded: the events between
-    may have been trimmed unread (the stream keeps about EVENT_STREAM_MAXLEN)."""
+def _warn_if_trimmed(redis, event_type: str, since: str, channel: NotificationChannel) -> None:
+    """Log when the stream has been trimmed and its oldest event is newer than where forwarding
+    goes on from: the events between may have been trimmed unread (it keeps EVENT_STREAM_MAXLEN)."""
+    stream = events.stream_key(event_type)
     oldest = redis.xrange(stream, count=1)
-    if oldest and _stream_id(oldest[0][0].decode()) > _stream_id(cursor):
+    if not oldest or _stream_id(oldest[0][0].decode()) <= _stream_id(since):
+        return
+    if int(redis.hget(events.PUBLISHED_KEY, event_type) or 0) > redis.xlen(stream):
         logger.warning(
-            "forwarding to %s: %s's events after %s up to %s may have been trimmed before they were "
+            "forwarding to %s: %s events after %s up to %s may have been trimmed before they were "
             "forwarded; raise EVENT_STREAM_MAXLEN or forward more often (FORWARD_SECONDS)",
-            channel, stream, cursor, oldest[0][0].decode(),
+            channel, event_type, since, oldest[0][0].decode(),
         )  # fmt: skip
 
 

@@ -3,7 +3,8 @@ import logging
 import os
 
 import redis.exceptions
-from celery import Celery
+from celery import Celery, signals
+from django.db import close_old_connections
 from kombu.transport import redis as redis_transport
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
@@ -13,6 +14,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 logger = logging.getLogger(__name__)
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _fresh_database_connections(sender, **kwargs) -> None:
+    """Around each task, as around each request: a connection that failed or is past its age is
+    closed (with the pool: handed back). Celery's own closing is spaced out (CELERY_DB_REUSE_MAX)."""
+    if not getattr(sender.request, "is_eager", False):  # inside the caller's transaction
+        close_old_connections()
 
 
 def _only_while_connected(connparams):

@@ -182,6 +182,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup closes the database connections around every task, and with prefork and
+# the pool the whole pool: each task opened a new PostgreSQL connection (a backend forked). Told
+# to reuse them it closes them every 2 x this many tasks; between, telemetry_site.celery hands
+# each task's connection back after it as Django does after a request (one that failed is closed).
+CELERY_DB_REUSE_MAX = 500
 WORKER_TICK_SECONDS = env.float("WORKER_TICK_SECONDS", default=15.0)  # beat's tick that shows worker and beat are up
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "core.tasks.record_worker_heartbeat", "schedule": WORKER_TICK_SECONDS},

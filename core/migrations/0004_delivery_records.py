@@ -8,11 +8,17 @@ def count_single_records(apps, schema_editor):
     apps.get_model("core", "Delivery").objects.exclude(record_id="").update(records=1)
 
 
-def store_records_uncompressed(apps, schema_editor):
-    """PostgreSQL compresses big values with pglz, which made inserting a batch of records take
-    twice as long; they are kept a few days at most (DELIVERY_RETENTION_DAYS)."""
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE core_delivery ALTER COLUMN records_json SET STORAGE EXTERNAL")
+def store_records_compressed_with_lz4(apps, schema_editor):
+    """PostgreSQL compresses big values with pglz by default, which made inserting a batch of
+    records take twice as long as storing it uncompressed; lz4 (PostgreSQL 14 and up, when built
+    with it) takes less than either, and writes less."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        found = cursor.fetchone()
+    how = "SET COMPRESSION lz4" if found and found[0] else "SET STORAGE EXTERNAL"
+    schema_editor.execute(f"ALTER TABLE core_delivery ALTER COLUMN records_json {how}")
 
 
 class Migration(migrations.Migration):
@@ -38,5 +44,5 @@ class Migration(migrations.Migration):
             field=models.CharField(blank=True, default='', help_text="Forwarded events' type and first..last stream ids: sent once.", max_length=300),
         ),
         migrations.RunPython(count_single_records, migrations.RunPython.noop),
-        migrations.RunPython(store_records_uncompressed, migrations.RunPython.noop),
+        migrations.RunPython(store_records_compressed_with_lz4, migrations.RunPython.noop),
     ]
