@@ -53,6 +53,20 @@ def stream_key(event_type: str) -> str:
     return f"{STREAM_PREFIX}{event_type}"
 
 
+StreamId = tuple[int, int]  # orders as Redis orders stream ids
+
+
+def parse_stream_id(raw: str | bytes) -> StreamId:
+    """A stream id `ms-seq` (or `ms`, meaning all of that millisecond's entries before it)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq) if seq else 0
+
+
+def format_stream_id(entry_id: StreamId) -> str:
+    return f"{entry_id[0]}-{entry_id[1]}"
+
+
 def decode(event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
     """A stream entry as the API returns it (seed 001's StreamEvent)."""
     entry = {key.decode(): value.decode() for key, value in fields.items()}

@@ -325,7 +325,7 @@ def _warn_if_trimmed(redis, event_type: str, since: str, channel: NotificationCh
     goes on from: the events between may have been trimmed unread (it keeps EVENT_STREAM_MAXLEN)."""
     stream = events.stream_key(event_type)
     oldest = redis.xrange(stream, count=1)
-    if not oldest or _stream_id(oldest[0][0].decode()) <= _stream_id(since):
+    if not oldest or events.parse_stream_id(oldest[0][0]) <= events.parse_stream_id(since):
         return
     if int(redis.hget(events.PUBLISHED_KEY, event_type) or 0) > redis.xlen(stream):
         logger.warning(
@@ -333,11 +333,6 @@ def _warn_if_trimmed(redis, event_type: str, since: str, channel: NotificationCh
             "forwarded; raise EVENT_STREAM_MAXLEN or forward more often (FORWARD_SECONDS)",
             channel, event_type, since, oldest[0][0].decode(),
         )  # fmt: skip
-
-
-def _stream_id(entry_id: str) -> tuple[int, int]:
-    milliseconds, sequence = entry_id.split("-")
-    return int(milliseconds), int(sequence)
 
 
 def _records(event_type: str, count: int, first: str, last: str) -> Notification:

@@ -30,7 +30,7 @@ from core.websocket import (
     close_code,
     key_group,
 )
-from streaming.feed import FeedFilter, format_id, frames, get_feed, parse_id, replay
+from streaming.feed import FeedFilter, frames, get_feed, replay
 
 LAGGED = object()  # in a client's queue: it fell too far behind and is dropped
 
@@ -43,7 +43,7 @@ def parse_query(query_string: bytes, key) -> tuple[FeedFilter, tuple[int, int] |
         fields["types"] = ["List event types, comma-separated."]
     since = query.get("since")
     try:
-        since_id = parse_id(since) if since else None
+        since_id = events.parse_stream_id(since) if since else None
     except ValueError:
         fields["since"] = ["A stream id such as 1700000000000-0, as the events carry in `event_id`."]
     if fields:
@@ -84,7 +84,7 @@ class LiveFeedConsumer(AsyncWebsocketConsumer):
         missed = await replay(self.filter.types, since, live_after, self.filter) if since else []
         for frame in frames(missed):
             await self.send(text_data=frame)
-        ready = {"type": "ready", "replayed": len(missed), "live_after": format_id(live_after)}
+        ready = {"type": "ready", "replayed": len(missed), "live_after": events.format_stream_id(live_after)}
         await self.send(text_data=json.dumps(ready))
         self.writer = asyncio.create_task(self._write())
 

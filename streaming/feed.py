@@ -22,27 +22,16 @@ from typing import Protocol
 from weakref import WeakKeyDictionary
 
 from core import events
+from core.events import StreamId, format_stream_id, parse_stream_id
 from core.redis import get_async_blocking_redis, get_async_redis
 
 logger = logging.getLogger(__name__)
 
-Id = tuple[int, int]
 MAX_SEQ = 2**64 - 1
 READ_COUNT = 1000  # entries per stream per read
 BLOCK_MS = 5000  # an idle reader wakes this often anyway (to notice new event types)
 FRAME_EVENTS = 500  # events per websocket message at most...
 FRAME_BYTES = 256 * 1024  # ...and bytes (clients commonly refuse messages over 1 MiB)
-
-
-def parse_id(raw: str | bytes) -> Id:
-    """A stream id `ms-seq` (or `ms`, meaning all of that millisecond's entries before it)."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq) if seq else 0
-
-
-def format_id(entry_id: Id) -> str:
-    return f"{entry_id[0]}-{entry_id[1]}"
 
 
 def private_to(event_type: str, data) -> frozenset[str] | None:
@@ -65,7 +54,7 @@ def may_read(key, readers: frozenset[str] | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
-    id: Id
+    id: StreamId
     event_type: str
     agent: str | None
     readers: frozenset[str] | None
@@ -77,7 +66,7 @@ class FeedEvent:
         data = event["data"]
         agent = (data.get("agent_id") or data.get("agent_name")) if isinstance(data, dict) else None
         readers = private_to(event["event_type"], data)
-        return cls(parse_id(entry_id), event["event_type"], agent, readers, json.dumps(event, separators=(",", ":")))
+        return cls(parse_stream_id(entry_id), event["event_type"], agent, readers, json.dumps(event, separators=(",", ":")))
 
 
 @dataclass(frozen=True)
@@ -104,7 +93,7 @@ class FeedFilter:
 
 class Subscriber(Protocol):
     filter: FeedFilter
-    floor: Id  # hand out only events after this id
+    floor: StreamId  # hand out only events after this id
 
     def deliver(self, frame: str) -> None:
         """Take a message for the client; must not block (queue it or drop the client)."""
@@ -130,11 +119,11 @@ class Feed:
 
     def __init__(self):
         self.subscribers: set[Subscriber] = set()
-        self.handed_out: Id = (0, 0)
+        self.handed_out: StreamId = (0, 0)
         self._task: asyncio.Task | None = None
         self._starting = asyncio.Lock()
 
-    async def subscribe(self, subscriber: Subscriber) -> Id:
+    async def subscribe(self, subscriber: Subscriber) -> StreamId:
         """Start serving `subscriber`; returns W: it gets every event after W live."""
         async with self._starting:
             if self._task is None:
@@ -186,7 +175,7 @@ async def _redis_now_ms(redis) -> int:
     return seconds * 1000 + micros // 1000
 
 
-async def _now_id() -> Id:
+async def _now_id() -> StreamId:
     """The last id Redis could hand out before now: every later entry gets a larger one."""
     return await _redis_now_ms(get_async_redis()) - 1, MAX_SEQ
 
@@ -194,13 +183,13 @@ async def _now_id() -> Id:
 class StreamReader:
     """Reads every event stream from a position and cuts contiguous batches (see module doc)."""
 
-    def __init__(self, start: Id):
+    def __init__(self, start: StreamId):
         self.start = start
-        self.positions: dict[str, Id] = {}  # event type -> last id read
-        self.new_types_position: Id = start
+        self.positions: dict[str, StreamId] = {}  # event type -> last id read
+        self.new_types_position: StreamId = start
         self.pending: list[FeedEvent] = []
 
-    async def next_batch(self) -> tuple[Id, list[FeedEvent]]:
+    async def next_batch(self) -> tuple[StreamId, list[FeedEvent]]:
         """The new cutoff and the events up to it, oldest first (may be empty)."""
         redis = get_async_redis()
         if not self.positions:
@@ -230,8 +219,8 @@ class StreamReader:
             self.positions.setdefault(event_type.decode(), self.start)
 
     async def _read(self, redis, block: bool) -> tuple[list[FeedEvent], set[str]]:
-        streams = {events.stream_key(t): format_id(position) for t, position in self.positions.items()}
-        streams[events.NEW_TYPES_KEY] = format_id(self.new_types_position)
+        streams = {events.stream_key(t): format_stream_id(position) for t, position in self.positions.items()}
+        streams[events.NEW_TYPES_KEY] = format_stream_id(self.new_types_position)
         client = get_async_blocking_redis() if block else redis
         answer = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS if block else None)
         got: list[FeedEvent] = []
@@ -239,7 +228,7 @@ class StreamReader:
         for key, entries in answer or []:
             key = key.decode()
             if key == events.NEW_TYPES_KEY:
-                self.new_types_position = parse_id(entries[-1][0])
+                self.new_types_position = parse_stream_id(entries[-1][0])
                 continue
             event_type = key.removeprefix(events.STREAM_PREFIX)
             got += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
@@ -254,7 +243,7 @@ class StreamReader:
             await asyncio.sleep((ms - now_ms + 1) / 1000)
 
 
-async def replay(types: Iterable[str] | None, since: Id, until: Id, wanted: FeedFilter) -> list[FeedEvent]:
+async def replay(types: Iterable[str] | None, since: StreamId, until: StreamId, wanted: FeedFilter) -> list[FeedEvent]:
     """Every wanted event in (since, until] from the streams, oldest first."""
     redis = get_async_redis()
     if types is None:
@@ -262,9 +251,9 @@ async def replay(types: Iterable[str] | None, since: Id, until: Id, wanted: Feed
     per_stream = []
     for event_type in types:
         found: list[FeedEvent] = []
-        low = f"({format_id(since)}"
+        low = f"({format_stream_id(since)}"
         while True:
-            entries = await redis.xrange(events.stream_key(event_type), min=low, max=format_id(until), count=READ_COUNT)
+            entries = await redis.xrange(events.stream_key(event_type), min=low, max=format_stream_id(until), count=READ_COUNT)
             found += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
             if len(entries) < READ_COUNT:
                 break

@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from core import events
-from streaming.feed import parse_id
+from core.events import parse_stream_id
 from telemetry_site.asgi import application
 from tests.conftest import make_key
 
@@ -205,9 +205,9 @@ def test_resume_with_since_gets_what_was_missed_then_live_events_no_gap_no_dupli
     # streams number their entries independently: an event is its type and id
     got = [(e["event_type"], e["event_id"]) for e in seen]
     assert len(got) == len(set(got)), "an event was delivered twice"
-    order = [parse_id(event_id) for _, event_id in got]
+    order = [parse_stream_id(event_id) for _, event_id in got]
     assert order == sorted(order)
-    assert set(got) == {event for event in published if parse_id(event[1]) >= order[0]}, "an event was missed"
+    assert set(got) == {event for event in published if parse_stream_id(event[1]) >= order[0]}, "an event was missed"
 
 
 def test_a_revoked_key_is_disconnected():
