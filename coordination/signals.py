@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from core import events, wakeups
 from core.authentication import KeyCheck
-from core.redis import get_async_redis, get_redis
+from core.redis import Script, get_redis
 
 INBOX_PREFIX = "telemetry:signals:inbox:"
 BROADCASTS = "telemetry:signals:broadcasts"
@@ -47,7 +47,7 @@ redis.call('PUBLISH', ARGV[3], '')
 # ARGV: agent id, signal type ('' any), source agent ('' any), take ('1' or '0'), all ('1' or '0').
 # Returns the matching signals (JSON), oldest first: all of them, or only the oldest. With take,
 # they are removed from the inbox or marked seen.
-TAKE = """
+TAKE = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local agent, wanted_type, wanted_source = ARGV[1], ARGV[2], ARGV[3]
@@ -87,7 +87,7 @@ for _, match in ipairs(found) do
   answer[#answer + 1] = match[1]
 end
 return answer
-"""
+""")
 
 
 def inbox_channel(agent_id: str) -> str:
@@ -145,9 +145,8 @@ async def clear(agent_id: str, signal_type: str = "") -> int:
 
 
 async def _match(agent_id: str, signal_type: str, source_agent: str, remove: bool, every: bool) -> list[dict]:
-    script = get_async_redis().register_script(TAKE)
     keys = [INBOX_PREFIX + agent_id, BROADCASTS, SEEN_PREFIX + agent_id]
-    found = await script(keys=keys, args=[agent_id, signal_type, source_agent, int(remove), int(every)])
+    found = await TAKE(keys=keys, args=[agent_id, signal_type, source_agent, int(remove), int(every)])
     return [json.loads(raw) for raw in found]
 
 

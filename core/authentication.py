@@ -30,7 +30,7 @@ from rest_framework import authentication, exceptions
 
 from core.db import close_connections
 from core.models import AgentKey
-from core.redis import get_async_redis, get_redis
+from core.redis import get_pipelined_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ async def authenticate_key_async(raw_key: str) -> AgentKey:
     first sync_to_async call)."""
     name = _cache_name(raw_key)
     try:
-        entry = await get_async_redis().get(name)
+        entry = await get_pipelined_redis().execute("GET", name)
         key = _recall(raw_key, entry)
     except Exception as exc:  # noqa: BLE001 - without Redis, the database answers
         logger.warning("agent keys: Redis could not be read (%s); asking the database", exc)

@@ -9,7 +9,6 @@ that caused it still succeeds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -23,10 +22,10 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import NoScriptError, ResponseError, WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from core.authentication import KeyCheck, StaleKey
-from core.redis import get_async_blocking_redis, get_async_redis, get_redis
+from core.redis import Script, get_async_blocking_redis, get_async_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ return answer
 """
 
 
-class EventScript:
+class EventScript(Script):
     """A Lua script that publishes events in its own round trip, atomically with its work: one
     EVALSHA with few arguments, where a pipeline of the work and the publication packs and parses a
     dozen commands in Python. `body` reads its own ARGV from the first (not through #ARGV, which
@@ -205,19 +204,13 @@ class EventScript:
     Redis entry is the one this process knows, and otherwise raises StaleKey, having done nothing."""
 
     def __init__(self, body: str):
-        self.source = f"local function run()\n{body}\nend\n{_EVENT_SCRIPT_LUA}"
-        self.sha1 = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()  # its EVALSHA name
+        super().__init__(f"local function run()\n{body}\nend\n{_EVENT_SCRIPT_LUA}")
 
     async def __call__(self, keys: list[str], args: list, events: list[Event], key_check: KeyCheck | None = None) -> Any:
         published = [value for event in events for value in event.values()]
         check = [key_check.entry, key_check.sha1] if key_check else ["", ""]
-        args = [*keys, *args, *published, settings.EVENT_STREAM_MAXLEN, len(events), *check]
-        client = get_async_redis()
         try:
-            try:  # as redis-py's registered scripts do, without making one (and hashing it) a call
-                return await client.evalsha(self.sha1, len(keys), *args)
-            except NoScriptError:
-                return await client.eval(self.source, len(keys), *args)  # which loads it for the next
+            return await super().__call__(keys, [*args, *published, settings.EVENT_STREAM_MAXLEN, len(events), *check])
         except ResponseError as exc:
             if str(exc) == STALE_KEY:
                 raise StaleKey from None
