@@ -303,13 +303,6 @@ def sync_registry() -> int:
     since = float(redis.get(REGISTRY_SYNCED_UNTIL) or 0) - REGISTRY_SYNC_OVERLAP_SECONDS
     beats = redis.zrangebyscore(LAST_BEATS, since, now, withscores=True)
     last_seen = {agent_id.decode(): datetime.fromtimestamp(score, UTC) for agent_id, score in beats}
-    agents = [
-        agent
-        for agent in Agent.objects.filter(agent_id__in=last_seen)
-        if agent.last_seen_at is None or agent.last_seen_at < last_seen[agent.agent_id]
-    ]
-    for agent in agents:
-        agent.last_seen_at = last_seen[agent.agent_id]
-    Agent.objects.bulk_update(agents, ["last_seen_at"], batch_size=500)
+    synced = Agent.objects.record_last_seen(last_seen)
     redis.set(REGISTRY_SYNCED_UNTIL, repr(now))
-    return len(agents)
+    return synced

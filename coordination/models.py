@@ -1,4 +1,32 @@
-from django.db import models
+from datetime import datetime
+
+from django.db import connections, models, router
+
+LAST_SEEN_BATCH = 500  # agents per UPDATE
+
+
+class AgentQuerySet(models.QuerySet):
+    def record_last_seen(self, last_seen: dict[str, datetime]) -> int:
+        """Set each agent's `last_seen_at` to its time in `last_seen` where that is later; how many
+        rows changed. One UPDATE ... FROM (VALUES ...) per LAST_SEEN_BATCH agents (SQLite >= 3.33
+        and PostgreSQL both speak it): bulk_update's CASE expressions cost a quarter of a second
+        of CPU per 1,000 agents, every REGISTRY_SYNC_SECONDS."""
+        connection = connections[router.db_for_write(self.model)]
+        quote = connection.ops.quote_name
+        table, agent_id, last = quote(self.model._meta.db_table), quote("agent_id"), quote("last_seen_at")
+        field = self.model._meta.get_field("last_seen_at")
+        pairs = [(agent, field.get_db_prep_value(seen, connection)) for agent, seen in last_seen.items()]
+        changed = 0
+        with connection.cursor() as cursor:
+            for start in range(0, len(pairs), LAST_SEEN_BATCH):
+                part = pairs[start : start + LAST_SEEN_BATCH]
+                cursor.execute(
+                    f"UPDATE {table} SET {last} = seen.column2 FROM (VALUES {', '.join(['(%s, %s)'] * len(part))}) AS seen "  # noqa: S608 - names from the model
+                    f"WHERE {table}.{agent_id} = seen.column1 AND ({table}.{last} IS NULL OR {table}.{last} < seen.column2)",
+                    [value for pair in part for value in pair],
+                )
+                changed += cursor.rowcount
+        return changed
 
 
 class Agent(models.Model):
@@ -15,6 +43,8 @@ class Agent(models.Model):
     stale_after_seconds = models.FloatField(
         null=True, blank=True, help_text="This agent's staleness threshold; empty: the server's default."
     )
+
+    objects = AgentQuerySet.as_manager()
 
     class Meta:
         ordering = ["agent_id"]

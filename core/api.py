@@ -241,7 +241,7 @@ def _check_csrf(request) -> None:
 
 def json_body(request, schema: type[Schema]) -> Schema:
     """The request's JSON body (up to API_MAX_BODY_BYTES) checked against `schema`."""
-    if request.content_type != "application/json" and request.headers.get("Content-Length", "0") != "0":
+    if request.content_type != "application/json" and request.META.get("CONTENT_LENGTH", "0") != "0":
         raise exceptions.UnsupportedMediaType(request.content_type)
     return validate(schema, parse_json(request, settings.API_MAX_BODY_BYTES))
 
@@ -253,7 +253,7 @@ def error_response(exc: exceptions.APIException) -> JsonResponse:
 
 async def authorize(request, scope: str):
     """For async views: a staff session, or an agent key holding `scope` (returned)."""
-    return await authorize_principal(request.headers.get("Authorization", ""), request.auser, scope)
+    return await authorize_principal(authorization(request), request.auser, scope)
 
 
 async def authorize_principal(authorization: str, get_user: Callable[[], Awaitable], scope: str):
@@ -271,10 +271,15 @@ async def authorize_principal(authorization: str, get_user: Callable[[], Awaitab
     return _with_scope(key, scope)
 
 
+def authorization(request) -> str:
+    """The request's Authorization header (from META: request.headers makes a dict of them all)."""
+    return request.META.get("HTTP_AUTHORIZATION", "")
+
+
 def remembered_principal(request, scope: str) -> tuple[AgentKey, KeyCheck] | None:
     """The request's agent key if this process knows it (remembered_key) and it holds `scope`,
     with the check a script must make before acting on it; None to authorize the request."""
-    raw_key = key_from_header(request.headers.get("Authorization", ""))
+    raw_key = key_from_header(authorization(request))
     known = remembered_key(raw_key) if raw_key else None
     return (_with_scope(known[0], scope), known[1]) if known else None
 

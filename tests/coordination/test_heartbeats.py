@@ -1,6 +1,7 @@
 """Heartbeats on the real Redis: live state, the registry row that follows it, the events."""
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -58,6 +59,26 @@ def test_plain_beats_write_no_registry_row_until_the_sync(agent):
     assert heartbeats.sync_registry() == 1
     assert Agent.objects.get(agent_id="alpha").last_seen_at > first_seen
     assert heartbeats.sync_registry() == 0  # nothing beat since
+
+
+def test_the_sync_moves_last_seen_only_forward_and_only_for_registered_agents():
+    t0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    Agent.objects.bulk_create([
+        Agent(agent_id="never-seen"),
+        Agent(agent_id="behind", last_seen_at=t0),
+        Agent(agent_id="ahead", last_seen_at=t0 + timedelta(seconds=10)),
+        *(Agent(agent_id=f"many-{n}", last_seen_at=t0) for n in range(1200)),  # more than one UPDATE's worth
+    ])  # fmt: skip
+    later = t0 + timedelta(seconds=5, microseconds=250_000)
+    last_seen = {"never-seen": later, "behind": later, "ahead": later, "unregistered": later}
+    last_seen.update({f"many-{n}": t0 + timedelta(milliseconds=n) for n in range(1200)})
+
+    assert Agent.objects.record_last_seen(last_seen) == 2 + 1199  # many-0's time is not later
+    rows = dict(Agent.objects.values_list("agent_id", "last_seen_at"))
+    assert (rows["never-seen"], rows["behind"], rows["ahead"]) == (later, later, t0 + timedelta(seconds=10))
+    assert rows["many-1199"] == t0 + timedelta(milliseconds=1199) and rows["many-0"] == t0
+    assert "unregistered" not in rows
+    assert Agent.objects.record_last_seen(last_seen) == 0
 
 
 def test_a_key_beats_only_as_its_agents_and_bad_input_is_refused(agent, anonymous):
