@@ -158,13 +158,15 @@ def _tls_context(options: dict):
 
 
 class _PipelinedConnection(asyncio.Protocol):
-    """One connection of PipelinedRedis: the futures of the commands in flight, answered in order."""
+    """One connection of PipelinedRedis: the commands in flight, each a future and the time by
+    which it must be answered, answered in order."""
 
     def __init__(self):
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.waiting: collections.deque[asyncio.Future] = collections.deque()
+        self.waiting: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
         self.unsent: list[bytes] = []
+        self.watchdog: asyncio.TimerHandle | None = None
         self.reader = hiredis.Reader(replyError=redis.exceptions.ResponseError, protocolError=redis.exceptions.InvalidResponse)
 
     async def execute(self, args: tuple) -> Any:
@@ -175,17 +177,10 @@ class _PipelinedConnection(asyncio.Protocol):
         if not self.unsent:  # sent at the end of this turn of the loop, with the commands that follow
             loop.call_soon(self.send)
         self.unsent.append(hiredis.pack_command(args))
-        self.waiting.append(future)
-        try:
-            async with asyncio.timeout(SOCKET_TIMEOUT):
-                return await future
-        except TimeoutError:
-            error = redis.exceptions.TimeoutError(f"Redis did not answer within {SOCKET_TIMEOUT} s")
-            self.close(error)
-            raise error from None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+        self.waiting.append((future, loop.time() + SOCKET_TIMEOUT))
+        if self.watchdog is None:
+            self.watchdog = loop.call_at(self.waiting[0][1], self.check_answered)
+        return await future
 
     def send(self) -> None:
         """Write the commands called since the last send, in one system call (a send costs more
@@ -194,11 +189,26 @@ class _PipelinedConnection(asyncio.Protocol):
             self.transport.write(b"".join(self.unsent))
         self.unsent.clear()
 
+    def check_answered(self) -> None:
+        """Close the connection when its oldest command is past its time (Redis hangs): one timer
+        for the connection, not one per command (asyncio.timeout costs a command 8 us)."""
+        self.watchdog = None
+        if self.closed or not self.waiting:
+            return
+        loop = asyncio.get_running_loop()
+        if self.waiting[0][1] <= loop.time():
+            self.close(redis.exceptions.TimeoutError(f"Redis did not answer within {SOCKET_TIMEOUT} s"))
+        else:
+            self.watchdog = loop.call_at(self.waiting[0][1], self.check_answered)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         try:
             while (answer := self.reader.gets()) is not False:
-                _answer(self.waiting.popleft(), answer)
+                _answer(self.waiting.popleft()[0], answer)
         except (redis.exceptions.InvalidResponse, IndexError) as exc:  # (IndexError: an answer to no command)
             self.close(redis.exceptions.InvalidResponse(f"Redis's answer could not be read ({exc!r})"))
 
@@ -210,8 +220,10 @@ class _PipelinedConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         while self.waiting:
-            future = self.waiting.popleft()
+            future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
 
