@@ -17,8 +17,8 @@ from django.conf import settings
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis import Redis
-from redis.asyncio.connection import RedisSSLContext, SSLConnection
-from redis.connection import parse_url
+from redis._parsers.base import BaseParser
+from redis.asyncio.connection import RedisSSLContext, SSLConnection, parse_url
 from redis.exceptions import NoScriptError
 
 # Each by event loop (its connections belong to it).
@@ -107,45 +107,51 @@ class PipelinedRedis:
 
     Only for commands that answer at once: one that blocks would hold up every command behind it.
     A command not answered within SOCKET_TIMEOUT closes the connection, failing what is in flight
-    on it (Redis hangs), as a lost connection does; the next command connects again."""
+    on it (Redis hangs), as a lost connection does; the next command connects again. Commands
+    that find no connection share one attempt to make it, which fails them all at once."""
 
     def __init__(self, url: str):
         self.options = parse_url(url)
+        self.tls = _tls_context(self.options)
         self.connection: _PipelinedConnection | None = None
-        self.connecting = asyncio.Lock()
+        self.connecting: asyncio.Task | None = None
 
     async def execute(self, *args) -> Any:
         """Redis's answer to one command, as hiredis reads it (bytes, integers, lists, None); an
-        error answer is raised as redis-py raises it (ResponseError, NoScriptError)."""
+        error answer is raised as redis-py raises it (ResponseError, NoScriptError, and the
+        ConnectionErrors of a Redis that is loading or full)."""
         connection = self.connection
         if connection is None or connection.closed:
-            connection = await self._connect()
+            if self.connecting is None:
+                self.connecting = asyncio.create_task(self._connect())
+                self.connecting.add_done_callback(self._connected)
+            connection = await asyncio.shield(self.connecting)  # a caller that leaves stops no one's attempt
         return await connection.execute(args)
 
+    def _connected(self, attempt: asyncio.Task) -> None:
+        self.connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self.connection = attempt.result()
+
     async def _connect(self) -> "_PipelinedConnection":
-        async with self.connecting:
-            if self.connection is not None and not self.connection.closed:
-                return self.connection  # another command connected meanwhile
-            loop, options, connection = asyncio.get_running_loop(), self.options, _PipelinedConnection()
-            try:
-                async with asyncio.timeout(SOCKET_CONNECT_TIMEOUT):
-                    if "path" in options:
-                        await loop.create_unix_connection(lambda: connection, options["path"])
-                    else:
-                        host, port = options.get("host", "localhost"), options.get("port", 6379)
-                        await loop.create_connection(lambda: connection, host, port, ssl=_tls_context(options))
-            except (OSError, TimeoutError) as exc:
-                raise redis.exceptions.ConnectionError(f"Redis could not be reached: {exc or 'timed out'}") from exc
-            try:
+        loop, options, connection = asyncio.get_running_loop(), self.options, _PipelinedConnection()
+        try:
+            async with asyncio.timeout(SOCKET_CONNECT_TIMEOUT):
+                if "path" in options:
+                    await loop.create_unix_connection(lambda: connection, options["path"])
+                else:
+                    host, port = options.get("host", "localhost"), options.get("port", 6379)
+                    await loop.create_connection(lambda: connection, host, port, ssl=self.tls)
                 if options.get("password"):
                     await connection.execute(("AUTH", *filter(None, [options.get("username"), options["password"]])))
                 if options.get("db"):
                     await connection.execute(("SELECT", options["db"]))
-            except redis.exceptions.RedisError as exc:
-                connection.close(exc)
-                raise
-            self.connection = connection
-            return connection
+        except BaseException as exc:
+            connection.close(redis.exceptions.ConnectionError("Redis could not be reached"))
+            if isinstance(exc, OSError | TimeoutError):
+                raise redis.exceptions.ConnectionError(f"Redis could not be reached: {exc or 'timed out'}") from exc
+            raise
+        return connection
 
 
 def _tls_context(options: dict):
@@ -167,7 +173,8 @@ class _PipelinedConnection(asyncio.Protocol):
         self.waiting: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
         self.unsent: list[bytes] = []
         self.watchdog: asyncio.TimerHandle | None = None
-        self.reader = hiredis.Reader(replyError=redis.exceptions.ResponseError, protocolError=redis.exceptions.InvalidResponse)
+        # Error answers become redis-py's exceptions for them (parse_error, as its own hiredis parser).
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error, protocolError=redis.exceptions.InvalidResponse)
 
     async def execute(self, args: tuple) -> Any:
         if self.closed:
@@ -210,7 +217,7 @@ class _PipelinedConnection(asyncio.Protocol):
             while (answer := self.reader.gets()) is not False:
                 _answer(self.waiting.popleft()[0], answer)
         except (redis.exceptions.InvalidResponse, IndexError) as exc:  # (IndexError: an answer to no command)
-            self.close(redis.exceptions.InvalidResponse(f"Redis's answer could not be read ({exc!r})"))
+            self.close(redis.exceptions.ConnectionError(f"Redis's answer could not be read ({exc!r})"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(redis.exceptions.ConnectionError(f"Lost the connection to Redis ({exc or 'closed by Redis'})"))
@@ -231,8 +238,7 @@ class _PipelinedConnection(asyncio.Protocol):
 def _answer(future: asyncio.Future, answer: Any) -> None:
     if future.done():
         return  # its caller stopped waiting (its request was cancelled)
-    if isinstance(answer, redis.exceptions.ResponseError):
-        message = str(answer)
-        future.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else answer)
+    if isinstance(answer, redis.exceptions.RedisError):
+        future.set_exception(answer)
     else:
         future.set_result(answer)

@@ -4,13 +4,14 @@ hangs, dies and comes back, a caller that gives up."""
 
 import asyncio
 import signal
+import ssl
 
 import pytest
 import redis
 from django.conf import settings
 
 from core import redis as core_redis
-from core.embedded_redis import EmbeddedRedis
+from core.embedded_redis import EmbeddedRedis, free_port
 from core.redis import PipelinedRedis, Script
 
 
@@ -84,7 +85,7 @@ def test_a_password_and_a_database_from_the_url(tmp_path):
         assert run(main(f"redis://:s3cret@127.0.0.1:{server.port}/3")) == b"db 3"
         assert redis.Redis(port=server.port, password="s3cret", db=3).get("where") == b"db 3"
         assert redis.Redis(port=server.port, password="s3cret", db=0).get("where") is None
-        with pytest.raises(redis.exceptions.ResponseError, match=r"WRONGPASS|invalid password"):
+        with pytest.raises(redis.exceptions.AuthenticationError):
             run(main(f"redis://:wrong@127.0.0.1:{server.port}/3"))
     finally:
         server.stop()
@@ -132,3 +133,42 @@ def test_redis_that_dies_fails_commands_with_connection_errors_and_is_used_again
         assert run(main()) == (b"OK", b"again")
     finally:
         redis.Redis(port=server.port).shutdown(nosave=True)
+
+
+def test_commands_that_find_redis_unreachable_share_one_attempt_and_all_fail_with_it(monkeypatch):
+    attempts = []
+    connect = PipelinedRedis._connect
+
+    async def counted(self):
+        attempts.append(1)
+        return await connect(self)
+
+    monkeypatch.setattr(PipelinedRedis, "_connect", counted)
+
+    async def main():
+        client = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0")
+        return await asyncio.gather(*(client.execute("PING") for _ in range(20)), return_exceptions=True)
+
+    failures = run(main())
+    assert [type(error) for error in failures] == [redis.exceptions.ConnectionError] * 20
+    assert len(attempts) == 1
+
+
+def test_a_full_redis_is_a_connection_error_as_redis_py_maps_it(tmp_path):
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    holder = redis.Redis(port=server.port)
+    try:
+        holder.config_set("maxclients", 1)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            run(PipelinedRedis(server.url).execute("PING"))
+    finally:
+        holder.config_set("maxclients", 100)
+        server.stop()
+
+
+def test_a_tls_url_gets_redis_pys_tls_context():
+    verified = PipelinedRedis("rediss://:pw@redis.example:6380/0").tls
+    assert (verified.verify_mode, verified.check_hostname) == (ssl.CERT_REQUIRED, True)
+    unverified = PipelinedRedis("rediss://redis.example:6380/0?ssl_cert_reqs=none").tls
+    assert unverified.verify_mode == ssl.CERT_NONE
+    assert PipelinedRedis("redis://127.0.0.1:6379/0").tls is None
