@@ -25,6 +25,7 @@ import httpx
 from bench.harness import (
     HOLD,
     LATENCY_SAMPLES,
+    bracketing,
     busy_vs_quiet,
     environment,
     lone_post,
@@ -173,6 +174,7 @@ async def many_waiters(base: str, crowd: dict, source: dict, reviewer: dict) -> 
         await asyncio.wait(waiters.values(), timeout=30)
         for task in waiters.values():
             task.cancel()
+        quiet = bracketing(quiet, await probe(kinds, PROBES))  # nobody waiting again (see harness.bracketing)
     answers = {request_id: task.result() for request_id, task in waiters.items() if task.done() and not task.cancelled()}
     delivered = [at - decided_at[request_id] for request_id, (at, _, got) in answers.items() if got == request_id]
     failed = [status for _, status, _ in answers.values() if status != 200]
@@ -230,7 +232,8 @@ def report(result: dict) -> str:
     for name, ratio in crowd["busy_vs_quiet_p50"].items():
         quiet, busy = crowd["quiet"][name], crowd["busy"][name]
         lines.append(
-            f"    {name:16} p50 {busy['p50_ms']:6.2f} ms vs {quiet['p50_ms']:6.2f} ms with none waiting = {ratio:6.1%}   "
+            f"    {name:16} p50 {busy['p50_ms']:6.2f} ms vs {quiet['p50_ms']:6.2f} ms with none waiting, before and after, "
+            f"= {ratio:6.1%}   "
             f"p99 {busy['p99_ms']:6.2f} vs {quiet['p99_ms']:6.2f} ms"
         )
     got = crowd["decision_to_agent"] or {"p50_ms": 0, "p99_ms": 0, "max_ms": 0}

@@ -39,6 +39,7 @@ from bench.harness import (
     WARMUP,
     Connection,
     Load,
+    bracketing,
     busy_vs_quiet,
     environment,
     lone_post,
@@ -126,17 +127,6 @@ async def probe_coordination(client: httpx.AsyncClient) -> dict:
     return await probe(kinds, PROBES)
 
 
-def bracketing(before: dict, after: dict) -> dict:
-    """Probe figures taken before and after the busy ones: the mean p50 and the larger p99."""
-    return {
-        name: {
-            "p50_ms": (before[name]["p50_ms"] + after[name]["p50_ms"]) / 2,
-            "p99_ms": max(before[name]["p99_ms"], after[name]["p99_ms"]),
-        }
-        for name in before
-    }
-
-
 async def script_calls(client: redis.asyncio.Redis) -> int:
     """Lua script calls Redis has run: each waiter takes twice (before and after it subscribes)."""
     stats = await client.info("commandstats")
@@ -178,9 +168,7 @@ async def many_waiters(base: str, url: str, crowd_headers: dict, source_headers:
         await asyncio.wait(waiters, timeout=30)
         for task in waiters:
             task.cancel()
-        # Nobody waiting again: the quiet figure brackets the busy one, so the machine's drift
-        # during the run (its speed moves by a third between minutes) weighs on neither side.
-        quiet = bracketing(quiet, await probe_coordination(source))
+        quiet = bracketing(quiet, await probe_coordination(source))  # nobody waiting again
     answers = [task.result() for task in waiters if task.done() and not task.cancelled()]
     # By type and source, not id: a send can fail after it delivered (then its answer has no id).
     delivered = [at - sent for at, _, signal in answers if signal and signal["source_agent"] == "source"]

@@ -160,6 +160,19 @@ def busy_vs_quiet(busy: dict, quiet: dict) -> dict[str, float]:
     return {name: busy[name]["p50_ms"] / quiet[name]["p50_ms"] for name in quiet}
 
 
+def bracketing(before: dict, after: dict) -> dict:
+    """Probe figures taken with nobody waiting, before and after the busy ones: the mean p50 and
+    the larger p99. The machine's speed drifts by up to a third between minutes; bracketing keeps
+    that drift off the busy/quiet ratio (measured before only, it ranged 76-134% for one code)."""
+    return {
+        name: {
+            "p50_ms": (before[name]["p50_ms"] + after[name]["p50_ms"]) / 2,
+            "p99_ms": max(before[name]["p99_ms"], after[name]["p99_ms"]),
+        }
+        for name in before
+    }
+
+
 def percentiles(seconds: list[float]) -> dict:
     ordered = sorted(seconds)
     return {
