@@ -46,28 +46,31 @@ def get_redis() -> Redis:
 
 def get_async_redis() -> redis.asyncio.Redis:
     """For commands that answer at once."""
-    return _for_loop(_async_clients, lambda: _client(settings.REDIS_MAX_CONNECTIONS, SOCKET_TIMEOUT))
+    return for_event_loop(_async_clients, lambda: _client(settings.REDIS_MAX_CONNECTIONS, SOCKET_TIMEOUT))
 
 
 def get_async_blocking_redis() -> redis.asyncio.Redis:
     """For commands that wait (XREAD BLOCK, SUBSCRIBE): each holds a connection while it waits."""
-    return _for_loop(_blocking_clients, lambda: _client(settings.REDIS_MAX_BLOCKING_CONNECTIONS, ASYNC_SOCKET_TIMEOUT))
+    return for_event_loop(_blocking_clients, lambda: _client(settings.REDIS_MAX_BLOCKING_CONNECTIONS, ASYNC_SOCKET_TIMEOUT))
 
 
 def get_pipelined_redis() -> "PipelinedRedis":
     """For quick commands on the hot path (Script)."""
-    return _for_loop(_pipelined, lambda: PipelinedRedis(settings.REDIS_URL))
+    return for_event_loop(_pipelined, lambda: PipelinedRedis(settings.REDIS_URL))
 
 
-def _for_loop(clients: dict, make: Callable) -> Any:
-    """The running event loop's client in `clients`, made on its first use there."""
+def for_event_loop(registry: dict, make: Callable) -> Any:
+    """The running event loop's object in `registry` (a client, the wake-ups, the live feed), made
+    on its first use there. Keyed by the loop itself, not weakly: these objects hold their loop
+    (through their sockets and tasks), so a weak key would never go; a loop that has closed (a
+    test's) is dropped when a new one comes."""
     loop = asyncio.get_running_loop()
-    client = clients.get(loop)
-    if client is None:
-        for closed in [other for other in clients if other.is_closed()]:
-            del clients[closed]  # a loop that ran its course (a test's, say): its sockets close as collected
-        client = clients[loop] = make()
-    return client
+    found = registry.get(loop)
+    if found is None:
+        for closed in [other for other in registry if other.is_closed()]:
+            del registry[closed]
+        found = registry[loop] = make()
+    return found
 
 
 def _client(max_connections: int, socket_timeout: float) -> redis.asyncio.Redis:

@@ -15,10 +15,9 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from weakref import WeakKeyDictionary
 
 from core.db import give_back_connections
-from core.redis import get_async_blocking_redis, get_redis
+from core.redis import for_event_loop, get_async_blocking_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +117,12 @@ class Waker:
                 waiter.wake()
 
 
-_wakers: WeakKeyDictionary = WeakKeyDictionary()
+_wakers: dict = {}  # by event loop
 
 
 def get_waker() -> Waker:
     """The Waker of the running event loop."""
-    loop = asyncio.get_running_loop()
-    waker = _wakers.get(loop)
-    if waker is None:
-        waker = _wakers[loop] = Waker()
-    return waker
+    return for_event_loop(_wakers, Waker)
 
 
 async def wait_until(check, channels: Iterable[str], timeout: float):

@@ -19,11 +19,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
-from weakref import WeakKeyDictionary
 
 from core import events
 from core.events import StreamId, format_stream_id, parse_stream_id
-from core.redis import get_async_blocking_redis, get_async_redis
+from core.redis import for_event_loop, get_async_blocking_redis, get_async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -262,13 +261,9 @@ async def replay(types: Iterable[str] | None, since: StreamId, until: StreamId, 
     return list(heapq.merge(*per_stream, key=lambda event: event.id))
 
 
-_feeds: WeakKeyDictionary = WeakKeyDictionary()
+_feeds: dict = {}  # by event loop
 
 
 def get_feed() -> Feed:
     """The feed of the running event loop (one per web process)."""
-    loop = asyncio.get_running_loop()
-    feed = _feeds.get(loop)
-    if feed is None:
-        feed = _feeds[loop] = Feed()
-    return feed
+    return for_event_loop(_feeds, Feed)
