@@ -297,9 +297,9 @@ def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
     busy = down or redis.exists(CHANNEL_TRYING.format(channel=channel.pk))
     # Everything new read first, back to back, then written in one transaction: on SQLite each
     # write waits its turn behind the agents' (a write a batch let the stream trim events unread).
-    rows = []
+    rows, read_records = [], redis.register_script(READ_RECORDS)
     for _ in range(FORWARD_MAX_BATCHES):
-        read = redis.register_script(READ_RECORDS)(keys=[stream], args=[since, FORWARD_BATCH, event_type])
+        read = read_records(keys=[stream], args=[since, FORWARD_BATCH, event_type])
         if not read:
             break
         first, last, count, records = read[0].decode(), read[1].decode(), read[2], read[3].decode()
