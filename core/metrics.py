@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily
 from rest_framework import exceptions
 
-from core.api import describe
+from core.api import authorization, describe
 from core.authentication import key_with_scope
 from core.events import published_counts
 from core.permissions import is_staff
@@ -67,7 +67,7 @@ def _allowed_address(address: str) -> bool:
 
 def _check_access(request: HttpRequest) -> None:
     if not (_allowed_address(request.META.get("REMOTE_ADDR", "")) or is_staff(request.user)):
-        key_with_scope(request.headers.get("Authorization", ""), SCOPE)
+        key_with_scope(authorization(request), SCOPE)
 
 
 @require_GET

@@ -14,7 +14,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import LimitOffsetPage, describe, error_body, validate
+from core.api import LimitOffsetPage, authorization, describe, error_body, validate
 from core.authentication import key_with_scope
 from core.openapi import query_parameters
 from core.parsers import PayloadTooLarge
@@ -326,7 +326,7 @@ def otlp_traces(request):
     <key>"). Spans the key may not record, or that are malformed, are counted in the response's
     partial success; the others are stored."""
     try:
-        key = key_with_scope(request.headers.get("Authorization", ""), "runs:write")
+        key = key_with_scope(authorization(request), "runs:write")
         if request.content_type not in (otlp.PROTOBUF, otlp.JSON):
             raise exceptions.UnsupportedMediaType(request.content_type, f"Send {otlp.PROTOBUF} or {otlp.JSON}.")
         spans = otlp.decode(_otlp_body(request), request.content_type)
