@@ -144,11 +144,13 @@ def asgi_server(
     app: str = "telemetry_site.asgi:application",
     started: list[subprocess.Popen] | None = None,
     log: Path | None = None,
+    tls: tuple[str, str] | None = None,
 ):
     """The production web server (uvicorn, as `make run` starts it) on a free loopback port; yields
     its URL once /health answers (for another `app`: once the port accepts connections). The list
     `started`, if given, gets its process (for tests that signal it). With `log`, its output goes
-    to that file, logged as under `make run` (uvicorn's own log and access log at INFO)."""
+    to that file, logged as under `make run` (uvicorn's own log and access log at INFO). With `tls`
+    (a certificate file and its key file), it serves HTTPS."""
     port = port or free_port()
     logging = [] if log else ["--no-access-log", "--log-level", "warning"]
     output = open(log, "ab") if log else None  # noqa: SIM115 - closed at the end
@@ -165,6 +167,7 @@ def asgi_server(
             "--workers",
             str(workers),
             *logging,
+            *(["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]] if tls else []),
         ],
         cwd=ROOT,
         env=env,
@@ -173,7 +176,7 @@ def asgi_server(
     )
     if started is not None:
         started.append(process)
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -181,7 +184,7 @@ def asgi_server(
                 if app != "telemetry_site.asgi:application":
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/health", timeout=1, verify=not tls).status_code == 200:
                     break
             except (httpx.TransportError, OSError):
                 pass

@@ -1,0 +1,166 @@
+"""How the SDK's questions reach the server (telemetry_client.api): kept-alive connections that
+survive a restart of the server, proxies named by the environment, and HTTPS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import urllib.parse
+from contextlib import contextmanager
+
+import pytest
+import trustme
+from telemetry_client import CoordinationSignals
+
+from tests.services import asgi_server, free_port
+
+
+@contextmanager
+def forwarding_proxy():
+    """An HTTP proxy on loopback, in a thread of its own: CONNECT tunnels and plain requests named
+    by absolute URL. Yields its URL (with a login) and the head of each request it was sent."""
+    heads: list[str] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head.decode())
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+        else:
+            host, port = urllib.parse.urlsplit(target).hostname, urllib.parse.urlsplit(target).port
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        if method == "CONNECT":
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            upstream_writer.write(head)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://agent:p%40ss@127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def round_trip(signals: CoordinationSignals) -> None:
+    """A signal to itself, taken back: a POST with a body and its answer."""
+    sent = signals.signal("go", target_agent="alpha", payload={"n": 1})
+    assert sent
+    taken = signals.check_signal("go")
+    assert taken is not None and taken.signal_id == sent and taken.payload == {"n": 1}
+
+
+def test_questions_keep_their_connection_and_find_a_restarted_server(server_env, make_client, sdk_logs):
+    port = free_port()
+    with asgi_server(server_env, port=port) as base:
+        signals = CoordinationSignals(make_client(base), agent_id="alpha")
+        round_trip(signals)
+        connection = signals._api.server.local.connection
+        first = connection.sock
+        round_trip(signals)
+        assert connection.sock is first  # kept alive
+    with asgi_server(server_env, port=port):
+        round_trip(signals)  # the kept connection was closed by the old server: replaced, not failed
+        assert connection.sock is not first
+    assert "failed" not in sdk_logs.text
+    assert signals.get_pending_signals() == []  # the server is down: logged, not raised
+    assert "GET /api/v1/signals?agent_id=alpha failed" in sdk_logs.text
+    sdk_logs.clear()
+    with asgi_server(server_env, port=port):
+        round_trip(signals)
+    assert "failed" not in sdk_logs.text
+
+
+def test_each_thread_asks_on_a_connection_of_its_own(live_asgi, make_client):
+    signals = CoordinationSignals(make_client(live_asgi), agent_id="alpha")
+    sockets, failures = [], []
+
+    def ask():
+        try:
+            for _ in range(20):
+                round_trip(signals)
+            sockets.append(signals._api.server.local.connection.sock)
+        except AssertionError as exc:  # a signal taken by another thread is fine; a failed call is not
+            failures.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len({id(sock) for sock in sockets}) == len(sockets) == 4 - len(failures)
+    assert signals.get_pending_signals() == []
+
+
+def test_questions_go_through_the_proxy_the_environment_names(live_asgi, make_client, no_proxy_settings, sdk_logs):
+    with forwarding_proxy() as (proxy, heads):
+        no_proxy_settings.setenv("HTTP_PROXY", proxy)
+        round_trip(CoordinationSignals(make_client(live_asgi), agent_id="alpha"))
+        assert heads[0].startswith(f"POST {live_asgi}/api/v1/signals HTTP/1.1\r\n")
+        assert f"Proxy-Authorization: Basic {base64.b64encode(b'agent:p@ss').decode()}\r\n" in heads[0]
+        assert "Api-Key " in heads[0]
+
+        heads.clear()
+        no_proxy_settings.setenv("NO_PROXY", "127.0.0.1")
+        round_trip(CoordinationSignals(make_client(live_asgi), agent_id="alpha"))
+        assert heads == []
+    assert "failed" not in sdk_logs.text
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> dict[str, str]:
+    """A certificate authority of this test and a certificate it issued for 127.0.0.1."""
+    authority = trustme.CA()
+    leaf = authority.issue_cert("127.0.0.1")
+    files = {name: str(tmp_path / f"{name}.pem") for name in ("ca", "cert", "key")}
+    authority.cert_pem.write_to_path(files["ca"])
+    leaf.cert_chain_pems[0].write_to_path(files["cert"])
+    leaf.private_key_pem.write_to_path(files["key"])
+    return files
+
+
+def test_https_directly_and_through_a_proxy_tunnel(server_env, make_client, tls_files, no_proxy_settings, sdk_logs):
+    with asgi_server(server_env, tls=(tls_files["cert"], tls_files["key"])) as base:
+        assert CoordinationSignals(make_client(base), agent_id="alpha").signal("go", target_agent="alpha") == ""
+        assert "CERTIFICATE_VERIFY_FAILED" in sdk_logs.text  # our CA is not one certifi trusts
+
+        no_proxy_settings.setenv("SSL_CERT_FILE", tls_files["ca"])
+        round_trip(CoordinationSignals(make_client(base), agent_id="alpha"))
+        with forwarding_proxy() as (proxy, heads):
+            no_proxy_settings.setenv("HTTPS_PROXY", proxy)
+            round_trip(CoordinationSignals(make_client(base), agent_id="alpha"))
+            authority = base.removeprefix("https://")
+            assert heads[0].startswith(f"CONNECT {authority} HTTP/1.")
+            assert "Proxy-Authorization: Basic " in heads[0]
+            assert "Api-Key" not in heads[0]  # the key travels inside the tunnel
+
+
+def test_a_url_without_a_server_is_named_in_the_log(make_client, sdk_logs):
+    signals = CoordinationSignals(make_client("http:///api"), agent_id="alpha")
+    assert signals.signal("go", target_agent="alpha") == ""
+    assert "TELEMETRY_API_URL 'http:///api' is not the http(s) URL of a server" in sdk_logs.text
