@@ -25,11 +25,11 @@ import httpx
 from bench.harness import (
     HOLD,
     LATENCY_SAMPLES,
-    bracketing,
     busy_vs_quiet,
     environment,
     lone_post,
     percentiles,
+    pooled,
     probe,
     raw_redis,
     sequential_wakeups,
@@ -155,7 +155,7 @@ async def many_waiters(base: str, crowd: dict, source: dict, reviewer: dict) -> 
         opened = time.perf_counter()
         # Settled once a request taking the waits' path (their checks share the database thread)
         # is answered about as fast as with nobody waiting, ten times running.
-        fast, limit = 0, 3 * quiet["approval_detail"]["p50_ms"] / 1000
+        fast, limit = 0, 3 * pooled(quiet)["approval_detail"]["p50_ms"] / 1000
         while fast < 10 and time.perf_counter() - opened < 60:
             sent = time.perf_counter()
             await kinds["approval_detail"]()
@@ -174,7 +174,7 @@ async def many_waiters(base: str, crowd: dict, source: dict, reviewer: dict) -> 
         await asyncio.wait(waiters.values(), timeout=30)
         for task in waiters.values():
             task.cancel()
-        quiet = bracketing(quiet, await probe(kinds, PROBES))  # nobody waiting again (see harness.bracketing)
+        quiet, busy = pooled(quiet, await probe(kinds, PROBES)), pooled(busy)  # nobody waiting again (see pooled)
     answers = {request_id: task.result() for request_id, task in waiters.items() if task.done() and not task.cancelled()}
     delivered = [at - decided_at[request_id] for request_id, (at, _, got) in answers.items() if got == request_id]
     failed = [status for _, status, _ in answers.values() if status != 200]

@@ -160,17 +160,12 @@ def busy_vs_quiet(busy: dict, quiet: dict) -> dict[str, float]:
     return {name: busy[name]["p50_ms"] / quiet[name]["p50_ms"] for name in quiet}
 
 
-def bracketing(before: dict, after: dict) -> dict:
-    """Probe figures taken with nobody waiting, before and after the busy ones: the mean p50 and
-    the larger p99. The machine's speed drifts by up to a third between minutes; bracketing keeps
-    that drift off the busy/quiet ratio (measured before only, it ranged 76-134% for one code)."""
-    return {
-        name: {
-            "p50_ms": (before[name]["p50_ms"] + after[name]["p50_ms"]) / 2,
-            "p99_ms": max(before[name]["p99_ms"], after[name]["p99_ms"]),
-        }
-        for name in before
-    }
+def pooled(*probes: dict[str, list[float]]) -> dict[str, dict]:
+    """The figures of several probes' latencies taken together (see `probe`). Quiet probes are
+    taken before and after the busy ones: the machine's speed drifts by up to a third between
+    minutes, and pooling both sides keeps that drift off the busy/quiet ratio (measured before
+    only, it ranged 76-134% for one code)."""
+    return {name: percentiles([latency for latencies in probes for latency in latencies[name]]) for name in probes[0]}
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -253,16 +248,16 @@ async def lone_post(base: str, path: str, headers: dict, body: dict) -> tuple[in
     return int(status.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
 
 
-async def probe(kinds: dict, samples: int) -> dict:
-    """`samples` sequential requests of each kind ({name: () -> awaitable response}); latencies."""
-    figures = {}
+async def probe(kinds: dict, samples: int) -> dict[str, list[float]]:
+    """`samples` sequential requests of each kind ({name: () -> awaitable response}); their
+    latencies by kind, in seconds (figures: `pooled`)."""
+    found = {}
     for name, request in kinds.items():
-        latencies = []
+        latencies = found[name] = []
         for _ in range(samples):
             sent = time.perf_counter()
             response = await request()
             latencies.append(time.perf_counter() - sent)
             if response.status_code != 200:
                 raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
-        figures[name] = percentiles(latencies)
-    return figures
+    return found

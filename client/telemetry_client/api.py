@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from telemetry_client.client import TelemetryClient
+from telemetry_client.client import TelemetryClient, to_json
 from telemetry_client.config import TelemetryConfig
 
 logger = logging.getLogger("telemetry_client")
@@ -38,19 +38,20 @@ class ServerApi:
         """The JSON answer to `method prefix+path`, or `empty` when there is none."""
         return self.answer(method, path, timeout, **kwargs) or empty
 
-    def answer(self, method: str, path: str, timeout: float | None = None, json: Any = None, params: dict | None = None) -> Any:
-        """The JSON answer, or None when the server could not be reached or refused (logged)."""
+    def answer(self, method: str, path: str, timeout: float | None = None, body: Any = None, params: dict | None = None) -> Any:
+        """The JSON answer to `body` (sent as JSON), or None when the server could not be reached or
+        refused (logged)."""
         target = f"{self.prefix}{path}{query_string(params)}"
         if self.server is None:
             logger.warning("telemetry: TELEMETRY_API_URL is not set; %s %s not sent", method, target)
             return None
-        body = None if json is None else to_json(json)
         try:
-            status, content = self.server.request(method, target, body, timeout or self.timeout)
-            if status >= 400:
+            sent = None if body is None else to_json(body)
+            status, content = self.server.request(method, target, sent, timeout or self.timeout)
+            if not 200 <= status < 300:
                 logger.warning("telemetry: %s %s failed: %s", method, target, _reason(status, content))
                 return None
-            return from_json(content)
+            return json.loads(content)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             logger.warning("telemetry: %s %s failed: %s", method, target, str(exc) or type(exc).__name__)
             return None
@@ -71,9 +72,10 @@ class Connections:
         """The status and body of the answer to `method target`; raises OSError, HTTPException or
         ValueError (a bad URL)."""
         route = self.route = self.route or Route(self.api_url, self.headers)
-        connection = getattr(self.local, "connection", None)
-        if connection is None:
-            connection = self.local.connection = route.connection()
+        kept = getattr(self.local, "kept", None)
+        if kept is None:
+            kept = self.local.kept = Kept(route.connection())
+        connection = kept.connection
         connection.timeout = timeout  # for a new connection's connect
         if connection.sock is not None:
             if _readable(connection.sock):  # the server closed it while it was idle
@@ -88,6 +90,17 @@ class Connections:
         except BaseException:
             connection.close()  # a late answer must not be read as the next request's
             raise
+
+
+class Kept:
+    """A thread's connection, closed when the thread ends or the Connections go (their thread's
+    value of `local` goes with them)."""
+
+    def __init__(self, connection: http.client.HTTPConnection):
+        self.connection = connection
+
+    def __del__(self):
+        self.connection.close()
 
 
 class Route:
@@ -135,15 +148,6 @@ def _readable(sock: socket.socket) -> bool:
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
     return bool(select.select([sock], [], [], 0)[0])
-
-
-def from_json(content: bytes) -> Any:
-    return json.loads(content)
-
-
-def to_json(value: Any) -> bytes:
-    """A request body, as the recording calls encode records (what JSON lacks becomes a string)."""
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 def query_string(params: dict | None) -> str:

@@ -101,7 +101,7 @@ class ApprovalGate:
         default, APPROVAL_DEFAULT_TIMEOUT). After the timeout the request is expired and the
         answer is approved=False with the reason."""
         body = {"approval_type": approval_type, "agent_id": self.agent_id, "context": context or {}, "timeout_seconds": timeout}
-        created = self._api.answer("POST", "", json=body)
+        created = self._api.answer("POST", "", body=body)
         if not created:
             reason = "Not approved: the telemetry server could not be asked."
             return ApprovalResponse("", approved=False, responder="", reason=reason)
@@ -109,7 +109,7 @@ class ApprovalGate:
         deadline = time.monotonic() + float(created["timeout_seconds"]) + QUICK_TIMEOUT
         while True:
             step = min(max(deadline - time.monotonic(), 0.0), WAIT_STEP)
-            found = self._api.answer("POST", f"/{request_id}/wait", timeout=step + QUICK_TIMEOUT, json={"timeout": step})
+            found = self._api.answer("POST", f"/{request_id}/wait", timeout=step + QUICK_TIMEOUT, body={"timeout": step})
             if found and found.get("decision"):
                 return ApprovalResponse.from_dict(found["decision"])
             if time.monotonic() >= deadline:
@@ -121,7 +121,7 @@ class ApprovalGate:
     def respond_to_approval(self, request_id: str, approved: bool, responder: str, reason: str = "") -> bool:
         """Decide a request. Only people with the approve permission may (in the admin, or the API
         with their session): with an agent key the server refuses, and this returns False."""
-        found = self._api.answer("POST", f"/{request_id}/decide", json={"approved": approved, "reason": reason})
+        found = self._api.answer("POST", f"/{request_id}/decide", body={"approved": approved, "reason": reason})
         return bool(found)
 
     def get_pending_approvals(self, approval_type: str | None = None) -> list[ApprovalRequest]:

@@ -74,6 +74,11 @@ def _never_raises(default: Any = None):
     return decorate
 
 
+def to_json(value: Any) -> bytes:
+    """A record or a request body: compact, and what JSON lacks (a datetime, a Path) as a string."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
 class _Run:
     __slots__ = ("event_id", "metrics", "started")
 
@@ -170,7 +175,7 @@ class TelemetryClient:
         if self.spool is None or self._closed:
             self.stats.dropped += 1
             return False
-        line = json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+        line = to_json(record) + b"\n"
         if not self.spool.append(line):
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:

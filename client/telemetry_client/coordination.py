@@ -93,7 +93,7 @@ class HeartbeatCoordinator:
         self._stop_thread()
         self.agent_id = agent_id
         body = {"metadata": metadata or {}, "display_name": display_name, "stale_after_seconds": stale_after_seconds}
-        self._api.answer("POST", f"/{agent_id}/heartbeat/start", json=body)
+        self._api.answer("POST", f"/{agent_id}/heartbeat/start", body=body)
         if interval:
             self._beating = threading.Event()
             thread = threading.Thread(
@@ -110,7 +110,7 @@ class HeartbeatCoordinator:
         """Stop beating and record a final status; the agent is then neither active nor stale."""
         self._stop_thread()
         if self._require_agent("stop_heartbeat"):
-            self._api.answer("POST", f"/{self.agent_id}/heartbeat/stop", json={"final_status": final_status})
+            self._api.answer("POST", f"/{self.agent_id}/heartbeat/stop", body={"final_status": final_status})
 
     def get_active_agents(self) -> list[AgentHeartbeat]:
         return [AgentHeartbeat.from_dict(raw) for raw in self._api.call("GET", "/active", [])]
@@ -130,7 +130,7 @@ class HeartbeatCoordinator:
 
     def _send_beat(self) -> None:
         if self._require_agent("beat"):
-            self._api.answer("POST", f"/{self.agent_id}/heartbeat", json=self._state)
+            self._api.answer("POST", f"/{self.agent_id}/heartbeat", body=self._state)
 
     def _beat_every(self, interval: float, stopped: threading.Event) -> None:
         while not stopped.wait(interval):
@@ -215,7 +215,7 @@ class CoordinationSignals:
             "payload": payload or {},
             "ttl_seconds": ttl_seconds,
         }
-        return self._api.call("POST", "", {}, json=body).get("signal_id", "")
+        return self._api.call("POST", "", {}, body=body).get("signal_id", "")
 
     def broadcast(
         self,
@@ -267,7 +267,7 @@ class CoordinationSignals:
             "timeout": timeout,
         }
         # The server holds a wait for at most LONG_WAIT_MAX_SECONDS and then answers null.
-        return self._api.answer("POST", "/receive", timeout=timeout + QUICK_TIMEOUT, json=body)
+        return self._api.answer("POST", "/receive", timeout=timeout + QUICK_TIMEOUT, body=body)
 
     def _agent_params(self, signal_type: str | None) -> dict[str, str]:
         params = {"agent_id": self.agent_id, "signal_type": signal_type}

@@ -62,7 +62,7 @@ class EventStreamer:
 
     def publish_event(self, event_type: str, data: dict[str, Any], source: str = "attune") -> str:
         """Publish an event; its stream id, or "" when the server could not be reached."""
-        return self._api.call("POST", f"/{event_type}", {}, json={"data": data, "source": source}).get("event_id", "")
+        return self._api.call("POST", f"/{event_type}", {}, body={"data": data, "source": source}).get("event_id", "")
 
     def consume_events(
         self, event_types: list[str] | None = None, block_ms: int | None = None, count: int = 10, start_id: str = "$"
@@ -97,4 +97,4 @@ class EventStreamer:
         return bool(self._api.call("DELETE", f"/{event_type}", {}).get("deleted", False))
 
     def trim_stream(self, event_type: str, max_length: int = 1000) -> int:
-        return int(self._api.call("POST", f"/{event_type}/trim", {}, json={"max_length": max_length}).get("removed", 0))
+        return int(self._api.call("POST", f"/{event_type}/trim", {}, body={"max_length": max_length}).get("removed", 0))
