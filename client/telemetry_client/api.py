@@ -41,7 +41,7 @@ class ServerApi:
     def answer(self, method: str, path: str, timeout: float | None = None, body: Any = None, params: dict | None = None) -> Any:
         """The JSON answer to `body` (sent as JSON), or None when the server could not be reached or
         refused (logged)."""
-        target = f"{self.prefix}{path}{query_string(params)}"
+        target = urllib.parse.quote(f"{self.prefix}{path}", safe=PATH_SAFE) + query_string(params)
         if self.server is None:
             logger.warning("telemetry: TELEMETRY_API_URL is not set; %s %s not sent", method, target)
             return None
@@ -52,7 +52,7 @@ class ServerApi:
                 logger.warning("telemetry: %s %s failed: %s", method, target, _reason(status, content))
                 return None
             return json.loads(content)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the SDK never raises into the agent
             logger.warning("telemetry: %s %s failed: %s", method, target, str(exc) or type(exc).__name__)
             return None
 
@@ -105,8 +105,8 @@ class Kept:
 
 class Route:
     """How requests reach the server at `api_url`: directly, or through the proxy the environment
-    names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, as httpx reads them). Certificates are checked as
-    httpx checks them (certifi's, or SSL_CERT_FILE's)."""
+    names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, as httpx reads them; an http:// proxy).
+    Certificates are checked as httpx checks them (certifi's, or SSL_CERT_FILE's)."""
 
     def __init__(self, api_url: str, headers: dict[str, str]):
         url = urllib.parse.urlsplit(api_url.rstrip("/"))
@@ -115,9 +115,13 @@ class Route:
         self.scheme, self.host, self.port, self.prefix = url.scheme, url.hostname, url.port, url.path
         self.tunnel = None
         headers = {**headers, "Accept": "application/json"}
-        proxy = None if urllib.request.proxy_bypass(url.hostname) else urllib.request.getproxies().get(url.scheme)
+        proxies = urllib.request.getproxies_environment()
+        bypass = urllib.request.proxy_bypass_environment(url.hostname, proxies)
+        proxy = None if bypass else proxies.get(url.scheme) or proxies.get("all")
         if proxy:
             proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            if proxy_url.scheme != "http" or not proxy_url.hostname:  # (not shown: it may hold a password)
+                raise ValueError(f"the {url.scheme} proxy set in the environment is not an http://host:port URL")
             proxy_headers = {}
             if proxy_url.username:
                 login = f"{urllib.parse.unquote(proxy_url.username)}:{urllib.parse.unquote(proxy_url.password or '')}"
@@ -126,7 +130,7 @@ class Route:
             if url.scheme == "https":  # a tunnel through the proxy (CONNECT): TLS end to end
                 self.tunnel = (url.hostname, url.port, proxy_headers)
             else:  # the proxy forwards plain requests, named by absolute URL
-                self.scheme, self.prefix = proxy_url.scheme, f"{url.scheme}://{url.netloc}{url.path}"
+                self.scheme, self.prefix = "http", f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}"
                 headers.update(proxy_headers)
         self.headers, self.json_headers = headers, {**headers, "Content-Type": "application/json"}
         self.tls = httpx.create_ssl_context() if self.scheme == "https" else None
@@ -139,6 +143,9 @@ class Route:
         if self.tunnel:
             connection.set_tunnel(*self.tunnel)
         return connection
+
+
+PATH_SAFE = "/:@!$&'()*+,;=~"  # what a URL path may hold unencoded (RFC 3986), as httpx encodes paths
 
 
 def _readable(sock: socket.socket) -> bool:

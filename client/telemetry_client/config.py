@@ -44,8 +44,9 @@ class TelemetryConfig:
     @classmethod
     def from_env(cls) -> TelemetryConfig:
         return cls(
-            api_url=os.environ.get("TELEMETRY_API_URL") or None,
-            api_key=os.environ.get("TELEMETRY_API_KEY") or None,
+            # Stripped: a key file or a secret often ends in a newline, which no header may carry.
+            api_url=os.environ.get("TELEMETRY_API_URL", "").strip() or None,
+            api_key=os.environ.get("TELEMETRY_API_KEY", "").strip() or None,
             spool_dir=Path(os.environ.get("TELEMETRY_SPOOL_DIR") or _default_spool_dir()),
             agent_owner=os.environ.get("AGENT_OWNER") or None,
             spool_max_bytes=int(_env_number("TELEMETRY_SPOOL_MAX_MB", 256) * 1024 * 1024),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from telemetry_client import CoordinationSignals
+from telemetry_client import CoordinationSignals, HeartbeatCoordinator
 
 from tests.services import asgi_server, free_port
 
@@ -110,9 +110,12 @@ def test_each_thread_asks_on_a_connection_of_its_own(live_asgi, make_client, sdk
     sockets = []
 
     def ask(signal_type: str):
+        round_trip(signals, signal_type)
+        first = signals._api.server.local.kept.connection.sock
         for _ in range(20):
             round_trip(signals, signal_type)
-        sockets.append(signals._api.server.local.kept.connection.sock)
+        if signals._api.server.local.kept.connection.sock is first:  # kept alive within the thread
+            sockets.append(first)
 
     threads = [threading.Thread(target=ask, args=(f"go-{n}",)) for n in range(4)]
     for thread in threads:
@@ -138,11 +141,31 @@ def test_questions_go_through_the_proxy_the_environment_names(live_asgi, make_cl
     assert "failed" not in sdk_logs.text
 
 
+@pytest.mark.parametrize("setting", [":3128", "http://", "socks5://127.0.0.1:1080", "http://127.0.0.1:port"])
+def test_a_proxy_setting_the_sdk_cannot_use_fails_the_call_with_a_log_line(make_client, no_proxy_settings, sdk_logs, setting):
+    no_proxy_settings.setenv("HTTP_PROXY", setting)
+    signals = CoordinationSignals(make_client("http://127.0.0.1:9"), agent_id="alpha")
+    assert signals.signal("go", target_agent="alpha") == ""
+    assert signals.get_pending_signals() == []
+    assert sdk_logs.text.count("failed") == 2
+
+
+def test_agent_ids_with_spaces_and_accents_reach_the_server(live_asgi, make_client, sdk_logs):
+    heartbeat = HeartbeatCoordinator(make_client(live_asgi))
+    heartbeat.start_heartbeat("alpha-build ë 1", display_name="Build ë")
+    heartbeat.beat(status="building", progress=0.5)
+    status = heartbeat.get_agent_status("alpha-build ë 1")
+    assert status is not None and status.status == "building" and status.display_name == "Build ë"
+    heartbeat.stop_heartbeat()
+    assert "failed" not in sdk_logs.text
+
+
 @pytest.fixture
 def tls_files(tmp_path) -> dict[str, str]:
-    """A certificate authority of this test and a certificate it issued for 127.0.0.1."""
+    """A certificate authority of this test and a certificate it issued for localhost (the
+    proxy is reached as 127.0.0.1: a check against the proxy's name would fail)."""
     authority = trustme.CA()
-    leaf = authority.issue_cert("127.0.0.1")
+    leaf = authority.issue_cert("localhost")
     files = {name: str(tmp_path / f"{name}.pem") for name in ("ca", "cert", "key")}
     authority.cert_pem.write_to_path(files["ca"])
     leaf.cert_chain_pems[0].write_to_path(files["cert"])
@@ -151,7 +174,8 @@ def tls_files(tmp_path) -> dict[str, str]:
 
 
 def test_https_directly_and_through_a_proxy_tunnel(server_env, make_client, tls_files, no_proxy_settings, sdk_logs):
-    with asgi_server(server_env, tls=(tls_files["cert"], tls_files["key"])) as base:
+    with asgi_server(server_env, tls=(tls_files["cert"], tls_files["key"])) as served:
+        base = served.replace("127.0.0.1", "localhost")
         assert CoordinationSignals(make_client(base), agent_id="alpha").signal("go", target_agent="alpha") == ""
         assert "CERTIFICATE_VERIFY_FAILED" in sdk_logs.text  # our CA is not one certifi trusts
 
@@ -177,3 +201,10 @@ def test_a_payload_json_cannot_carry_is_sent_with_strings_not_raised(live_asgi, 
     when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     assert signals.signal("go", target_agent="alpha", payload={"at": when, "where": Path("data/in.csv")})
     assert signals.check_signal("go").payload == {"at": "2026-11-30 12:00:00+00:00", "where": "data/in.csv"}
+
+
+def test_a_key_from_the_environment_ending_in_a_newline_still_works(live_asgi, agent_key, monkeypatch, sdk_logs):
+    monkeypatch.setenv("TELEMETRY_API_URL", f"{live_asgi}\n")
+    monkeypatch.setenv("TELEMETRY_API_KEY", f"{agent_key}\n")
+    round_trip(CoordinationSignals(agent_id="alpha"))  # configured from the environment
+    assert "failed" not in sdk_logs.text
