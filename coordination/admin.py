@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 
 from coordination import heartbeats, signals
@@ -82,6 +83,9 @@ class AgentAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": "Live signals",
             "opts": self.model._meta,
-            "signals": [{**signal, "payload": json.dumps(signal["payload"])} for signal in signals.live()],
+            "signals": [
+                {**signal, "sent": parse_datetime(signal["timestamp"]), "payload": json.dumps(signal["payload"])}
+                for signal in signals.live()
+            ],
         }
         return TemplateResponse(request, "admin/coordination/agent/signals.html", context)

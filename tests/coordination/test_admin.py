@@ -1,8 +1,10 @@
 """The agents admin: live state from Redis, stale marks, the live signals page."""
 
 import pytest
-from django.utils import timezone
+from django.utils import formats, timezone
+from django.utils.dateparse import parse_datetime
 
+from coordination import signals
 from coordination.models import Agent
 from tests.conftest import key_client, make_key
 
@@ -29,6 +31,9 @@ def test_live_signals_are_listed_until_taken(admin_client, agent):
     agent.post("/api/v1/signals", {"signal_type": "reindex", "target_agent": "beta", "payload": {"shard": 3}}, format="json")
     page = admin_client.get("/admin/coordination/agent/signals/").content.decode()
     assert "reindex" in page and "beta" in page and "&quot;shard&quot;: 3" in page
+    (signal,) = signals.live()
+    shown = formats.date_format(timezone.localtime(parse_datetime(signal["timestamp"])), "DATETIME_FORMAT")
+    assert f'title="{signal["timestamp"]}">{shown}</td>' in page  # as the agents list shows times
     key_client(make_key("beta")[1]).post("/api/v1/signals/receive", {}, format="json")
     assert "No live signals." in admin_client.get("/admin/coordination/agent/signals/").content.decode()
 
