@@ -8,8 +8,9 @@
    LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (seed 001 polled
    every 500 ms).
 2. WAITERS held receives on ONE web process: the latency of other requests while they wait,
-   as a ratio to the same requests with nobody waiting, before and after (target: within 20%); then one broadcast
-   wakes them all: how many got it (target: all) and how long each took.
+   as a ratio to the same requests with nobody waiting (target: within 20%), CYCLES holds pooled,
+   each between quiet probes; each hold ends with one broadcast that wakes them all: how many got
+   it (target: all) and how long each took.
 3. Heartbeats of AGENTS agents, round robin, on two one-worker uvicorns: beats/s as a ratio to a
    bare async Django view on the same server setup, the two taking turns for ROUNDS rounds
    (target >= 50%); and the Agent registry, synced by Celery

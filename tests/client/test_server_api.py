@@ -41,7 +41,8 @@ def forwarding_proxy():
         if method == "CONNECT":
             host, port = target.rsplit(":", 1)
         else:
-            host, port = urllib.parse.urlsplit(target).hostname, urllib.parse.urlsplit(target).port
+            url = urllib.parse.urlsplit(target)
+            host, port = url.hostname, url.port
         upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
         if method == "CONNECT":
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
