@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from core.models import NotificationChannel
+from notifications.models import NotificationChannel
 
 
 class AlertRule(models.Model):

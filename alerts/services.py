@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from alerts.models import Alert, AlertRule
 from alerts.rules import Finding, findings
-from core import events, notifications
+from core import events
+from notifications import services as notifications
 
 logger = logging.getLogger(__name__)
 SUBJECT_LENGTH = Alert._meta.get_field("subject").max_length

@@ -22,7 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from core import events, notifications, wakeups
+from core import events, wakeups
+from notifications.services import Notification, notify
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ def notify_reviewers(request: ApprovalRequest) -> None:
     context = json.dumps(request.context, indent=2, ensure_ascii=False, default=str)
     if len(context) > CONTEXT_CHARS_IN_NOTIFICATIONS:
         context = context[:CONTEXT_CHARS_IN_NOTIFICATIONS] + "\n… (the rest on the decision page)"
-    notifications.notify(
-        notifications.Notification(
+    notify(
+        Notification(
             topic="approval.requested",
             subject=f"Approval needed: {request.approval_type} for {request.agent_id}",
             text=f"{request.agent_id} asks for approval ({request.approval_type}); it expires at "

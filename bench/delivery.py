@@ -35,9 +35,9 @@ def run(db: str) -> dict:
         from django.db.models import Sum
 
         from core.events import stream_key
-        from core.models import Delivery, NotificationChannel
-        from core.notifications import FORWARD_CURSOR, FORWARD_LOCK
         from core.redis import get_redis
+        from notifications.forwarding import FORWARD_CURSOR, FORWARD_LOCK
+        from notifications.models import Delivery, NotificationChannel
 
         # No shedding on loop lag: a batch of 1,000 runs validated in a thread can hold the GIL
         # long enough for a 429 now and then, and a refused batch would end the comparison.

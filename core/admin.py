@@ -1,10 +1,9 @@
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from core.models import AgentKey, Delivery, NotificationChannel
-from core.notifications import DELIVERY_ERRORS, Notification, deliver, retry_failed, start_forwarding
+from core.models import AgentKey
 from core.scopes import AGENT_SCOPES, SCOPES
 
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
@@ -52,70 +51,3 @@ class AgentKeyAdmin(APIKeyModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), "last_used_at"]
-
-
-@admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "target", "topic_list", "forward_list", "enabled"]
-    list_filter = ["kind", "enabled"]
-    actions = ["send_test"]
-
-    @admin.display(description="notifications")
-    def topic_list(self, channel: NotificationChannel) -> str:
-        return ", ".join(channel.topics) or "every one"
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        start_forwarding(obj)
-
-    @admin.display(description="forwarded records")
-    def forward_list(self, channel: NotificationChannel) -> str:
-        return ", ".join(channel.forwards) or "none"
-
-    @admin.action(description="Send a test notification now")
-    def send_test(self, request, queryset):
-        test = Notification(topic="test", subject="Test from agent telemetry", text=f"Sent by {request.user.get_username()}.")
-        for channel in queryset:
-            try:
-                self.message_user(request, f"{channel}: {deliver(channel, test)}", messages.SUCCESS)
-            except DELIVERY_ERRORS as exc:
-                self.message_user(request, f"{channel}: failed: {exc}", messages.ERROR)
-
-
-@admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
-    """The delivery log: every message to every channel, with its status and last error."""
-
-    list_display = [
-        "created_at",
-        "topic",
-        "records",
-        "channel",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "delivered_at",
-        "last_error",
-    ]
-    list_filter = ["status", "channel", "topic"]
-    search_fields = ["topic", "record_id", "last_error"]
-    date_hierarchy = "created_at"
-    list_select_related = ["channel"]
-    readonly_fields = [f.name for f in Delivery._meta.fields]
-    actions = ["retry"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).defer("records_json")  # a batch's records: hundreds of kilobytes
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_retry_permission(self, request) -> bool:
-        return request.user.has_perm("core.change_delivery")
-
-    @admin.action(description="Retry the failed ones", permissions=["retry"])
-    def retry(self, request, queryset):
-        self.message_user(request, f"{retry_failed(queryset)} failed deliveries sent again.", messages.SUCCESS)

@@ -79,7 +79,7 @@ def api(client) -> httpx.Client:
 
 def stored_rows() -> dict[str, int]:
     """How many rows each table of what agents send holds."""
-    labels = ("runs", "coordination", "approvals", "core")
+    labels = ("runs", "coordination", "approvals", "notifications", "core")
     return {model._meta.label: model.objects.count() for label in labels for model in apps.get_app_config(label).get_models()}
 
 

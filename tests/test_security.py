@@ -50,9 +50,10 @@ from approvals import services as approvals
 from approvals.models import ApprovalRequest
 from coordination import heartbeats, signals
 from core import events
-from core.models import AgentKey, Delivery, NotificationChannel
+from core.models import AgentKey
 from core.redis import get_redis
 from core.scopes import AGENT_SCOPES
+from notifications.models import Delivery, NotificationChannel
 from runs.models import ModelPrice, Run
 from streaming.routing import websocket_urlpatterns
 from telemetry_site.asgi import application
@@ -354,7 +355,7 @@ MATRIX = {
         "GET": ("login login login login 405 405 405", {}),
         "POST": ("login login login login 403 ok ok", {"decision": "approve"}),
     },
-    "admin/^(?P<app_label>auth|django_celery_beat|core|coordination|runs|approvals|alerts)/$": {  # runs
+    "admin/^(?P<app_label>auth|django_celery_beat|core|coordination|runs|approvals|notifications|alerts)/$": {  # runs
         "GET": ("login login login login ok 404 ok", {}),
         "POST": ("login login login login ok 404 ok", {}),
     },
@@ -375,8 +376,8 @@ ADMIN_MODELS = {
     "django_celery_beat.solarschedule": {"add", "change", "delete"},
     "django_celery_beat.intervalschedule": {"add", "change", "delete"},
     "core.agentkey": {"add", "change", "delete"},
-    "core.notificationchannel": {"add", "change", "delete"},
-    "core.delivery": {"delete"},  # the log of what was sent
+    "notifications.notificationchannel": {"add", "change", "delete"},
+    "notifications.delivery": {"delete"},  # the log of what was sent
     "coordination.agent": {"change", "delete"},  # agents register themselves
     "runs.run": {"add", "change", "delete"},
     "runs.runevent": {"add", "change", "delete"},

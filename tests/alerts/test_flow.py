@@ -9,7 +9,7 @@ import time
 import httpx
 
 from alerts.models import AlertRule
-from core.models import NotificationChannel
+from notifications.models import NotificationChannel
 from tests.conftest import make_key
 from tests.runs.factories import run_payload
 from tests.services import asgi_server, celery_processes, http_receiver

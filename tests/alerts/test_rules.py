@@ -18,8 +18,8 @@ from approvals import services as approvals
 from approvals.models import ApprovalRequest
 from coordination import heartbeats
 from core import events
-from core.models import NotificationChannel
 from core.redis import get_redis
+from notifications.models import NotificationChannel
 from runs.models import LlmUsage
 from tests.conftest import at_once, go_silent
 from tests.runs.factories import make_run

@@ -14,7 +14,7 @@ from django.core import mail
 
 from approvals import services
 from approvals.models import ApprovalRequest
-from core.models import NotificationChannel
+from notifications.models import NotificationChannel
 from tests.conftest import make_key
 from tests.services import celery_processes, http_receiver
 
@@ -90,9 +90,8 @@ def test_the_admin_sends_a_test_and_shows_the_result(admin_client):
     with http_receiver() as (url, received):
         working = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
         dead = NotificationChannel.objects.create(name="dead", kind="webhook", target="http://127.0.0.1:9/hook")
-        page = admin_client.post(
-            "/admin/core/notificationchannel/", {"action": "send_test", "_selected_action": [working.pk, dead.pk]}, follow=True
-        ).content.decode()
+        test = {"action": "send_test", "_selected_action": [working.pk, dead.pk]}
+        page = admin_client.post("/admin/notifications/notificationchannel/", test, follow=True).content.decode()
     assert f"posted to {url}: 200" in page and "Dead (JSON webhook): failed" in page
     assert json.loads(received[0]["body"])["topic"] == "test"
 
@@ -100,6 +99,6 @@ def test_the_admin_sends_a_test_and_shows_the_result(admin_client):
 @pytest.mark.django_db
 def test_a_channel_with_a_bad_target_is_refused(admin_client):
     form = {"name": "x", "kind": "email", "target": "not an address", "topics": "[]", "secret": "s", "enabled": "on"}
-    page = admin_client.post("/admin/core/notificationchannel/add/", form)
+    page = admin_client.post("/admin/notifications/notificationchannel/add/", form)
     assert page.status_code == 200 and "valid email" in page.content.decode()
     assert not NotificationChannel.objects.exists()
