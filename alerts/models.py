@@ -1,8 +1,6 @@
 from django.db import models
 from django.db.models import Q
 
-from notifications.models import NotificationChannel
-
 
 class AlertRule(models.Model):
     """When to tell people: a condition beat evaluates every ALERT_EVALUATE_SECONDS. A subject
@@ -24,7 +22,7 @@ class AlertRule(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     enabled = models.BooleanField(default=True)
-    channels = models.ManyToManyField(NotificationChannel, related_name="alert_rules", blank=True)
+    channels = models.ManyToManyField("notifications.NotificationChannel", related_name="alert_rules", blank=True)
     agents = models.CharField(
         max_length=200, blank=True, default="", help_text="Only agents matching this glob (e.g. crawler-*); empty: all."
     )

@@ -12,17 +12,15 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from alerts.models import Alert, AlertRule
-from approvals.models import ApprovalRequest, ApprovalStatus
-from coordination.models import Agent
+from approvals import selectors as approvals
+from coordination import selectors as coordination
 from core import events
 from core.redis import get_redis
-from runs.models import LlmUsage, Run, RunStatus
+from runs import selectors as runs
 
-FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
 VOLUME_SAMPLES_KEY = "alerts:volume:{rule}"
 VOLUME_MIN_MINUTES = 0.5
 
@@ -41,13 +39,12 @@ def _agent_matches(rule: AlertRule, agent: str) -> bool:
 
 
 def agent_stale(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
-    stale = Agent.objects.filter(stale_since__isnull=False, stopped_at__isnull=True)
     return {
         f"agent:{agent.agent_id}": Finding(
             f"{agent.agent_id} is stale: no heartbeat since {agent.last_seen_at or agent.stale_since:%Y-%m-%d %H:%M:%S} UTC",
             {"agent_id": agent.agent_id, "stale_since": agent.stale_since.isoformat()},
         )
-        for agent in stale
+        for agent in coordination.stale_agents()
         if _agent_matches(rule, agent.agent_id)
     }
 
@@ -55,10 +52,8 @@ def agent_stale(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -
 def run_failed(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
     """An agent and job whose latest ended run failed or timed out (new failures: those that ended
     in the window); an open alert stays until a run of theirs succeeds after the failure."""
-    runs = Run.objects.filter(job_type=rule.job_type) if rule.job_type else Run.objects.all()
     found: Findings = {}
-    recent = runs.filter(status__in=FAILED, end_time__gte=now - timedelta(minutes=rule.window_minutes)).order_by("end_time")
-    for run in recent.only("event_id", "run_id", "agent_name", "job_type", "status", "end_time", "error_summary"):
+    for run in runs.failed_runs(now - timedelta(minutes=rule.window_minutes), rule.job_type):
         if _agent_matches(rule, run.agent_name):
             found[f"run:{run.agent_name}/{run.job_type}"] = Finding(  # the latest failure wins
                 f"{run.agent_name} {run.job_type} run {run.run_id} {run.status}: {run.error_summary or 'no error summary'}",
@@ -70,20 +65,13 @@ def run_failed(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) ->
     return {
         subject: finding
         for subject, finding in found.items()
-        if not runs.filter(
-            agent_name=finding.details["agent_name"],
-            job_type=finding.details["job_type"],
-            status=RunStatus.SUCCESS,
-            end_time__gt=finding.details["failed_at"],
-        ).exists()
+        if not runs.succeeded_after(finding.details["agent_name"], finding.details["job_type"], finding.details["failed_at"])
     }
 
 
 def error_rate(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
-    ended = Run.objects.filter(end_time__gte=now - timedelta(minutes=rule.window_minutes)).exclude(status=RunStatus.RUNNING)
-    per_agent = ended.values("agent_name").annotate(total=Count("id"), failed=Count("id", filter=Q(status__in=FAILED)))
     found = {}
-    for row in per_agent:
+    for row in runs.ended_run_counts(now - timedelta(minutes=rule.window_minutes)):
         rate = 100 * row["failed"] / row["total"]
         if row["total"] >= rule.min_runs and rate > rule.threshold and _agent_matches(rule, row["agent_name"]):
             found[f"agent:{row['agent_name']}"] = Finding(
@@ -98,9 +86,8 @@ def llm_cost(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> F
     """Today's cost (UTC day) of the matching agents, per agent or per model, over the limit; the
     next day starts below it."""
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    today = LlmUsage.objects.filter(timestamp__gte=day_start, timestamp__lte=now)
     totals: dict[str, float] = defaultdict(float)
-    for row in today.values("agent_name", "model").annotate(cost=Sum("cost")):
+    for row in runs.llm_cost(day_start, now):
         if _agent_matches(rule, row["agent_name"]):
             totals[row["agent_name"] if rule.per == AlertRule.Per.AGENT else row["model"]] += float(row["cost"])
     return {
@@ -118,14 +105,12 @@ def _minutes(duration: timedelta) -> int:
 
 
 def approval_pending(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> Findings:
-    since = now - timedelta(seconds=rule.threshold)
-    waiting = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, created_at__lte=since)
     return {
         f"approval:{request.request_id}": Finding(
             f"{request.agent_id}'s {request.approval_type} approval has waited {_minutes(now - request.created_at)} min",
             {"request_id": request.request_id, "agent_id": request.agent_id, "approval_type": request.approval_type},
         )
-        for request in waiting
+        for request in approvals.pending_since(now - timedelta(seconds=rule.threshold))
         if _agent_matches(rule, request.agent_id)
     }
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio
 
-from core.embedded_redis import EmbeddedRedis
+from operations.embedded_redis import EmbeddedRedis
 from tests.services import ROOT, ThrowawayPostgres, asgi_server, postgres_bin_dir, production_env
 
 

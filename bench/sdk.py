@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.harness import environment
-from core.embedded_redis import free_port
+from operations.embedded_redis import free_port
 from tests.services import asgi_server
 
 CALLS = 20_000

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from coordination.models import Agent
+from coordination import selectors as coordination
 from core import events
 from core.api import error_body
 from core.batch import Batch, BatchResults, MayActAs, Row, purge, row_of
@@ -152,10 +152,8 @@ def end_running(runs, status: RunStatus, reason: str) -> int:
 def time_out_abandoned_runs(grace_seconds: float) -> int:
     """Runs still `running` whose agent went stale after they started and has stayed stale for
     `grace_seconds` are marked `timeout` (seed 003's stale-run cleanup); returns how many."""
-    stale_long_enough = Agent.objects.filter(
-        agent_id=OuterRef("agent_name"),
-        stale_since__lte=timezone.now() - timedelta(seconds=grace_seconds),
-        stale_since__gte=OuterRef("created_at"),
+    stale_long_enough = coordination.stale_at_or_before(timezone.now() - timedelta(seconds=grace_seconds)).filter(
+        agent_id=OuterRef("agent_name"), stale_since__gte=OuterRef("created_at")
     )
     abandoned = Run.objects.filter(Exists(stale_long_enough), status=RunStatus.RUNNING)
     return end_running(abandoned, RunStatus.TIMEOUT, "Timed out: the agent stopped sending heartbeats.")

@@ -14,7 +14,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals.models import ApprovalRequest
+from approvals import selectors as approvals
 from core import events
 from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
@@ -126,5 +126,5 @@ def live_page(request: HttpRequest):
         "streaming/live.html",
         feed_url="/ws/live/",
         stale_seconds=settings.HEARTBEAT_STALE_SECONDS,
-        pending_approvals=ApprovalRequest.objects.waiting().count(),
+        pending_approvals=approvals.waiting_count(),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from core.embedded_redis import configured_port
+from operations.embedded_redis import configured_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "notifications",
     "alerts",
     "streaming",
+    "operations",
 ]
 
 MIDDLEWARE = [

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.embedded_redis import EmbeddedRedis, free_port
+from operations.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

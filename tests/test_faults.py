@@ -30,7 +30,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.common import ignore_errors
 from telemetry_client import TelemetryClient, TelemetryConfig
 
-from core.embedded_redis import EmbeddedRedis, free_port
+from operations.embedded_redis import EmbeddedRedis, free_port
 from runs.models import Run, RunEvent
 from tests.conftest import make_key
 from tests.services import ROOT, ThrowawayPostgres, asgi_server, celery_processes, postgres_bin_dir

@@ -25,8 +25,8 @@ from approvals import services as approvals
 from approvals.models import ApprovalRequest, ApprovalStatus
 from coordination.models import Agent
 from core import events
-from core.embedded_redis import free_port
 from notifications.models import Delivery, NotificationChannel
+from operations.embedded_redis import free_port
 from runs.models import Run, RunEvent
 from tests.conftest import key_client, make_key
 from tests.services import ROOT, asgi_server, celery_processes, http_receiver

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.embedded_redis import free_port
+from operations.embedded_redis import free_port
 from runs.models import Run, RunEvent
 from tests.client.conftest import event_counts, stored_runs
 from tests.services import ROOT, asgi_server

@@ -44,7 +44,7 @@ def test_streams_are_capped_approximately(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_redis_down_loses_the_event_not_the_request(settings, caplog):
-    from core.embedded_redis import free_port
+    from operations.embedded_redis import free_port
 
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
     events.publish(events.Event("demo.happened", {"n": 1}))  # autocommit: published (or not) at once

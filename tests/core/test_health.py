@@ -21,7 +21,7 @@ def test_health_sees_the_worker_tick(client):
 
 
 def test_health_is_503_when_redis_is_down(client, settings):
-    from core.embedded_redis import free_port
+    from operations.embedded_redis import free_port
 
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
     response = client.get("/health")

@@ -166,7 +166,7 @@ def test_a_signal_sent_on_a_key_known_here_that_was_revoked_is_refused_and_never
 
 
 def test_without_redis_the_database_answers(settings):
-    from core.embedded_redis import free_port
+    from operations.embedded_redis import free_port
 
     _, raw = make_key("alpha")
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}

@@ -11,8 +11,8 @@ import redis
 from django.conf import settings
 
 from core import redis as core_redis
-from core.embedded_redis import EmbeddedRedis, free_port
 from core.redis import PipelinedRedis, Script
+from operations.embedded_redis import EmbeddedRedis, free_port
 
 
 def run(coroutine):

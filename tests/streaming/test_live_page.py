@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from core import events
-from core.embedded_redis import free_port
+from operations.embedded_redis import free_port
 from tests.conftest import logged_in_page, make_key
 from tests.services import asgi_server
 

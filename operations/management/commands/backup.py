@@ -2,8 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core import backups
 from core.progress import progress_bar
+from operations import backups
 
 
 class Command(BaseCommand):

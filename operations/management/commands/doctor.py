@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.table import Table
 
-from core import doctor
+from operations import doctor
 
 STYLES = {doctor.OK: "green", doctor.WARN: "yellow", doctor.FAIL: "bold red"}
 

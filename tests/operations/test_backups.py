@@ -116,7 +116,7 @@ def test_restore_asks_before_replacing_data_and_refuses_a_foreign_file(server_en
 
 @pytest.mark.parametrize("name", ["pg_dump", "pg_restore"])
 def test_the_postgres_tools_are_found_or_named(name, monkeypatch, tmp_path):
-    from core import backups
+    from operations import backups
 
     monkeypatch.setenv("PG_BIN_DIR", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
