@@ -77,7 +77,8 @@ def span(rng: random.Random, trace: str, index: int) -> dict:
 def raw_rows_per_second() -> dict:
     """insert_new of the same rows, without HTTP, validation, series or rollups."""
     from core.batch import insert_new
-    from runs.models import MetricPoint, MetricSeries, Span
+    from runs.models import MetricPoint, MetricSeries
+    from traces.models import Span
 
     series = MetricSeries.objects.create(name="raw_bench", labels_key="{}", metric_type="gauge")
     rng = random.Random(3)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import ingest
 from core.batch import error_text
-from runs import services
 from runs.models import Run
 from runs.schemas import RUN_IDENTITY
 
@@ -152,7 +152,7 @@ class Importer:
 
     def flush(self) -> None:
         records, self._pending, self._pending_items = self._pending, [], 0
-        results = iter(services.ingest([dict(item) for *_, items in records for item in items], lambda agent: True).results)
+        results = iter(ingest.ingest([dict(item) for *_, items in records for item in items], lambda agent: True).results)
         for position, where, items in records:
             self._count(position, where, [next(results) for _ in items])
 

@@ -10,7 +10,7 @@ from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from core.views import staff_page
-from runs import exports, traces
+from runs import exports
 from runs.analytics import figures, period_of
 
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
@@ -56,21 +56,3 @@ def analytics_export(request, fmt: str):
     response = StreamingHttpResponse(chunks, content_type=CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
-
-
-@require_GET
-@staff_member_required
-def traces_page(request):
-    """The latest traces (of one agent with ?agent=)."""
-    agent = (request.GET.get("agent") or "").strip()[:200]
-    return staff_page(request, "runs/traces.html", title="Traces", agent=agent, traces=traces.recent_traces(agent=agent))
-
-
-@require_GET
-@staff_member_required
-def trace_page(request, trace_id: str):
-    """One trace as a waterfall: each span under its parent, as a bar on the trace's timeline."""
-    bars = traces.waterfall(trace_id.lower())
-    if not bars:
-        raise Http404(f"No spans of trace {trace_id}.")
-    return staff_page(request, "runs/trace.html", title=f"Trace {trace_id}", trace_id=trace_id, bars=bars)

@@ -13,7 +13,6 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,8 +23,19 @@ from pydantic import (
     model_validator,
 )
 
-from core.parsers import loads
-from runs.models import CommitSource, MetricType, ModelTier, Run, RunStatus, SpanKind, SpanStatus
+from core.schemas import (
+    Count,
+    Identifier,
+    JsonObject,
+    Label,
+    Milliseconds,
+    Name,
+    Strict,
+    Timestamp,
+    Tokens,
+    none_to_blank,
+)
+from runs.models import CommitSource, MetricType, ModelTier, Run, RunStatus
 
 # Older clients (local-telemetry) send these; we store the canonical value.
 STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success"}
@@ -36,51 +46,13 @@ def _canonical_status(value: Any) -> Any:
     return STATUS_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
-def _none_to_blank(value: Any) -> Any:
-    return "" if value is None else value
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """In UTC (naive: taken as UTC). PostgreSQL takes offsets up to 15:59 only, Python's go to 23:59."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of range in UTC") from None
-
-
-def _json_object(value: Any) -> Any:
-    """A JSON object, also when sent as a string holding one (as local-telemetry's clients do)."""
-    if isinstance(value, str):
-        try:
-            value = loads(value)
-        except ValueError:
-            raise ValueError("must be a JSON object or a string holding one") from None
-    if value is not None and not isinstance(value, dict):
-        raise ValueError("must be a JSON object")
-    return value
-
-
 def text(field: str) -> Any:
     """A string for `field`, no longer than its column (or its seed 003 limit); null means blank."""
     limit = SUMMARY_LIMITS.get(field) or Run._meta.get_field(field).max_length
-    return Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=limit)]
+    return Annotated[str, BeforeValidator(none_to_blank), StringConstraints(max_length=limit)]
 
 
 Status = Annotated[RunStatus, BeforeValidator(_canonical_status)]
-Count = Annotated[int, Field(ge=0, le=2**31 - 1)]  # the range of the columns (PositiveIntegerField)
-# Summed into bigint rollups: bounded so that the sums of millions still fit.
-Milliseconds = Annotated[int, Field(ge=0, le=10 * 365 * 86_400_000)]  # ten years
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
-JsonObject = Annotated[dict[str, Any] | None, BeforeValidator(_json_object)]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=True)
 
 
 class RunIn(Strict):
@@ -138,11 +110,6 @@ class RunIn(Strict):
         return fields
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Label = Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=200)]
-Tokens = Annotated[int, Field(ge=0, le=10**12)]  # summed into bigint rollups, as Milliseconds
-
-
 class UsageIn(Strict):
     """One model call (the SDK's record_llm_usage; kind "usage" in an ingest batch). Without a
     cost, it is priced from the price table; without a tier, the table's tier for the model."""
@@ -154,7 +121,7 @@ class UsageIn(Strict):
     workflow: Label = ""
     stage: Label = ""
     task_type: Label = ""
-    provider: Annotated[str, BeforeValidator(_none_to_blank), StringConstraints(max_length=100)] = ""
+    provider: Annotated[str, BeforeValidator(none_to_blank), StringConstraints(max_length=100)] = ""
     model: Name
     tier: ModelTier | None = None
     input_tokens: Tokens = 0
@@ -256,31 +223,6 @@ class MetricQuery(Strict):
     k: Annotated[float, Field(gt=0, le=100)] = 3.0
 
 
-class SpanOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    name: str
-    span_kind: str
-    status: str
-    status_message: str
-    start_time: datetime
-    end_time: datetime
-    duration_ms: float
-    agent_name: str
-    service_name: str
-    attributes: dict[str, Any]
-    events: list[dict[str, Any]]
-    run_event_id: str | None = Field(None, description="The run's event_id, when the span belongs to one")
-
-
-class TraceOut(BaseModel):
-    trace_id: str
-    spans: list[SpanOut] = Field(description="Oldest first")
-
-
 class TimedValue(BaseModel):
     time: str
     value: float
@@ -302,53 +244,6 @@ class MetricQueryOut(BaseModel):
     summary: dict[str, float | int | None] = Field(description="Of the raw points: count, sum, avg, min, max, p50, p95, p99")
     moving_average: list[TimedValue]
     anomalies: list[Anomaly]
-
-
-def _not_all_zero(value: str) -> str:
-    if not value.strip("0"):
-        raise ValueError("an id of zeros is invalid")
-    return value
-
-
-TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True), AfterValidator(_not_all_zero)]
-SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{16}$", to_lower=True), AfterValidator(_not_all_zero)]
-MAX_SPAN_EVENTS = 128
-
-
-class SpanEventIn(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
-    timestamp: Timestamp
-    attributes: dict[str, Any] = Field(default_factory=dict)
-
-
-class SpanIn(Strict):
-    """A finished span (kind "span" in an ingest batch; the OTLP receiver makes these too). Ids
-    are W3C's: 32 and 16 lowercase hex digits, not all zero."""
-
-    trace_id: TraceId
-    span_id: SpanId
-    parent_span_id: SpanId | Literal[""] = ""
-    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
-    span_kind: SpanKind = SpanKind.INTERNAL
-    status: SpanStatus = SpanStatus.UNSET
-    status_message: Annotated[str, StringConstraints(max_length=2000)] = ""
-    start_time: Timestamp
-    end_time: Timestamp
-    agent_name: Name
-    service_name: Label = ""
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    events: list[SpanEventIn] = Field(default_factory=list, max_length=MAX_SPAN_EVENTS)
-    run_event_id: Identifier | None = None
-
-    @model_validator(mode="after")
-    def _ends_after_it_starts(self) -> SpanIn:
-        if self.end_time < self.start_time:
-            raise ValueError("end_time is before start_time")
-        return self
-
-    @property
-    def event_id(self) -> str:
-        return self.trace_id + self.span_id
 
 
 # What identifies a run; everything else may still change until the run ends.
@@ -553,8 +448,7 @@ class TemplateConfidenceOut(BaseModel):
     confidence: float = Field(description="good / (good + bad); 0.5 before any rating")
 
 
-# The items of POST /api/v1/ingest, for the OpenAPI schema (the ingest service validates each
-# kind with the schemas above).
+# The items of POST /api/v1/ingest (core.ingest), each with its kind.
 class RunItem(RunIn):
     kind: Literal["run"]
 
@@ -585,16 +479,3 @@ class TemplateFeedbackItem(TemplateFeedbackIn):
 
 class MetricItem(MetricIn):
     kind: Literal["metric"]
-
-
-class SpanItem(SpanIn):
-    kind: Literal["span"]
-
-
-IngestItem = (
-    RunItem | EventItem | EndItem | CommitKindItem | UsageItem | FeedbackItem | TemplateFeedbackItem | MetricItem | SpanItem
-)
-
-
-class IngestItemList(RootModel[list[Annotated[IngestItem, Field(discriminator="kind")]]]):
-    pass

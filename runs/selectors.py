@@ -36,3 +36,8 @@ def llm_cost(since: datetime, until: datetime) -> QuerySet[Any]:
     """The LLM cost of each agent and model between `since` and `until`: rows of agent_name, model, cost."""
     usage = LlmUsage.objects.filter(timestamp__gte=since, timestamp__lte=until)
     return usage.values("agent_name", "model").annotate(cost=Sum("cost"))
+
+
+def by_event_id(event_ids: set[str]) -> dict[str, Run]:
+    """The runs of these event_ids (their id and event_id only), by event_id."""
+    return Run.objects.only("id", "event_id").in_bulk(event_ids, field_name="event_id")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
-from itertools import groupby
 from operator import attrgetter
 
 from django.db import IntegrityError, transaction
@@ -13,10 +11,8 @@ from django.utils import timezone
 
 from coordination import selectors as coordination
 from core import events
-from core.api import error_body
-from core.batch import Batch, BatchResults, MayActAs, Row, purge, row_of
-from runs import metrics, quality, traces
-from runs.models import ChangedDay, MetricMinute, MetricPoint, Run, RunEvent, RunStatus, Span
+from core.batch import Batch, MayActAs, Row, purge, row_of
+from runs.models import ChangedDay, MetricMinute, MetricPoint, Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
 
 LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
@@ -184,53 +180,11 @@ def ingest_events(items: list, may_act_as: MayActAs) -> Batch:
     return batch
 
 
-INGESTERS: dict[str, Callable[[list, MayActAs], Batch]] = {
-    "run": ingest_runs,
-    "event": ingest_events,
-    "end": end_runs,
-    "commit": associate_commits,
-    "usage": quality.ingest_usage,
-    "feedback": quality.ingest_feedback,
-    "template_feedback": quality.ingest_template_feedback,
-    "metric": metrics.ingest_metrics,
-    "span": traces.ingest_spans,
-}
-
-
-def _kind(item) -> str | None:
-    """The item's kind; None when it is no object or its kind no string."""
-    kind = item.get("kind") if isinstance(item, dict) else None
-    return kind if isinstance(kind, str) else None
-
-
-def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
-    """A mixed, ordered batch (the SDK's transport): runs, events, ends and commits, each item
-    `{"kind": ..., ...fields}`. Consecutive items of one kind are handled together, in order."""
-    results: list[dict | None] = []
-    for kind, group in groupby(enumerate(items), key=lambda pair: _kind(pair[1])):
-        group = list(group)
-        handler = INGESTERS.get(kind)
-        if handler is None:
-            known = ", ".join(INGESTERS)
-            message = f"Unknown kind {kind!r}; one of: {known}." if kind else f'Each item needs a "kind", one of: {known}.'
-            results += [
-                {"index": i, "event_id": None, "status": "rejected", **error_body("invalid_kind", message)} for i, _ in group
-            ]
-            continue
-        for _, item in group:
-            del item["kind"]
-        batch = handler([item for _, item in group], may_act_as)
-        for (index, _), result in zip(group, batch.results, strict=True):
-            results.append({**result, "index": index})
-    return BatchResults(results)
-
-
-def purge_old_records(metric_days: float, trace_days: float, aggregate_days: float) -> dict[str, int]:
-    """Metric points, spans (their events inside) and minute rollups older than their ages; how
-    many of each. Series totals (what /metrics shows) stay."""
+def purge_old_metrics(metric_days: float, aggregate_days: float) -> dict[str, int]:
+    """Metric points and minute rollups older than their ages; how many of each. Series totals
+    (what /metrics shows) stay."""
     now = timezone.now()
     return {
         "metric points": purge(MetricPoint.objects.filter(timestamp__lt=now - timedelta(days=metric_days))),
-        "spans": purge(Span.objects.filter(start_time__lt=now - timedelta(days=trace_days))),
         "metric minutes": purge(MetricMinute.objects.filter(minute__lt=now - timedelta(days=aggregate_days))),
     }

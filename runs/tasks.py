@@ -19,24 +19,8 @@ def refresh_rollups() -> int:
 
 
 @shared_task(ignore_result=True)
-def purge_old_records() -> dict[str, int]:
-    """Beat runs this every hour: see services.purge_old_records and the *_RETENTION_DAYS settings."""
-    return services.purge_old_records(
-        settings.METRICS_RETENTION_DAYS, settings.TRACES_RETENTION_DAYS, settings.AGGREGATES_RETENTION_DAYS
-    )
-
-
-@shared_task(ignore_result=True)
 def export_metrics_json() -> str:
     """Beat runs this every METRICS_JSON_EXPORT_SECONDS when METRICS_JSON_EXPORT_DIR is set."""
     if not settings.METRICS_JSON_EXPORT_DIR:
         return ""
     return str(exporters.export_json(Path(settings.METRICS_JSON_EXPORT_DIR), settings.METRICS_JSON_EXPORT_MAX_FILES))
-
-
-@shared_task(ignore_result=True)
-def export_otlp() -> dict[str, int]:
-    """Beat runs this every OTLP_EXPORT_SECONDS when OTLP_EXPORT_ENDPOINT is set."""
-    if not settings.OTLP_EXPORT_ENDPOINT:
-        return {}
-    return exporters.export_otlp(settings.OTLP_EXPORT_ENDPOINT, settings.OTLP_EXPORT_HEADERS)

@@ -1,27 +1,21 @@
 from __future__ import annotations
 
-import zlib
-
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import LimitOffsetPage, authorization, describe, error_body, validate
-from core.authentication import key_with_scope
+from core.api import LimitOffsetPage, validate
+from core.ingest import BATCH_RESPONSES, BatchView, items_of
 from core.openapi import query_parameters
-from core.parsers import PayloadTooLarge
-from core.permissions import agent_checker, ensure_may_act_as
-from runs import metrics, otlp, quality, reports, services, traces
+from core.permissions import ensure_may_act_as
+from runs import metrics, quality, reports, services
 from runs.filters import RunFilter
-from runs.models import Run, Span
+from runs.models import Run
 from runs.schemas import (
     BatchEventInList,
     CommitIn,
@@ -31,7 +25,6 @@ from runs.schemas import (
     EventOut,
     EventOutList,
     FeedbackInList,
-    IngestItemList,
     MetricInList,
     MetricQuery,
     MetricQueryOut,
@@ -44,36 +37,17 @@ from runs.schemas import (
     RunOut,
     RunOutList,
     RunPatch,
-    SpanOut,
     StageQuery,
     TemplateConfidenceOut,
     TemplateFeedbackInList,
     TemplateQuery,
     TierRecommendation,
-    TraceOut,
     UpdatedOut,
     UsageInList,
     run_json,
 )
 
 READ_WRITE = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
-BATCH_RESPONSES = {
-    200: OpenApiResponse(description="every item stored or a duplicate"),
-    207: OpenApiResponse(description="some items rejected; see results"),
-}
-
-
-def items_of(data, *, allow_single: bool = False, key: str = "runs") -> list:
-    """The list a batch body carries: a bare JSON array, or {"<key>": [...]}; capped at BATCH_MAX_ITEMS."""
-    if isinstance(data, dict) and key in data and len(data) == 1:
-        data = data[key]
-    elif allow_single and isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise exceptions.ValidationError({"body": [f'Expected a JSON array of items (or {{"{key}": [...]}}).']})
-    if len(data) > settings.BATCH_MAX_ITEMS:
-        raise exceptions.ValidationError({"body": [f"At most {settings.BATCH_MAX_ITEMS} items per batch; got {len(data)}."]})
-    return data
 
 
 def writable_run(request, event_id: str) -> Run:
@@ -105,23 +79,10 @@ class RunListCreate(GenericAPIView):
         return Response({"status": "duplicate", "event_id": data.event_id, "message": "Event already exists (idempotent)"})
 
 
-class BatchView(APIView):
-    """POST a batch (a JSON array, or {"<key>": [...]}) to `ingest`; per-item results, 200 or 207."""
-
-    required_scopes = READ_WRITE
-    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
-    key = "runs"
-    allow_single = False  # True: a bare JSON object is a batch of one
-    ingest = staticmethod(services.ingest_runs)
-
-    def post(self, request):
-        results = self.ingest(items_of(request.data, allow_single=self.allow_single, key=self.key), agent_checker(request))
-        return Response(results.body(), status=results.status_code)
-
-
 @extend_schema_view(post=extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs"))
 class RunBatch(BatchView):
-    pass
+    required_scopes = READ_WRITE
+    ingest = staticmethod(services.ingest_runs)
 
 
 class RunDetail(APIView):
@@ -169,24 +130,16 @@ class RunEvents(APIView):
 
 @extend_schema_view(post=extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs"))
 class EventBatch(BatchView):
+    required_scopes = READ_WRITE
     key = "events"
     ingest = staticmethod(services.ingest_events)
-
-
-@extend_schema_view(
-    post=extend_schema(request=IngestItemList, responses=BATCH_RESPONSES, summary="Record a mixed, ordered batch")
-)
-class Ingest(BatchView):
-    """The SDK's transport: one ordered batch of runs, events, run ends and commits."""
-
-    key = "items"
-    ingest = staticmethod(services.ingest)
 
 
 @extend_schema_view(
     post=extend_schema(request=UsageInList, responses=BATCH_RESPONSES, summary="Record LLM calls (one or a list)")
 )
 class UsageBatch(BatchView):
+    required_scopes = READ_WRITE
     key = "usage"
     allow_single = True
     ingest = staticmethod(quality.ingest_usage)
@@ -196,26 +149,10 @@ class UsageBatch(BatchView):
     post=extend_schema(request=MetricInList, responses=BATCH_RESPONSES, summary="Record metric points (one or a list)")
 )
 class MetricBatch(BatchView):
+    required_scopes = READ_WRITE
     key = "metrics"
     allow_single = True
     ingest = staticmethod(metrics.ingest_metrics)
-
-
-class TraceDetail(APIView):
-    """GET /api/v1/traces/<trace_id>: a trace's spans, oldest first (404 when none was received)."""
-
-    required_scopes = READ_WRITE
-
-    @extend_schema(responses=TraceOut, summary="A trace's spans, oldest first")
-    def get(self, request, trace_id: str):
-        spans = Span.objects.filter(trace_id=trace_id.lower()).select_related("run").order_by("start_time", "id")
-        found = [
-            SpanOut.model_validate(span).model_copy(update={"run_event_id": span.run.event_id if span.run else None})
-            for span in spans
-        ]
-        if not found:
-            raise exceptions.NotFound(f"No spans of trace '{trace_id}' were received.")
-        return Response(TraceOut(trace_id=trace_id.lower(), spans=found).model_dump(mode="json"))
 
 
 class MetricQueryView(APIView):
@@ -237,6 +174,7 @@ class MetricQueryView(APIView):
     post=extend_schema(request=FeedbackInList, responses=BATCH_RESPONSES, summary="Rate responses (one or a list)")
 )
 class FeedbackBatch(BatchView):
+    required_scopes = READ_WRITE
     key = "feedback"
     allow_single = True
     ingest = staticmethod(quality.ingest_feedback)
@@ -246,6 +184,7 @@ class FeedbackBatch(BatchView):
     post=extend_schema(request=TemplateFeedbackInList, responses=BATCH_RESPONSES, summary="Rate templates (one or a list)")
 )
 class TemplateFeedbackBatch(BatchView):
+    required_scopes = READ_WRITE
     key = "ratings"
     allow_single = True
     ingest = staticmethod(quality.ingest_template_feedback)
@@ -316,37 +255,3 @@ class ReportView(APIView):
         if name != "savings":
             arguments.pop("baseline_model", None)
         return Response(report(**arguments).to_dict())
-
-
-@csrf_exempt
-@require_POST
-def otlp_traces(request):
-    """POST /v1/traces: OpenTelemetry's OTLP/HTTP trace export, in protobuf or JSON (optionally
-    gzipped), with an agent key holding runs:write (OTEL_EXPORTER_OTLP_HEADERS="Authorization=Api-Key
-    <key>"). Spans the key may not record, or that are malformed, are counted in the response's
-    partial success; the others are stored."""
-    try:
-        key = key_with_scope(authorization(request), "runs:write")
-        if request.content_type not in (otlp.PROTOBUF, otlp.JSON):
-            raise exceptions.UnsupportedMediaType(request.content_type, f"Send {otlp.PROTOBUF} or {otlp.JSON}.")
-        spans = otlp.decode(_otlp_body(request), request.content_type)
-    except exceptions.APIException as exc:
-        return JsonResponse(describe(exc), status=exc.status_code)
-    except otlp.BadRequest as exc:
-        return JsonResponse(error_body("invalid", str(exc)), status=400)
-    batch = traces.ingest_spans(spans, key.may_act_as)
-    body = otlp.encode_response(request.content_type, batch.failed, "; ".join(list(batch.errors())[:10]))
-    return HttpResponse(body, content_type=request.content_type)
-
-
-def _otlp_body(request) -> bytes:
-    limit = settings.OTLP_MAX_BODY_BYTES
-    body = request.read(limit + 1)
-    if request.headers.get("Content-Encoding", "").lower() == "gzip":
-        try:
-            body = zlib.decompressobj(wbits=31).decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise exceptions.ParseError(f"Not gzip: {exc}") from None
-    if len(body) > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes (OTLP_MAX_BODY_BYTES), unzipped.")
-    return body

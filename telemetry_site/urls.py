@@ -3,18 +3,22 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals.pages import open_link
+from core.ingest import Ingest
 from core.metrics import metrics
 from core.views import health
-from runs.pages import analytics_export, analytics_page, trace_page, traces_page
-from runs.views import otlp_traces
+from runs.pages import analytics_export, analytics_page
 from streaming.views import live_page
+from traces.pages import trace_page, traces_page
+from traces.views import otlp_traces
 
 urlpatterns = [
     # The API first, its busiest paths (heartbeats, signals, ingest) foremost: Django tries the
     # patterns in order, and a heartbeat resolved behind the others spent 60 us there.
     path("api/v1/", include("coordination.urls")),
     path("api/v1/", include("runs.urls")),
+    path("api/v1/ingest", Ingest.as_view(), name="ingest"),
     path("api/v1/", include("approvals.urls")),
+    path("api/v1/", include("traces.urls")),
     path("api/v1/", include("streaming.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -1,7 +1,7 @@
 """An installation made before the apps were split by concern upgrades with every row.
 
 The database is migrated back to the layout every earlier release had (the models of
-notifications in `core`), filled through the models of that layout, migrated forward, and read
+notifications in `core`, those of traces in `runs`), filled through the models of that layout, migrated forward, and read
 back through today's models: the same rows, field for field, with their links, permissions and
 admin history."""
 
@@ -19,11 +19,23 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from alerts.models import AlertRule
+from traces.models import Span
 
 # The last migration of each app in the old layout; apps that did not exist then are unapplied.
-OLD_LAYOUT = [("core", "0004_delivery_records"), ("alerts", "0001_initial"), ("notifications", None)]
+OLD_LAYOUT = [
+    ("core", "0004_delivery_records"),
+    ("alerts", "0001_initial"),
+    ("runs", "0008_metricpoint_covering_index"),
+    ("notifications", None),
+    ("traces", None),
+]
 # Each moved model: its label then and now.
-MOVED = {"core.NotificationChannel": "notifications.NotificationChannel", "core.Delivery": "notifications.Delivery"}
+MOVED = {
+    "core.NotificationChannel": "notifications.NotificationChannel",
+    "core.Delivery": "notifications.Delivery",
+    "runs.Span": "traces.Span",
+    "runs.ExportMark": "traces.ExportMark",
+}
 
 
 def migrate(targets):
@@ -59,6 +71,23 @@ def fill(old) -> None:
     rule.channels.set([hook, mail])
     old.get_model("alerts", "Alert").objects.create(rule=rule, subject="agent:a", summary="a is stale", opened_at=now)
 
+    run = old.get_model("runs", "Run").objects.create(
+        event_id="e1", run_id="r1", agent_name="alpha", job_type="crawl", start_time=now, status="success"
+    )
+    span_model = old.get_model("runs", "Span")
+    span_model.objects.create(
+        event_id="4bf92f3577b34da6a3ce929d0e0e47360000000000000001", trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        span_id="0000000000000001", name="fetch", span_kind="client", status="error", status_message="timeout",
+        start_time=now, end_time=now + timedelta(seconds=2), agent_name="alpha", service_name="crawler",
+        attributes={"gen_ai.request.model": "m", "n": 3}, events=[{"name": "retry", "timestamp": now.isoformat()}], run=run,
+    )  # fmt: skip
+    span_model.objects.create(
+        event_id="4bf92f3577b34da6a3ce929d0e0e47360000000000000002", trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        span_id="0000000000000002", parent_span_id="0000000000000001", name="parse", start_time=now, end_time=now,
+        agent_name="alpha",
+    )  # fmt: skip
+    old.get_model("runs", "ExportMark").objects.create(name="otlp-spans", position=1)
+
 
 def rows(models, label: str) -> list[dict]:
     app_label, name = label.split(".")
@@ -93,17 +122,20 @@ def test_an_installation_of_the_old_layout_upgrades_with_every_row():
         assert rows(apps, new_label) == before[label], new_label
         assert before[label], f"the test wrote no {label}"
     assert sorted(AlertRule.objects.get().channels.values_list("name", flat=True)) == channels_of_rule == ["hook", "mail"]
+    assert Span.objects.get(span_id="0000000000000001").run.event_id == "e1"
     assert User.objects.get(username="reviewer").has_perm("notifications.change_delivery")
     log = current.get_model("admin", "LogEntry").objects.get()
     assert (log.content_type.app_label, log.content_type.model) == ("notifications", "delivery")
     assert not ContentType.objects.filter(app_label="core", model__in=["delivery", "notificationchannel"]).exists()
     # The tables have today's names and the links between them follow.
     tables = connection.introspection.table_names()
-    assert {"notifications_notificationchannel", "notifications_delivery"} <= set(tables)
-    assert not {"core_notificationchannel", "core_delivery"} & set(tables)
+    for old_label, new_label in MOVED.items():
+        assert old_label.lower().replace(".", "_") not in tables
+        assert new_label.lower().replace(".", "_") in tables
     with connection.cursor() as cursor:
         relations = connection.introspection.get_relations(cursor, "alerts_alertrule_channels")
         assert relations["notificationchannel_id"][1] == "notifications_notificationchannel"
         assert connection.introspection.get_relations(cursor, "notifications_delivery")["channel_id"][1] == (
             "notifications_notificationchannel"
         )
+        assert connection.introspection.get_relations(cursor, "traces_span")["run_id"][1] == "runs_run"

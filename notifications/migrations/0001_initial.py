@@ -3,22 +3,7 @@ import django.utils.timezone
 from django.db import migrations, models
 
 import notifications.models
-
-
-MODELS = ("notificationchannel", "delivery")
-
-
-def move_content_types(apps, schema_editor, old="core", new="notifications"):
-    """The models' content types (and so their permissions, granted to users and groups, and
-    the admin's history of them) go with the models."""
-    content_type = apps.get_model("contenttypes", "ContentType").objects.using(schema_editor.connection.alias)
-    for model in MODELS:
-        if not content_type.filter(app_label=new, model=model).exists():
-            content_type.filter(app_label=old, model=model).update(app_label=new)
-
-
-def move_content_types_back(apps, schema_editor):
-    move_content_types(apps, schema_editor, old="notifications", new="core")
+from core.model_moves import move_content_types
 
 
 class Migration(migrations.Migration):
@@ -82,5 +67,5 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterModelTable(name="notificationchannel", table=None),
         migrations.AlterModelTable(name="delivery", table=None),
-        migrations.RunPython(move_content_types, move_content_types_back),
+        move_content_types("core", "notifications", "notificationchannel", "delivery"),
     ]

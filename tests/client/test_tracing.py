@@ -19,9 +19,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from telemetry_client import SpanContext, SpanKind, Tracer
 
-from runs.models import LlmUsage, Run, Span
+from runs.models import LlmUsage, Run
 from tests.conftest import logged_in_page, make_key
 from tests.runs.factories import otlp_json
+from traces.models import Span
 
 ROOT = Path(__file__).resolve().parents[2]
 

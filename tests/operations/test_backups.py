@@ -15,7 +15,8 @@ from django.db import connection
 
 from approvals.models import ApprovalRequest
 from coordination.models import Agent
-from runs import services
+from core import ingest
+from runs.models import Run
 from tests.conftest import database_url, make_key
 from tests.runs.factories import run_payload
 from tests.services import ROOT
@@ -41,7 +42,7 @@ def fill_database() -> None:
         {"kind": "metric", "event_id": str(uuid.uuid4()), "agent_name": "alpha", "name": "agent_executions_total",
          "metric_type": "counter", "value": 1, "labels": {"agent_type": "translator"}, "timestamp": now},
     ]  # fmt: skip
-    results = services.ingest(items, lambda agent: True).results
+    results = ingest.ingest(items, lambda agent: True).results
     assert [r["status"] for r in results] == ["created", "created", "updated", "created", "created"], results
     make_key("alpha")
     Agent.objects.create(agent_id="alpha", display_name="Alpha")
@@ -103,7 +104,7 @@ def test_restore_asks_before_replacing_data_and_refuses_a_foreign_file(server_en
     fill_database()
     refused = manage(server_env, "restore", str(tmp_path / "empty.backup"), input="no\n")
     assert refused.returncode == 1 and "Nothing restored." in refused.stderr
-    assert services.Run.objects.count() == 1
+    assert Run.objects.count() == 1
 
     not_a_backup = tmp_path / "notes.txt"
     not_a_backup.write_text("hello")
@@ -111,7 +112,7 @@ def test_restore_asks_before_replacing_data_and_refuses_a_foreign_file(server_en
     assert foreign.returncode == 1 and "neither a SQLite database nor a pg_dump" in foreign.stderr
     missing = manage(server_env, "restore", "--yes", str(tmp_path / "nope"))
     assert missing.returncode == 1 and "no such file" in missing.stderr
-    assert services.Run.objects.count() == 1
+    assert Run.objects.count() == 1
 
 
 @pytest.mark.parametrize("name", ["pg_dump", "pg_restore"])

@@ -219,11 +219,12 @@ def test_queries_bucket_aggregate_and_find_anomalies(agent, latency):
     assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"interval", "aggregation"}
 
 
-def test_retention_deletes_exactly_what_is_old(agent, latency):
+def test_retention_deletes_exactly_what_is_old(agent, latency, settings):
     from django.db.models import F
 
-    from runs.models import MetricMinute, MetricPoint, Span
-    from runs.services import purge_old_records
+    from operations.tasks import purge_old_records
+    from runs.models import MetricMinute, MetricPoint
+    from traces.models import Span
 
     now = timezone.now()
     for index, age in enumerate((1, 10)):
@@ -232,7 +233,8 @@ def test_retention_deletes_exactly_what_is_old(agent, latency):
                             name="s", start_time=start, end_time=start, agent_name="alpha")  # fmt: skip
     MetricMinute.objects.filter(minute__lt=latency + timedelta(minutes=5)).update(minute=F("minute") - timedelta(days=100))
     before = MetricSeries.objects.get(labels_key='{"agent_type":"coder"}').count
-    assert purge_old_records(metric_days=1 / 24, trace_days=7, aggregate_days=90) == {
+    settings.METRICS_RETENTION_DAYS, settings.TRACES_RETENTION_DAYS, settings.AGGREGATES_RETENTION_DAYS = 1 / 24, 7, 90
+    assert purge_old_records() == {
         "metric points": 21,
         "spans": 1,
         "metric minutes": 6,  # the first five minutes of one series, the one of the other

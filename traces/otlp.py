@@ -1,5 +1,5 @@
 """The OTLP/HTTP trace receiver's decoding: an ExportTraceServiceRequest, in protobuf
-(application/x-protobuf) or OTLP's JSON (application/json), as the span items runs.traces
+(application/x-protobuf) or OTLP's JSON (application/json), as the span items traces.services
 stores, and the response OTLP expects in the same encoding.
 
 Protobuf is read into the JSON form (google.protobuf.json_format), so one walk serves both; the
@@ -19,11 +19,11 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
+from core.otlp import PROTOBUF
 from core.parsers import holds_nul, loads
-from runs.models import SpanKind, SpanStatus
-from runs.traces import RUN_ATTRIBUTE
+from traces.models import SpanKind, SpanStatus
+from traces.services import RUN_ATTRIBUTE
 
-PROTOBUF, JSON = "application/x-protobuf", "application/json"
 # OTLP's enums, by number (OTLP/JSON) and by name (protobuf's JSON form may use either).
 KINDS = {0: SpanKind.INTERNAL, 1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER,
          5: SpanKind.CONSUMER, "SPAN_KIND_UNSPECIFIED": SpanKind.INTERNAL}  # fmt: skip

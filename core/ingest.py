@@ -1,0 +1,137 @@
+"""Batches in: the view every batch endpoint is (a list of items of one kind, per-item results),
+and POST /api/v1/ingest, the SDK's transport, whose one ordered batch mixes every kind.
+
+Each app registers the kinds of item it records, in its AppConfig.ready(): the function that
+stores a list of them and the schema of one item (its `kind` a literal). The ingest endpoint
+hands each run of consecutive items of one kind to that function, in order, without knowing
+what the kinds are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, reduce
+from itertools import groupby
+from operator import or_
+from typing import Annotated
+
+from django.conf import settings
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from pydantic import BaseModel, Field, RootModel
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api import error_body
+from core.batch import Batch, BatchResults, MayActAs
+from core.permissions import agent_checker
+
+Store = Callable[[list, MayActAs], Batch]
+BATCH_RESPONSES = {
+    200: OpenApiResponse(description="every item stored or a duplicate"),
+    207: OpenApiResponse(description="some items rejected; see results"),
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    store: Store
+    schema: type[BaseModel]  # one item, with its "kind"
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register(kind: str, store: Store, schema: type[BaseModel]) -> None:
+    """Items `{"kind": kind, ...}` of an ingest batch are stored by `store`; `schema` (an item
+    with its `kind` field) describes them in the OpenAPI document."""
+    KINDS[kind] = Kind(store, schema)
+
+
+def items_of(data, *, allow_single: bool = False, key: str = "runs") -> list:
+    """The list a batch body carries: a bare JSON array, or {"<key>": [...]}; capped at BATCH_MAX_ITEMS."""
+    if isinstance(data, dict) and key in data and len(data) == 1:
+        data = data[key]
+    elif allow_single and isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise exceptions.ValidationError({"body": [f'Expected a JSON array of items (or {{"{key}": [...]}}).']})
+    if len(data) > settings.BATCH_MAX_ITEMS:
+        raise exceptions.ValidationError({"body": [f"At most {settings.BATCH_MAX_ITEMS} items per batch; got {len(data)}."]})
+    return data
+
+
+class BatchView(APIView):
+    """POST a batch (a JSON array, or {"<key>": [...]}) to `ingest`; per-item results, 200 or 207."""
+
+    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
+    key = "runs"
+    allow_single = False  # True: a bare JSON object is a batch of one
+    ingest: Callable[[list, MayActAs], BatchResults]
+
+    def post(self, request):
+        results = self.ingest(items_of(request.data, allow_single=self.allow_single, key=self.key), agent_checker(request))
+        return Response(results.body(), status=results.status_code)
+
+
+def _kind(item) -> str | None:
+    """The item's kind; None when it is no object or its kind no string."""
+    kind = item.get("kind") if isinstance(item, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def ingest(items: list, may_act_as: MayActAs) -> BatchResults:
+    """A mixed, ordered batch, each item `{"kind": ..., ...fields}`. Consecutive items of one kind
+    are handled together, in order."""
+    results: list[dict | None] = []
+    for kind, group in groupby(enumerate(items), key=lambda pair: _kind(pair[1])):
+        group = list(group)
+        handler = KINDS.get(kind)
+        if handler is None:
+            known = ", ".join(KINDS)
+            message = f"Unknown kind {kind!r}; one of: {known}." if kind else f'Each item needs a "kind", one of: {known}.'
+            results += [
+                {"index": i, "event_id": None, "status": "rejected", **error_body("invalid_kind", message)} for i, _ in group
+            ]
+            continue
+        for _, item in group:
+            del item["kind"]
+        batch = handler.store([item for _, item in group], may_act_as)
+        for (index, _), result in zip(group, batch.results, strict=True):
+            results.append({**result, "index": index})
+    return BatchResults(results)
+
+
+@cache
+def ingest_items_schema() -> type[RootModel]:
+    """The body of POST /api/v1/ingest: a list of the registered kinds' items."""
+    item = Annotated[reduce(or_, (kind.schema for kind in KINDS.values())), Field(discriminator="kind")]
+
+    class IngestItemList(RootModel[list[item]]):
+        pass
+
+    return IngestItemList
+
+
+class IngestSchema(AutoSchema):
+    """The request schema is made of the kinds registered, which are known once every app is ready."""
+
+    def get_request_serializer(self):
+        return ingest_items_schema()
+
+
+class Ingest(BatchView):
+    """The SDK's transport: one ordered batch of runs, events, run ends, commits, usage, feedback,
+    metric points and spans."""
+
+    schema = IngestSchema()
+    # As the endpoints of each kind: whatever the kinds are, recording them takes runs:write.
+    required_scopes = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
+    key = "items"
+    ingest = staticmethod(ingest)
+
+    @extend_schema(responses=BATCH_RESPONSES, summary="Record a mixed, ordered batch")
+    def post(self, request):
+        return super().post(request)

@@ -1,0 +1,28 @@
+"""The trace pages (staff): the latest traces, and one trace as a waterfall."""
+
+from __future__ import annotations
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404
+from django.views.decorators.http import require_GET
+
+from core.views import staff_page
+from traces import selectors
+
+
+@require_GET
+@staff_member_required
+def traces_page(request):
+    """The latest traces (of one agent with ?agent=)."""
+    agent = (request.GET.get("agent") or "").strip()[:200]
+    return staff_page(request, "traces/traces.html", title="Traces", agent=agent, traces=selectors.recent_traces(agent=agent))
+
+
+@require_GET
+@staff_member_required
+def trace_page(request, trace_id: str):
+    """One trace as a waterfall: each span under its parent, as a bar on the trace's timeline."""
+    bars = selectors.waterfall(trace_id.lower())
+    if not bars:
+        raise Http404(f"No spans of trace {trace_id}.")
+    return staff_page(request, "traces/trace.html", title=f"Trace {trace_id}", trace_id=trace_id, bars=bars)
