@@ -5,8 +5,8 @@ class ApprovalsConfig(AppConfig):
     name = "approvals"
 
     def ready(self) -> None:
-        from approvals import metrics
-        from core.metrics import register
+        from approvals import collectors
+        from core.prometheus import register
 
-        for collector in (metrics.ApprovalMetrics(),):
+        for collector in (collectors.ApprovalMetrics(),):
             register(collector)

@@ -7,7 +7,7 @@
 2. GET /metrics with 10,000 agents (registry rows and beats) and 1,000,000 points over ~10,000
    series in the database: the scrape time (target < 200 ms).
 3. A query of one series over a range of about 1,000 points, per 1,000 points (seed 004: 10 ms
-   for 1,000 metrics): the query engine in this process (runs.metrics.query, as seed 004's is a
+   for 1,000 metrics): the query engine in this process (metrics.query.query, as seed 004's is a
    library call) and the same over HTTP (GET /api/v1/metrics/query).
 4. What collection costs the agent: one SDK MetricsRecorder call and one Tracer span (start and
    end), each accepted into the durable local spool (seed 004: 0.1 ms per metric, 0.2 ms per span).
@@ -77,7 +77,7 @@ def span(rng: random.Random, trace: str, index: int) -> dict:
 def raw_rows_per_second() -> dict:
     """insert_new of the same rows, without HTTP, validation, series or rollups."""
     from core.batch import insert_new
-    from runs.models import MetricPoint, MetricSeries
+    from metrics.models import MetricPoint, MetricSeries
     from traces.models import Span
 
     series = MetricSeries.objects.create(name="raw_bench", labels_key="{}", metric_type="gauge")
@@ -111,7 +111,7 @@ def fill(rng: random.Random) -> float:
     from coordination.heartbeats import LAST_BEATS
     from coordination.models import Agent
     from core.redis import get_redis
-    from runs.metrics import ingest_metrics
+    from metrics.services import ingest_metrics
 
     started = time.perf_counter()
     now = datetime.now(UTC)
@@ -170,8 +170,8 @@ def run(db: str) -> dict:
 
         from bench.ingest import agent_headers
         from core.api import validate
-        from runs import metrics
-        from runs.schemas import MetricQuery
+        from metrics import query as engine_of
+        from metrics.schemas import MetricQuery
 
         env = {**env, "METRICS_MAX_SERIES": str(AGENTS * 2)}  # the servers' and this process's (fill)
         settings.METRICS_MAX_SERIES = AGENTS * 2
@@ -199,7 +199,7 @@ def run(db: str) -> dict:
                          "start": (now - timedelta(days=1.75)).isoformat(), "end": now.isoformat(), "interval": "1h"}  # fmt: skip
                 answer = client.get("/api/v1/metrics/query", params=query).json()
                 asked = timed(lambda: client.get("/api/v1/metrics/query", params=query).raise_for_status())
-            engine = timed(lambda: metrics.query(validate(MetricQuery, query)))
+            engine = timed(lambda: engine_of.query(validate(MetricQuery, query)))
         collection = collection_us()
     series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
     return {

@@ -5,8 +5,8 @@ class CoordinationConfig(AppConfig):
     name = "coordination"
 
     def ready(self) -> None:
-        from coordination import metrics
-        from core.metrics import register
+        from coordination import collectors
+        from core.prometheus import register
 
-        for collector in (metrics.AgentMetrics(),):
+        for collector in (collectors.AgentMetrics(),):
             register(collector)

@@ -9,7 +9,7 @@ class CoreConfig(AppConfig):
 
         from core import authentication, db, websocket  # noqa: F401  (connect their signal receivers)
         from core.converters import IdConverter
-        from core.metrics import EventMetrics, register
+        from core.prometheus import EventMetrics, register
 
         register(EventMetrics())
         register_converter(IdConverter, "id")

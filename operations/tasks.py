@@ -4,8 +4,8 @@ import httpx
 from celery import shared_task
 from django.conf import settings
 
-from runs import exporters as metric_exporters
-from runs import services as metric_services
+from metrics import exporters as metric_exporters
+from metrics import services as metric_services
 from traces import exporters as span_exporters
 from traces import services as span_services
 

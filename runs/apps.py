@@ -6,11 +6,10 @@ class RunsConfig(AppConfig):
 
     def ready(self) -> None:
         from core import ingest
-        from core.metrics import register, register_text
-        from runs import metrics, quality, schemas, services
+        from core.prometheus import register
+        from runs import collectors, quality, schemas, services
 
-        register(metrics.RunMetrics())
-        register_text(metrics.sent_series_text)
+        register(collectors.RunMetrics())
         for kind, store, schema in (
             ("run", services.ingest_runs, schemas.RunItem),
             ("event", services.ingest_events, schemas.EventItem),
@@ -19,6 +18,5 @@ class RunsConfig(AppConfig):
             ("usage", quality.ingest_usage, schemas.UsageItem),
             ("feedback", quality.ingest_feedback, schemas.FeedbackItem),
             ("template_feedback", quality.ingest_template_feedback, schemas.TemplateFeedbackItem),
-            ("metric", metrics.ingest_metrics, schemas.MetricItem),
         ):
             ingest.register(kind, store, schema)

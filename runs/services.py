@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from coordination import selectors as coordination
 from core import events
-from core.batch import Batch, MayActAs, Row, purge, row_of
-from runs.models import ChangedDay, MetricMinute, MetricPoint, Run, RunEvent, RunStatus
+from core.batch import Batch, MayActAs, Row, row_of
+from runs.models import ChangedDay, Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
 
 LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
@@ -178,13 +178,3 @@ def ingest_events(items: list, may_act_as: MayActAs) -> Batch:
     runs = _runs_for(batch, may_act_as, attrgetter("run_event_id"), Run.objects.only("id", "event_id", "agent_name"))
     batch.store(RunEvent, lambda item: _event(runs[item.run_event_id], item))
     return batch
-
-
-def purge_old_metrics(metric_days: float, aggregate_days: float) -> dict[str, int]:
-    """Metric points and minute rollups older than their ages; how many of each. Series totals
-    (what /metrics shows) stay."""
-    now = timezone.now()
-    return {
-        "metric points": purge(MetricPoint.objects.filter(timestamp__lt=now - timedelta(days=metric_days))),
-        "metric minutes": purge(MetricMinute.objects.filter(minute__lt=now - timedelta(days=aggregate_days))),
-    }

@@ -1,9 +1,7 @@
-from pathlib import Path
-
 from celery import shared_task
 from django.conf import settings
 
-from runs import exporters, rollups, services
+from runs import rollups, services
 
 
 @shared_task(ignore_result=True)
@@ -16,11 +14,3 @@ def time_out_abandoned_runs() -> int:
 def refresh_rollups() -> int:
     """Beat runs this every minute, so that reports find little left to recompute."""
     return rollups.refresh()
-
-
-@shared_task(ignore_result=True)
-def export_metrics_json() -> str:
-    """Beat runs this every METRICS_JSON_EXPORT_SECONDS when METRICS_JSON_EXPORT_DIR is set."""
-    if not settings.METRICS_JSON_EXPORT_DIR:
-        return ""
-    return str(exporters.export_json(Path(settings.METRICS_JSON_EXPORT_DIR), settings.METRICS_JSON_EXPORT_MAX_FILES))

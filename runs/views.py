@@ -13,7 +13,7 @@ from core.api import LimitOffsetPage, validate
 from core.ingest import BATCH_RESPONSES, BatchView, items_of
 from core.openapi import query_parameters
 from core.permissions import ensure_may_act_as
-from runs import metrics, quality, reports, services
+from runs import quality, reports, services
 from runs.filters import RunFilter
 from runs.models import Run
 from runs.schemas import (
@@ -25,9 +25,6 @@ from runs.schemas import (
     EventOut,
     EventOutList,
     FeedbackInList,
-    MetricInList,
-    MetricQuery,
-    MetricQueryOut,
     QualityStats,
     RecommendationQuery,
     ReportOut,
@@ -143,31 +140,6 @@ class UsageBatch(BatchView):
     key = "usage"
     allow_single = True
     ingest = staticmethod(quality.ingest_usage)
-
-
-@extend_schema_view(
-    post=extend_schema(request=MetricInList, responses=BATCH_RESPONSES, summary="Record metric points (one or a list)")
-)
-class MetricBatch(BatchView):
-    required_scopes = READ_WRITE
-    key = "metrics"
-    allow_single = True
-    ingest = staticmethod(metrics.ingest_metrics)
-
-
-class MetricQueryView(APIView):
-    """GET /api/v1/metrics/query: seed 004's query engine over the minute rollups."""
-
-    required_scopes = READ_WRITE
-
-    @extend_schema(
-        parameters=query_parameters(MetricQuery),
-        responses=MetricQueryOut,
-        summary="A metric over time: label filters (labels=agent_type:coder), interval buckets, aggregation, "
-        "percentiles, moving average, anomalies",
-    )
-    def get(self, request):
-        return Response(metrics.query(validate(MetricQuery, request.query_params.dict())))
 
 
 @extend_schema_view(

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "core",
     "coordination",
     "runs",
+    "metrics",
     "traces",
     "approvals",
     "notifications",
@@ -203,7 +204,7 @@ CELERY_BEAT_SCHEDULE = {
     "time-out-abandoned-runs": {"task": "runs.tasks.time_out_abandoned_runs", "schedule": 60.0},
     "refresh-rollups": {"task": "runs.tasks.refresh_rollups", "schedule": 60.0},
     "purge-old-records": {"task": "operations.tasks.purge_old_records", "schedule": 3600.0},
-    "export-metrics-json": {"task": "runs.tasks.export_metrics_json", "schedule": METRICS_JSON_EXPORT_SECONDS},
+    "export-metrics-json": {"task": "metrics.tasks.export_metrics_json", "schedule": METRICS_JSON_EXPORT_SECONDS},
     "export-otlp": {"task": "operations.tasks.export_otlp", "schedule": OTLP_EXPORT_SECONDS},
 }
 

@@ -1,9 +1,9 @@
 """An installation made before the apps were split by concern upgrades with every row.
 
 The database is migrated back to the layout every earlier release had (the models of
-notifications in `core`, those of traces in `runs`), filled through the models of that layout, migrated forward, and read
-back through today's models: the same rows, field for field, with their links, permissions and
-admin history."""
+notifications in `core`, those of traces and metrics in `runs`), filled through the models of
+that layout, migrated forward, and read back through today's models: the same rows, field for
+field, with their links, permissions and admin history."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ OLD_LAYOUT = [
     ("alerts", "0001_initial"),
     ("runs", "0008_metricpoint_covering_index"),
     ("notifications", None),
+    ("metrics", None),
     ("traces", None),
 ]
 # Each moved model: its label then and now.
@@ -35,6 +36,9 @@ MOVED = {
     "core.Delivery": "notifications.Delivery",
     "runs.Span": "traces.Span",
     "runs.ExportMark": "traces.ExportMark",
+    "runs.MetricSeries": "metrics.MetricSeries",
+    "runs.MetricPoint": "metrics.MetricPoint",
+    "runs.MetricMinute": "metrics.MetricMinute",
 }
 
 
@@ -88,6 +92,20 @@ def fill(old) -> None:
     )  # fmt: skip
     old.get_model("runs", "ExportMark").objects.create(name="otlp-spans", position=1)
 
+    series_model = old.get_model("runs", "MetricSeries")
+    steps = series_model.objects.create(
+        name="step_seconds", labels_key='{"phase":"plan"}', labels={"phase": "plan"}, metric_type="histogram",
+        count=2, sum=0.75, buckets=[0, 0, 1, 1] + [0] * 11, last_at=now,
+    )  # fmt: skip
+    calls = series_model.objects.create(name="calls_total", labels_key="{}", metric_type="counter", value=5, count=5, sum=5)
+    for series, value in ((steps, 0.25), (steps, 0.5), (calls, 5)):
+        old.get_model("runs", "MetricPoint").objects.create(
+            event_id=f"p-{series.name}-{value}", series=series, timestamp=now, agent_name="alpha", value=value
+        )
+    old.get_model("runs", "MetricMinute").objects.create(
+        series=steps, minute=now.replace(second=0, microsecond=0), count=2, sum=0.75, min=0.25, max=0.5
+    )
+
 
 def rows(models, label: str) -> list[dict]:
     app_label, name = label.split(".")
@@ -139,3 +157,5 @@ def test_an_installation_of_the_old_layout_upgrades_with_every_row():
             "notifications_notificationchannel"
         )
         assert connection.introspection.get_relations(cursor, "traces_span")["run_id"][1] == "runs_run"
+        for table in ("metrics_metricpoint", "metrics_metricminute"):
+            assert connection.introspection.get_relations(cursor, table)["series_id"][1] == "metrics_metricseries"

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from telemetry_client import MetricsRecorder
 
-from runs.models import MetricPoint
+from metrics.models import MetricPoint
 from tests.conftest import make_key
 
 

@@ -62,7 +62,14 @@ def test_a_backup_restores_into_an_empty_database_with_every_row(server_env, tmp
     fill_database()
     tables = connection.introspection.table_names()
     before = rows_of(database_url(), tables)
-    for table in ("runs_run", "runs_runevent", "runs_llmusage", "runs_metricpoint", "core_agentkey", "approvals_approvalrequest"):
+    for table in (
+        "runs_run",
+        "runs_runevent",
+        "runs_llmusage",
+        "metrics_metricpoint",
+        "core_agentkey",
+        "approvals_approvalrequest",
+    ):
         assert before[table], f"{table} is empty: the test would prove nothing"
 
     backup = manage(server_env, "backup", "--output", str(tmp_path / "telemetry.backup"))

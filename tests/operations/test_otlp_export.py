@@ -11,8 +11,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from operations.tasks import export_otlp
+from tests.metrics.test_exports import POINTS
 from tests.runs.factories import otlp_json
-from tests.runs.test_exports import POINTS
 from traces import otlp, services
 from traces.models import Span
 

@@ -1,6 +1,6 @@
-"""Exports (seed 004's exporters): the metric series as JSON files in a directory, rotated; and
-spans and metrics over OTLP/HTTP to an OpenTelemetry Collector (or any OTLP endpoint). Beat runs
-both when they are configured (METRICS_JSON_EXPORT_DIR, OTLP_EXPORT_ENDPOINT)."""
+"""Exports of the metric series: as JSON files in a directory, rotated; and over OTLP/HTTP to an
+OpenTelemetry Collector (or any OTLP endpoint). Beat runs both when they are configured
+(METRICS_JSON_EXPORT_DIR; OTLP_EXPORT_ENDPOINT, with the spans: operations.tasks.export_otlp)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from core.otlp import attributes, nanos, post
-from runs.metrics import BUCKETS
-from runs.models import MetricSeries, MetricType
+from metrics.models import MetricSeries, MetricType
+from metrics.services import BUCKETS
 
 JSON_PREFIX = "metrics-"
 

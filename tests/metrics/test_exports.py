@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from runs import exporters
+from metrics import exporters
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.models import ApprovalRequest
 from core import events
-from runs.models import LlmUsage, MetricSeries
+from metrics.models import MetricSeries
+from runs.models import LlmUsage
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run
 from tests.services import asgi_server
@@ -222,8 +223,8 @@ def test_queries_bucket_aggregate_and_find_anomalies(agent, latency):
 def test_retention_deletes_exactly_what_is_old(agent, latency, settings):
     from django.db.models import F
 
+    from metrics.models import MetricMinute, MetricPoint
     from operations.tasks import purge_old_records
-    from runs.models import MetricMinute, MetricPoint
     from traces.models import Span
 
     now = timezone.now()
@@ -246,7 +247,7 @@ def test_retention_deletes_exactly_what_is_old(agent, latency, settings):
 def test_concurrent_batches_sharing_series_neither_deadlock_nor_lose_counts(transactional_db):
     from django.db import connection, connections
 
-    from runs.metrics import ingest_metrics
+    from metrics.services import ingest_metrics
 
     if connection.vendor != "postgresql":
         pytest.skip("SQLite lets one writer at a time")
