@@ -87,6 +87,7 @@ def test_another_agents_requests_are_invisible_and_cannot_be_asked_for(agent, ot
     assert other_agent.get("/api/v1/approvals").json() == []
     forged = other_agent.post("/api/v1/approvals", {"approval_type": "deploy", "agent_id": "alpha"}, format="json")
     assert forged.status_code == 403
+    assert list(ApprovalRequest.objects.values_list("request_id", flat=True)) == [asked["request_id"]]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -150,7 +151,9 @@ def test_an_agent_may_cancel_its_pending_request(agent):
     asked = ask(agent)
     cancelled = agent.post(f"/api/v1/approvals/{asked['request_id']}/cancel", format="json").json()
     assert cancelled["status"] == "cancelled" and cancelled["decision"]["approved"] is False
+    decided_at = ApprovalRequest.objects.get().decided_at
     assert agent.post(f"/api/v1/approvals/{asked['request_id']}/cancel", format="json").status_code == 400
+    assert (ApprovalRequest.objects.get().status, ApprovalRequest.objects.get().decided_at) == ("cancelled", decided_at)
 
 
 def test_bad_requests_are_refused_with_the_field_named(agent):
@@ -170,4 +173,5 @@ def test_bad_requests_are_refused_with_the_field_named(agent):
 def test_a_read_only_key_cannot_ask(db):
     reader = key_client(make_key("alpha", scopes=["approvals:read"])[1])
     assert reader.post("/api/v1/approvals", {"approval_type": "deploy"}, format="json").status_code == 403
+    assert not ApprovalRequest.objects.exists()
     assert reader.get("/api/v1/approvals").status_code == 200

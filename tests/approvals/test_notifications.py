@@ -57,8 +57,11 @@ def test_a_new_request_mails_and_posts_a_signed_single_use_link(eager, django_ca
     client.force_login(admin_user)
     opened = client.get(path)
     assert opened.status_code == 302 and opened["Location"] == f"/admin/approvals/approvalrequest/{request.pk}/change/"
+    used_at = ApprovalRequest.objects.get(pk=request.pk).link_used_at
+    assert used_at is not None
     assert client.get(path).status_code == 410  # used up
     assert client.get(path[:-3] + "xx/").status_code == 404  # forged
+    assert ApprovalRequest.objects.get(pk=request.pk).link_used_at == used_at
 
 
 @pytest.mark.django_db
