@@ -50,13 +50,18 @@ $(CHROMIUM):
 	@echo "Installing Chromium for the browser tests (apt-get)..."
 	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: lint $(CHROMIUM)
+# The tests run on SQLite and on PostgreSQL, whose binaries (initdb, postgres) the suite runs itself:
+# POSTGRES_BIN's, or any version's in /usr/lib/postgresql/*/bin. Without them: apt-get's `postgresql`.
+INITDB := $(firstword $(if $(POSTGRES_BIN),$(POSTGRES_BIN)/initdb) $(wildcard /usr/lib/postgresql/*/bin/initdb) postgresql-binaries)
+
+$(INITDB):
+	@echo "Installing PostgreSQL for the tests on PostgreSQL (apt-get)..."
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+	@ls /usr/lib/postgresql/*/bin/initdb $(if $(POSTGRES_BIN),$(POSTGRES_BIN)/initdb) >/dev/null
+
+test: lint $(CHROMIUM) $(INITDB)
 	$(PY) -m pytest --db=sqlite
-	@if $(PY) -c 'import sys, tests.services as s; sys.exit(s.postgres_bin_dir() is None)'; then \
-		$(PY) -m pytest --db=postgres; \
-	else \
-		echo; echo "!!! No PostgreSQL binaries (/usr/lib/postgresql/*/bin or POSTGRES_BIN): the PostgreSQL run was SKIPPED. !!!"; echo; \
-	fi
+	$(PY) -m pytest --db=postgres
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench

@@ -131,13 +131,18 @@ async def wait_until(check, channels: Iterable[str], timeout: float):
     found = await check()
     if found or timeout <= 0:
         return found
+    channels = list(channels)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with get_waker().waiting(channels, ready_timeout=min(timeout, 5.0)) as waiter:
+        held = False
         while True:
             found = await check()
             remaining = deadline - loop.time()
             if found or remaining <= 0:
                 return found
             await give_back_connections()
+            if not held:  # (what tests wait for before they wake it)
+                logger.debug("wake-ups: a wait on %s is held", " ".join(channels))
+                held = True
             await waiter.sleep(remaining)

@@ -199,6 +199,22 @@ def asgi_server(
             output.close()
 
 
+def held_waits(log: Path, channel: str) -> int:
+    """How many waits on the wake-up `channel` (core.wakeups: "signals:<agent>", "approvals:<id>")
+    the server writing `log` has held so far: it logs each at DEBUG (LOG_LEVEL=DEBUG) once it
+    sleeps, after its checks, with its database connections given back."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(channel in line.split(" a wait on ")[-1].split() for line in lines if "wake-ups: a wait on " in line)
+
+
+def wait_until_held(log: Path, channel: str, count: int = 1, seconds: float = 30) -> None:
+    """Until the server writing `log` has held `count` waits on `channel` in all."""
+    deadline = time.monotonic() + seconds
+    while held_waits(log, channel) < count:
+        assert time.monotonic() < deadline, f"{held_waits(log, channel)} of {count} waits on {channel} held"
+        time.sleep(0.05)
+
+
 @contextmanager
 def celery_processes(env: dict, worker: bool = True, beat: bool = True, log: Path | None = None):
     """A real Celery worker and beat (as `make run` starts them) on the broker and database of
@@ -234,9 +250,10 @@ def celery_processes(env: dict, worker: bool = True, beat: bool = True, log: Pat
 
 
 @contextmanager
-def http_receiver(statuses: list[int] | None = None):
+def http_receiver(statuses: list[int] | None = None, hold=None):
     """A real HTTP server on loopback that records every POST (headers, body) and answers with the
-    next of `statuses` (then 200); yields (url, received)."""
+    next of `statuses` (then 200); yields (url, received). With `hold` (a threading.Event), each
+    answer waits until it is set (30 s at most)."""
     import http.server
     import threading
 
@@ -247,6 +264,8 @@ def http_receiver(statuses: list[int] | None = None):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            if hold is not None:
+                hold.wait(30)
             self.send_response(answers.pop(0) if answers else 200)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -54,14 +54,16 @@ def recorded() -> tuple[int, int, int]:
     return stale, ApprovalRequest.objects.filter(status=ApprovalStatus.EXPIRED).count(), Alert.objects.count()
 
 
-def kill_mid_sweep(worker: psutil.Process, whole: bool, rng: random.Random) -> None:
+def kill_mid_sweep(worker: psutil.Process, whole: bool, rng: random.Random) -> tuple[int, int, int]:
     """Once the sweeps make progress (or have finished), wait a random moment and SIGKILL the
-    worker's pool processes, and the worker itself if `whole`."""
+    worker's pool processes, and the worker itself if `whole`. Returns what was recorded just after
+    the kill (progress only grows: no more than at the kill)."""
     before = announced()
     wait_until(lambda: announced() > before or recorded() == (FLEET, FLEET, FLEET), seconds=60, every=0.01)
     time.sleep(rng.uniform(0, 0.1))
     for process in [*worker.children(), worker] if whole else worker.children():
         process.send_signal(signal.SIGKILL)
+    return recorded()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -77,11 +79,14 @@ def test_workers_killed_mid_sweep_leave_each_transition_recorded_and_announced_o
             assert start.status_code == 200, start.content
         requests = [approvals.create(f"fleet-{n:03d}", "deploy", {"n": n}, timeout_seconds=1) for n in range(FLEET)]
         time.sleep(1.2)  # every agent silent past its threshold, every request past its timeout
+        at_kills = []
         for _ in range(2):
             with celery_processes(env, beat=False) as [worker]:
                 worker = psutil.Process(worker.pid)
                 for whole in (False, False, True):  # its pool processes (it forks new ones) twice, then all of it
-                    kill_mid_sweep(worker, whole, rng)
+                    at_kills.append(kill_mid_sweep(worker, whole, rng))
+        # A kill landed mid-sweep: something was recorded, not everything.
+        assert any((0, 0, 0) != state != (FLEET, FLEET, FLEET) for state in at_kills), at_kills
         with celery_processes(env, beat=False):  # a worker left alone
             wait_until(lambda: recorded() == (FLEET, FLEET, FLEET), 60)
             time.sleep(2)  # more sweeps and evaluations: nothing twice

@@ -10,6 +10,7 @@ import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from approvals.models import ApprovalRequest
 from coordination.models import Agent
 from telemetry_site import celery_app
 from tests.conftest import make_key
-from tests.services import asgi_server, celery_processes
+from tests.services import asgi_server, celery_processes, held_waits, wait_until_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,25 +41,25 @@ def call(base: str, key: str, method: str, path: str, body: dict | None = None) 
     return response.json()
 
 
-def in_background(base: str, key: str, path: str, body: dict) -> tuple[threading.Thread, dict]:
-    """A long-held POST in a thread; the dict gets its JSON answer and how long it was held."""
+def in_background(base: str, log: Path, key: str, path: str, body: dict, channel: str) -> tuple[threading.Thread, dict]:
+    """A long-held POST in a thread, returned once the server (writing `log`) holds its wait on
+    the wake-up `channel`; the dict gets its JSON answer."""
     answer: dict = {}
+    before = held_waits(log, channel)
 
     def run():
-        started = time.monotonic()
         answer["json"] = call(base, key, "POST", path, body)
-        answer["seconds"] = time.monotonic() - started
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    time.sleep(0.5)  # the wait is held by now
+    wait_until_held(log, channel, before + 1)
     return thread, answer
 
 
 def finished(thread: threading.Thread, answer: dict) -> dict:
-    thread.join(timeout=40)
+    thread.join(timeout=25)
+    # Woken by the other process, before its 30 s timeout.
     assert not thread.is_alive() and "json" in answer, "the wait did not answer"
-    assert answer["seconds"] < 5  # woken by the other process, long before its 30 s timeout
     return answer["json"]
 
 
@@ -102,14 +103,15 @@ def decide_in_admin(session: httpx.Client, request_id: str, decision: str, reaso
     assert decided.status_code == 302 and decided.headers["location"].endswith(f"/{pk}/change/"), decided.text
 
 
-def test_two_web_processes_and_two_workers_serve_one_fleet(postgres, server_env, django_user_model):
+def test_two_web_processes_and_two_workers_serve_one_fleet(postgres, server_env, django_user_model, tmp_path):
     keys = {name: make_key(name)[1] for name in ("alpha", "beta", "gamma")}
     rita = django_user_model.objects.create_user("rita", password="pw", is_staff=True)
     rita.user_permissions.add(*Permission.objects.filter(codename__in=["decide_approvalrequest", "view_approvalrequest"]))
     env = {**server_env, **FAST, **PLAIN_HTTP_COOKIES}
+    log_a, log_b = tmp_path / "web-a.log", tmp_path / "web-b.log"  # at DEBUG: the waits each holds
     with ExitStack() as stack:
-        web_a = stack.enter_context(asgi_server(env))
-        web_b = stack.enter_context(asgi_server(env))
+        web_a = stack.enter_context(asgi_server({**env, "LOG_LEVEL": "DEBUG"}, log=log_a))
+        web_b = stack.enter_context(asgi_server({**env, "LOG_LEVEL": "DEBUG"}, log=log_b))
         for name in ("worker-a", "worker-b"):  # celery's CLI reads --hostname from CELERY_WORKER_HOSTNAME
             stack.enter_context(celery_processes({**env, "CELERY_WORKER_HOSTNAME": f"{name}@%h"}, beat=False))
         stack.enter_context(celery_processes(env, worker=False))
@@ -125,15 +127,16 @@ def test_two_web_processes_and_two_workers_serve_one_fleet(postgres, server_env,
         wait_for(lambda: Agent.objects.get(agent_id="alpha").last_seen_at >= last_beat)
 
         # A directed signal: alpha waits on A, beta sends on B.
-        waiter = in_background(web_a, keys["alpha"], "signals/receive", {"signal_type": "go", "timeout": 30})
+        body = {"signal_type": "go", "timeout": 30}
+        waiter = in_background(web_a, log_a, keys["alpha"], "signals/receive", body, "signals:alpha")
         sent = call(web_b, keys["beta"], "POST", "signals", {"signal_type": "go", "target_agent": "alpha", "payload": {"n": 1}})
         got = finished(*waiter)["signal"]
         assert (got["signal_id"], got["source_agent"], got["payload"]) == (sent["signal_id"], "beta", {"n": 1})
 
         # A broadcast from beta: alpha waits on A, gamma on B; each gets it once, on either process.
         body = {"signal_type": "all-stop", "timeout": 30}
-        waiters = {"alpha": in_background(web_a, keys["alpha"], "signals/receive", body)}
-        waiters["gamma"] = in_background(web_b, keys["gamma"], "signals/receive", body)
+        waiters = {"alpha": in_background(web_a, log_a, keys["alpha"], "signals/receive", body, "signals:alpha")}
+        waiters["gamma"] = in_background(web_b, log_b, keys["gamma"], "signals/receive", body, "signals:gamma")
         broadcast = call(web_a, keys["beta"], "POST", "signals", {"signal_type": "all-stop"})
         for name, waiter in waiters.items():
             assert finished(*waiter)["signal"]["signal_id"] == broadcast["signal_id"]
@@ -144,7 +147,8 @@ def test_two_web_processes_and_two_workers_serve_one_fleet(postgres, server_env,
         with httpx.Client(base_url=web_b, timeout=20) as rita_on_b:
             log_in(rita_on_b, "rita", "pw")
             asked = call(web_a, keys["alpha"], "POST", "approvals", {"approval_type": "deploy", "timeout_seconds": 120})
-            waiter = in_background(web_a, keys["alpha"], f"approvals/{asked['request_id']}/wait", {"timeout": 30})
+            path, channel = f"approvals/{asked['request_id']}/wait", f"approvals:{asked['request_id']}"
+            waiter = in_background(web_a, log_a, keys["alpha"], path, {"timeout": 30}, channel)
             decide_in_admin(rita_on_b, asked["request_id"], "approve", "ship it")
         answer = finished(*waiter)
         assert (answer["status"], answer["decision"]["approved"]) == ("approved", True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -86,6 +87,7 @@ def test_another_agents_requests_are_invisible_and_cannot_be_asked_for(agent, ot
     assert other_agent.get("/api/v1/approvals").json() == []
     forged = other_agent.post("/api/v1/approvals", {"approval_type": "deploy", "agent_id": "alpha"}, format="json")
     assert forged.status_code == 403
+    assert list(ApprovalRequest.objects.values_list("request_id", flat=True)) == [asked["request_id"]]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -131,11 +133,12 @@ def test_a_request_past_its_timeout_expires_once_and_is_never_decided(agent, app
 
 def test_a_wait_past_the_expiry_expires_the_request_itself(agent):
     asked = ask(agent, timeout_seconds=0.5)
-    started = time.monotonic()
     waited = agent.post(f"/api/v1/approvals/{asked['request_id']}/wait", {"timeout": 10}, format="json").json()
     assert waited["status"] == "expired" and waited["decision"]["approved"] is False
     assert "Expired" in waited["decision"]["reason"]
-    assert time.monotonic() - started < 3
+    stored = ApprovalRequest.objects.get(request_id=asked["request_id"])
+    # Expired at its expiry, not when the wait's own 10 s would have ended it.
+    assert stored.expires_at <= stored.decided_at < stored.created_at + timedelta(seconds=10)
 
 
 def test_a_short_wait_returns_the_request_still_pending(agent):
@@ -148,7 +151,9 @@ def test_an_agent_may_cancel_its_pending_request(agent):
     asked = ask(agent)
     cancelled = agent.post(f"/api/v1/approvals/{asked['request_id']}/cancel", format="json").json()
     assert cancelled["status"] == "cancelled" and cancelled["decision"]["approved"] is False
+    decided_at = ApprovalRequest.objects.get().decided_at
     assert agent.post(f"/api/v1/approvals/{asked['request_id']}/cancel", format="json").status_code == 400
+    assert (ApprovalRequest.objects.get().status, ApprovalRequest.objects.get().decided_at) == ("cancelled", decided_at)
 
 
 def test_bad_requests_are_refused_with_the_field_named(agent):
@@ -168,4 +173,5 @@ def test_bad_requests_are_refused_with_the_field_named(agent):
 def test_a_read_only_key_cannot_ask(db):
     reader = key_client(make_key("alpha", scopes=["approvals:read"])[1])
     assert reader.post("/api/v1/approvals", {"approval_type": "deploy"}, format="json").status_code == 403
+    assert not ApprovalRequest.objects.exists()
     assert reader.get("/api/v1/approvals").status_code == 200

@@ -13,7 +13,7 @@ from telemetry_client import ApprovalGate, TelemetryClient, TelemetryConfig
 
 from approvals.models import ApprovalRequest
 from tests.conftest import logged_in_page, make_key
-from tests.services import asgi_server, celery_processes
+from tests.services import asgi_server, celery_processes, wait_until_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,9 +34,7 @@ def blocked_agent(gate: ApprovalGate, approval_type: str, context: dict, timeout
     answer: dict = {}
 
     def ask():
-        started = time.monotonic()
         answer["response"] = gate.request_approval(approval_type, context, timeout=timeout)
-        answer["waited"] = time.monotonic() - started
 
     thread = threading.Thread(target=ask)
     thread.start()
@@ -50,19 +48,20 @@ def test_a_reviewer_approves_and_rejects_in_the_admin_and_the_agent_unblocks(ser
 
         for decision, reason in (("approve", "ship it"), ("reject", "not on a Friday")):
             thread, answer = blocked_agent(gate, "deploy", {"service": "search", "diff": "+" * 800}, timeout=120)
+            deadline = time.monotonic() + 30
             while not gate.get_pending_approvals():  # (no ORM here: Playwright's loop runs in this thread)
+                assert time.monotonic() < deadline, "the request was not made"
                 time.sleep(0.05)
             page.goto(f"{base}/admin/approvals/approvalrequest/")
             page.click("#result_list tbody tr:first-child th a")
             page.fill("#id_reason", reason)
             page.screenshot(path=str(tmp_path / f"{decision}.png"), full_page=True)
-            clicked = time.monotonic()
             page.click(f"#{decision}")
             page.locator(".messagelist").wait_for()
             thread.join(timeout=30)
+            assert not thread.is_alive()  # woken by the decision, not by its 120 s timeout
             response = answer["response"]
             assert (response.approved, response.responder, response.reason) == (decision == "approve", "rita", reason)
-            assert time.monotonic() - clicked < 10  # woken by the decision, not by its 120 s timeout
 
         # A request nobody decides: the agent unblocks at its timeout with approved=False.
         response = gate.request_approval("deploy", {}, timeout=1)
@@ -82,7 +81,7 @@ def test_beat_expires_requests_nobody_waits_for(server_env, agent_key):
             time.sleep(0.2)
 
 
-def test_held_approval_waits_keep_no_database_connection(server_env, agent_key):
+def test_held_approval_waits_keep_no_database_connection(server_env, agent_key, tmp_path):
     """More agents waiting than the database pool has connections (PostgreSQL; SQLite has no
     pool): each wait reads the database before it sleeps, and the server still answers at once.
     The requests that ask, more than the pool holds too, each give their connection back."""
@@ -90,7 +89,9 @@ def test_held_approval_waits_keep_no_database_connection(server_env, agent_key):
 
     headers = {"Authorization": f"Api-Key {agent_key}"}
     answers = []
-    with asgi_server({**server_env, "DATABASE_POOL_MAX_SIZE": "2"}) as base, httpx.Client(base_url=base, headers=headers) as http:
+    log = tmp_path / "web.log"
+    env = {**server_env, "DATABASE_POOL_MAX_SIZE": "2", "LOG_LEVEL": "DEBUG"}
+    with asgi_server(env, log=log) as base, httpx.Client(base_url=base, headers=headers) as http:
         asked = [http.post("/api/v1/approvals", json={"approval_type": "deploy"}).json()["request_id"] for _ in range(5)]
 
         def wait(request_id: str):
@@ -100,11 +101,10 @@ def test_held_approval_waits_keep_no_database_connection(server_env, agent_key):
         waiters = [threading.Thread(target=wait, args=(request_id,)) for request_id in asked]
         for waiter in waiters:
             waiter.start()
-        time.sleep(1)  # the waits are held by now
-        started = time.monotonic()
+        for request_id in asked:
+            wait_until_held(log, f"approvals:{request_id}")
         listed = http.get("/api/v1/approvals", timeout=30)
-        assert listed.status_code == 200 and len(listed.json()) == 5
-        assert time.monotonic() - started < 3  # an exhausted pool waits 10 s, then 500
+        assert listed.status_code == 200 and len(listed.json()) == 5  # an exhausted pool waits 10 s, then 500
         for request_id in asked:
             assert http.post(f"/api/v1/approvals/{request_id}/cancel").status_code == 200
         for waiter in waiters:

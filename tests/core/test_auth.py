@@ -18,6 +18,7 @@ URL = "/api/v1/runs"
 def test_no_key_is_a_401_with_a_challenge(anonymous):
     response = anonymous.post(URL, run_payload(), format="json")
     assert response.status_code == 401
+    assert not Run.objects.exists()
     assert response.json()["error"]["code"] == "not_authenticated"
     assert response.headers["WWW-Authenticate"].startswith("Api-Key")
     assert anonymous.get(URL).status_code == 401
@@ -73,6 +74,7 @@ def test_glob_patterns_bind_a_key_to_a_family_of_agents():
     client = key_client(raw)
     assert client.post(URL, run_payload(agent_name="crawler-7"), format="json").status_code == 201
     assert client.post(URL, run_payload(agent_name="indexer-1"), format="json").status_code == 403
+    assert list(Run.objects.values_list("agent_name", flat=True)) == ["crawler-7"]
 
 
 def test_a_key_without_the_scope_is_a_403():
@@ -82,6 +84,7 @@ def test_a_key_without_the_scope_is_a_403():
     response = client.post(URL, run_payload(), format="json")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "missing_scope"
+    assert not Run.objects.exists()
 
 
 def test_staff_use_their_session_and_may_write_for_any_agent(staff):
@@ -89,6 +92,7 @@ def test_staff_use_their_session_and_may_write_for_any_agent(staff):
     response = staff.post(URL, run_payload(agent_name="anyone"), format="json")
     assert response.status_code == 403  # CSRF: a session write needs the token
     assert "CSRF" in response.json()["error"]["message"]
+    assert not Run.objects.exists()
 
 
 def test_staff_session_with_csrf_token_writes(staff):

@@ -122,14 +122,17 @@ def test_a_receiver_that_fails_twice_is_retried_with_backoff(eager):
         delivery = Delivery.objects.get()
         assert (delivery.status, delivery.attempts, "500" in delivery.last_error) == ("pending", 1, True)
         assert sending.due_deliveries() == []  # waiting its backoff
-        waits = [delivery.next_attempt_at - timezone.now()]
+        retries = [delivery.next_attempt_at]
         for _ in range(2):
             time.sleep(max(0, (Delivery.objects.get().next_attempt_at - timezone.now()).total_seconds()) + 0.05)
             sending.send(sending.due_deliveries())
             delivery = Delivery.objects.get()
-            waits.append(delivery.next_attempt_at - timezone.now())
+            retries.append(delivery.next_attempt_at)
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 3, "")
-    assert timedelta(seconds=0.5) < waits[0] <= timedelta(seconds=1) < waits[1] <= timedelta(seconds=2)  # 1 s, then 2 s
+    assert [sending.backoff(n) for n in (1, 2, 3)] == [timedelta(seconds=s) for s in (1, 2, 4)]
+    # Each failure's retry is its backoff after it, and it came no sooner than the retry before.
+    assert delivery.created_at + timedelta(seconds=1) <= retries[0]
+    assert retries[0] + timedelta(seconds=2) <= retries[1]
     assert len(received) == 3 and len({request["body"] for request in received}) == 1
     verified(channel, received[-1])
 

@@ -32,6 +32,7 @@ def test_info_trim_and_delete(agent, staff):
     info = agent.get("/api/v1/streams/deploys/info").json()
     assert info["length"] == 10 and info["first_event_id"] < info["last_event_id"]
     assert agent.post("/api/v1/streams/deploys/trim", {"max_length": 3}, format="json").status_code == 403
+    assert agent.get("/api/v1/streams/deploys/info").json()["length"] == 10
     token = _csrf(staff)
     assert staff.post("/api/v1/streams/deploys/trim", {"max_length": 3}, format="json", HTTP_X_CSRFTOKEN=token).json() == {
         "removed": 7
@@ -53,6 +54,8 @@ def test_agents_may_not_publish_the_servers_event_types_or_bad_input(agent, read
     assert agent.post("/api/v1/streams/deploys", {"extra": 1}, format="json").status_code == 400
     assert agent.get("/api/v1/streams/deploys", {"count": 0}).status_code == 400
     assert key_client(reader_key).post("/api/v1/streams/deploys", {"data": {}}, format="json").status_code == 403
+    assert agent.get("/api/v1/streams/deploys").json() == []  # nothing refused was published
+    assert agent.get("/api/v1/streams/run.ended").json() == []
 
 
 def consume(query: str, headers: dict | None = None, publish_after: float | None = None):
