@@ -13,4 +13,18 @@ pipelined_redis: PipelinedRedis, one pipelined connection per event loop for the
     Uses: redis._parsers.base.BaseParser.parse_error, redis.asyncio.connection's parse_url,
     RedisSSLContext and SSLConnection, redis.exceptions.InvalidResponse; hiredis.Reader's
     replyError and protocolError, hiredis.pack_command.
+
+agent_handler: AgentApiHandler, the Django handler of API requests that carry an agent key: no
+    session, CSRF, auth, messages or clickjacking middleware, no thread unless the view needs one.
+    Stands in for Django's ASGIHandler with settings.MIDDLEWARE.
+    Bench: bench/coordination.py, part 3's two bare views (the same async view through this
+    handler and through Django's own): 4,000-4,500 req/s against 210-400 (uvicorn x2, one run);
+    heartbeats are 455-516% (SQLite) and 383-473% (PostgreSQL) of the second. bench/ingest.py's
+    bare DRF view: 210-280 req/s before, 604 after (SQLite); 170-250 and 910 (PostgreSQL).
+    Uses of django.core.handlers.asgi.ASGIHandler: overrides load_middleware and handle, sets
+    _middleware_chain, _view_middleware, _template_response_middleware, _exception_middleware,
+    calls _get_response_async, read_body, create_request, run_get_response, send_response,
+    listen_for_disconnect; django.core.handlers.asgi.get_script_prefix,
+    django.core.handlers.exception.convert_exception_to_response, SecurityMiddleware's
+    process_request and process_response; request.auser (as AuthenticationMiddleware sets it).
 """
