@@ -2,8 +2,8 @@
 
 1. Ingest of metric points (POST /api/v1/metrics, batches of 1000 points over 200 series) and of
    spans (POST /api/v1/ingest, batches of 500 spans of kind "span"), as points/s and spans/s, and
-   the same rows inserted raw (core.batch.insert_new: one INSERT per 1000 rows, no HTTP, no
-   series or rollups). Seed 004's baseline: 0.1 ms per metric, 0.2 ms per span.
+   the same rows inserted raw (core.fastpaths.bulk_insert.insert_new: one INSERT per 1000 rows,
+   no HTTP, no series or rollups). Seed 004's baseline: 0.1 ms per metric, 0.2 ms per span.
 2. GET /metrics with 10,000 agents (registry rows and beats) and 1,000,000 points over ~10,000
    series in the database: the scrape time (target < 200 ms).
 3. A query of one series over a range of about 1,000 points, per 1,000 points (seed 004: 10 ms
@@ -76,7 +76,7 @@ def span(rng: random.Random, trace: str, index: int) -> dict:
 
 def raw_rows_per_second() -> dict:
     """insert_new of the same rows, without HTTP, validation, series or rollups."""
-    from core.batch import insert_new
+    from core.fastpaths.bulk_insert import insert_new
     from metrics.models import MetricPoint, MetricSeries
     from traces.models import Span
 

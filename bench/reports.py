@@ -27,7 +27,7 @@ def fill(rows: int) -> float:
     returns the seconds it took."""
     from django.utils import timezone
 
-    from core.batch import insert_new
+    from core.fastpaths.bulk_insert import insert_new
     from runs.models import FeedbackEntry, LlmUsage, Run
 
     rng = random.Random(7)

@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from core import events, wakeups
 from core.authentication import KeyCheck
-from core.redis import Script, get_redis
+from core.fastpaths.pipelined_redis import Script
+from core.redis import get_pipelined_redis, get_redis
 
 INBOX_PREFIX = "telemetry:signals:inbox:"
 BROADCASTS = "telemetry:signals:broadcasts"
@@ -47,7 +48,8 @@ redis.call('PUBLISH', ARGV[3], '')
 # ARGV: agent id, signal type ('' any), source agent ('' any), take ('1' or '0'), all ('1' or '0').
 # Returns the matching signals (JSON), oldest first: all of them, or only the oldest. With take,
 # they are removed from the inbox or marked seen.
-TAKE = Script("""
+TAKE = Script(
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local agent, wanted_type, wanted_source = ARGV[1], ARGV[2], ARGV[3]
@@ -87,7 +89,9 @@ for _, match in ipairs(found) do
   answer[#answer + 1] = match[1]
 end
 return answer
-""")
+""",
+    get_pipelined_redis,
+)
 
 
 def inbox_channel(agent_id: str) -> str:

@@ -2,9 +2,10 @@
 
 A key once checked is remembered for KEY_CACHE_SECONDS in Redis (shared by every process), under
 its prefix together with a SHA-256 of the whole key, so a request with a known key costs no
-database query, and in async views no thread either. Saving or deleting a key through the ORM
-(revoking it in the admin, say) forgets it at once; expiry is checked on every request. Without
-Redis the database answers.
+database query, and in async views no thread either. The entry is JSON of the fields requests
+read, never a pickle: whoever can write to Redis must not be able to run code in the web process.
+Saving or deleting a key through the ORM (revoking it in the admin, say) forgets it at once;
+expiry is checked on every request. Without Redis the database answers.
 
 Each web process also keeps the Redis entries it read or wrote (remembered_key). An async view whose
 Redis work is one script (core.events.EventScript: a heartbeat) acts on such a key without
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
-import pickle
 from dataclasses import dataclass
+from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -175,9 +177,12 @@ def _refuse_expired(key: AgentKey) -> None:
         raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_key")
 
 
-# Remembered keys are pickled model instances: a deploy that changes the model's fields changes
-# this, so instances pickled by the old code are never read (they would lack the new fields).
-KEY_SHAPE = hashlib.sha256(" ".join(field.attname for field in AgentKey._meta.concrete_fields).encode()).hexdigest()[:8]
+# What a remembered key's entry holds of it, rebuilt into an unsaved AgentKey (its other fields
+# at their defaults). The entry's name carries a hash of these, so a deploy that changes them
+# never reads entries written by the code before (nor the pickles that code wrote).
+KEY_FIELDS = ("id", "prefix", "name", "expiry_date", "agents", "scopes", "last_used_at")
+DATETIME_FIELDS = ("expiry_date", "last_used_at")
+KEY_SHAPE = hashlib.sha256(" ".join(KEY_FIELDS).encode()).hexdigest()[:8]
 
 
 def _cache_name(raw_key_or_prefix: str) -> str:
@@ -188,11 +193,31 @@ def _digest(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+def _entry(raw_key: str, key: AgentKey) -> bytes:
+    fields = {name: getattr(key, name) for name in KEY_FIELDS}
+    for name in DATETIME_FIELDS:
+        if fields[name] is not None:
+            fields[name] = fields[name].isoformat()
+    return json.dumps({"digest": _digest(raw_key), "key": fields}).encode()
+
+
 def _recall(raw_key: str, found: bytes | None) -> AgentKey | None:
+    """The key of an entry _entry wrote, if it is for `raw_key`; None for anything else (an entry
+    that is not JSON of that shape is a miss, and the database answers)."""
     if found is None:
         return None
-    digest, key = pickle.loads(found)  # noqa: S301 - written by _remember, in our own Redis
-    return key if hmac.compare_digest(digest, _digest(raw_key)) else None
+    try:
+        entry = json.loads(found)
+        fields = {name: entry["key"][name] for name in KEY_FIELDS}
+        for name in DATETIME_FIELDS:
+            if fields[name] is not None:
+                fields[name] = datetime.fromisoformat(fields[name])
+        if not hmac.compare_digest(entry["digest"], _digest(raw_key)):
+            return None
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("agent keys: an unreadable Redis entry (%s); asking the database", type(exc).__name__)
+        return None
+    return AgentKey(**fields)
 
 
 def _remembered(raw_key: str) -> AgentKey | None:
@@ -204,7 +229,7 @@ def _remembered(raw_key: str) -> AgentKey | None:
 
 
 def _remember(raw_key: str, key: AgentKey) -> None:
-    name, entry = _cache_name(raw_key), pickle.dumps((_digest(raw_key), key))
+    name, entry = _cache_name(raw_key), _entry(raw_key, key)
     try:
         get_redis().set(name, entry, ex=KEY_CACHE_SECONDS)
         _know(name, entry, raw_key, key)

@@ -25,7 +25,8 @@ from django.utils import timezone
 from redis.exceptions import ResponseError, WatchError
 
 from core.authentication import KeyCheck, StaleKey
-from core.redis import Script, get_async_blocking_redis, get_async_redis, get_redis
+from core.fastpaths.pipelined_redis import Script
+from core.redis import get_async_blocking_redis, get_async_redis, get_pipelined_redis, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class EventScript(Script):
     Redis entry is the one this process knows, and otherwise raises StaleKey, having done nothing."""
 
     def __init__(self, body: str):
-        super().__init__(f"local function run()\n{body}\nend\n{_EVENT_SCRIPT_LUA}")
+        super().__init__(f"local function run()\n{body}\nend\n{_EVENT_SCRIPT_LUA}", get_pipelined_redis)
 
     async def __call__(self, keys: list[str], args: list, events: list[Event], key_check: KeyCheck | None = None) -> Any:
         published = [value for event in events for value in event.values()]

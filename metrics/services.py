@@ -17,7 +17,8 @@ from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import Histogram
 
-from core.batch import Batch, MayActAs, Row, insert_rows, purge
+from core.batch import Batch, MayActAs, Row, purge
+from core.fastpaths.bulk_insert import insert_rows
 from metrics.models import MetricMinute, MetricPoint, MetricSeries, MetricType
 from metrics.schemas import MetricIn
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from redis.exceptions import LockError
 
 from core import events
-from core.batch import insert_rows
+from core.fastpaths.bulk_insert import insert_rows
 from core.redis import get_redis
 from notifications.models import Delivery, Notification, NotificationChannel
 from notifications.sending import CHANNEL_TRYING, channel_down

@@ -133,7 +133,11 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "cache",
+        # Version 1's values were pickles, which JSON cannot read: they are left to expire unread.
+        "VERSION": 2,
         "OPTIONS": {
+            # Not pickle (django-redis's default): whoever can write to Redis could run code here.
+            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
             "SOCKET_CONNECT_TIMEOUT": 2,
             "SOCKET_TIMEOUT": 5,
             "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",

@@ -1,4 +1,4 @@
-"""The pipelined Redis connection of the hot path (core.redis.PipelinedRedis), on real Redis
+"""The pipelined Redis connection of the hot path (core.fastpaths.pipelined_redis), on real Redis
 servers: answers in order to their callers, errors, a password and a database, a Redis that
 hangs, dies and comes back, a caller that gives up."""
 
@@ -10,8 +10,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from core import redis as core_redis
-from core.redis import PipelinedRedis, Script
+from core.fastpaths.pipelined_redis import PipelinedRedis, Script
+from core.redis import SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT, get_pipelined_redis
 from operations.embedded_redis import EmbeddedRedis, free_port
 
 
@@ -19,9 +19,13 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+def pipelined(url: str, timeout: float = SOCKET_TIMEOUT) -> PipelinedRedis:
+    return PipelinedRedis(url, timeout, SOCKET_CONNECT_TIMEOUT)
+
+
 def test_concurrent_commands_share_one_connection_and_each_caller_gets_its_own_answer():
     async def main():
-        client = PipelinedRedis(settings.REDIS_URL)
+        client = pipelined(settings.REDIS_URL)
         echoes = [client.execute("ECHO", f"answer-{n}") for n in range(500)]
         connections = [client.execute("CLIENT", "ID") for _ in range(50)]
         return await asyncio.gather(*echoes), await asyncio.gather(*connections)
@@ -33,7 +37,7 @@ def test_concurrent_commands_share_one_connection_and_each_caller_gets_its_own_a
 
 def test_answers_keep_redis_types_and_error_answers_are_raised_without_breaking_the_connection():
     async def main():
-        client = PipelinedRedis(settings.REDIS_URL)
+        client = pipelined(settings.REDIS_URL)
         await client.execute("SET", "word", "x")
         with pytest.raises(redis.exceptions.ResponseError, match="not an integer"):
             await client.execute("INCR", "word")
@@ -49,7 +53,7 @@ def test_answers_keep_redis_types_and_error_answers_are_raised_without_breaking_
 
 
 def test_a_script_not_yet_loaded_is_loaded_by_its_first_call():
-    script = Script("return {KEYS[1], ARGV[1]}")
+    script = Script("return {KEYS[1], ARGV[1]}", get_pipelined_redis)
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
     redis_client.script_flush()
 
@@ -60,7 +64,7 @@ def test_a_script_not_yet_loaded_is_loaded_by_its_first_call():
 
 def test_a_caller_that_gives_up_does_not_take_the_next_callers_answer():
     async def main():
-        client = PipelinedRedis(settings.REDIS_URL)
+        client = pipelined(settings.REDIS_URL)
         slow = asyncio.create_task(client.execute("EVAL", "local t = redis.call('TIME') while true do "
                                                   "local n = redis.call('TIME') if (n[1] - t[1]) * 1e6 + n[2] - t[2] "
                                                   "> 200000 then return 'slow' end end", 0))  # fmt: skip
@@ -78,7 +82,7 @@ def test_a_password_and_a_database_from_the_url(tmp_path):
         redis.Redis(port=server.port).config_set("requirepass", "s3cret")
 
         async def main(url):
-            client = PipelinedRedis(url)
+            client = pipelined(url)
             await client.execute("SET", "where", "db 3")
             return await client.execute("GET", "where")
 
@@ -91,13 +95,12 @@ def test_a_password_and_a_database_from_the_url(tmp_path):
         server.stop()
 
 
-def test_redis_that_hangs_fails_the_commands_in_flight_after_the_timeout_then_serves_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(core_redis, "SOCKET_TIMEOUT", 0.5)
+def test_redis_that_hangs_fails_the_commands_in_flight_after_the_timeout_then_serves_again(tmp_path):
     server = EmbeddedRedis(tmp_path / "redis").start()
     try:
 
         async def main():
-            client = PipelinedRedis(server.url)
+            client = pipelined(server.url, timeout=0.5)
             assert await client.execute("SET", "k", "before") is not None
             server.process.send_signal(signal.SIGSTOP)
             try:
@@ -118,7 +121,7 @@ def test_redis_that_dies_fails_commands_with_connection_errors_and_is_used_again
     try:
 
         async def main():
-            client = PipelinedRedis(server.url)
+            client = pipelined(server.url)
             await client.execute("SET", "k", "v")
             server.process.kill()
             server.process.wait()
@@ -146,7 +149,7 @@ def test_commands_that_find_redis_unreachable_share_one_attempt_and_all_fail_wit
     monkeypatch.setattr(PipelinedRedis, "_connect", counted)
 
     async def main():
-        client = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0")
+        client = pipelined(f"redis://127.0.0.1:{free_port()}/0")
         return await asyncio.gather(*(client.execute("PING") for _ in range(20)), return_exceptions=True)
 
     failures = run(main())
@@ -160,15 +163,15 @@ def test_a_full_redis_is_a_connection_error_as_redis_py_maps_it(tmp_path):
     try:
         holder.config_set("maxclients", 1)
         with pytest.raises(redis.exceptions.ConnectionError):
-            run(PipelinedRedis(server.url).execute("PING"))
+            run(pipelined(server.url).execute("PING"))
     finally:
         holder.config_set("maxclients", 100)
         server.stop()
 
 
 def test_a_tls_url_gets_redis_pys_tls_context():
-    verified = PipelinedRedis("rediss://:pw@redis.example:6380/0").tls
+    verified = pipelined("rediss://:pw@redis.example:6380/0").tls
     assert (verified.verify_mode, verified.check_hostname) == (ssl.CERT_REQUIRED, True)
-    unverified = PipelinedRedis("rediss://redis.example:6380/0?ssl_cert_reqs=none").tls
+    unverified = pipelined("rediss://redis.example:6380/0?ssl_cert_reqs=none").tls
     assert unverified.verify_mode == ssl.CERT_NONE
-    assert PipelinedRedis("redis://127.0.0.1:6379/0").tls is None
+    assert pipelined("redis://127.0.0.1:6379/0").tls is None
