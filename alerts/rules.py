@@ -19,6 +19,7 @@ from approvals import selectors as approvals
 from coordination import selectors as coordination
 from core import events
 from core.redis import get_redis
+from quality import selectors as quality
 from runs import selectors as runs
 
 VOLUME_SAMPLES_KEY = "alerts:volume:{rule}"
@@ -87,7 +88,7 @@ def llm_cost(rule: AlertRule, now: datetime, open_alerts: dict[str, Alert]) -> F
     next day starts below it."""
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     totals: dict[str, float] = defaultdict(float)
-    for row in runs.llm_cost(day_start, now):
+    for row in quality.llm_cost(day_start, now):
         if _agent_matches(rule, row["agent_name"]):
             totals[row["agent_name"] if rule.per == AlertRule.Per.AGENT else row["model"]] += float(row["cost"])
     return {

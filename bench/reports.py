@@ -3,7 +3,7 @@ agents): each report of `telemetry` and the analytics figures, over the default 
 everything, beside the raw limit of the same run: a bare COUNT(*) and a full SUM() scan of the
 same table. Target: every report and the page under 1 s.
 
-Reports read daily rollups (runs.rollups). Each timed call starts with today noted as changed, as
+Reports read daily rollups (quality.rollups). Each timed call starts with today noted as changed, as
 in production where agents keep writing, so it includes recomputing today's rollups; the first
 build of all 90 days is timed on its own."""
 
@@ -28,7 +28,8 @@ def fill(rows: int) -> float:
     from django.utils import timezone
 
     from core.fastpaths.bulk_insert import insert_new
-    from runs.models import FeedbackEntry, LlmUsage, Run
+    from quality.models import FeedbackEntry, LlmUsage
+    from runs.models import Run
 
     rng = random.Random(7)
     now = timezone.now()
@@ -107,9 +108,10 @@ def run(db: str) -> dict:
         from django.test import Client
         from django.utils import timezone
 
-        from runs import reports, rollups
-        from runs.analytics import figures, period_of
-        from runs.models import ChangedDay, LlmUsage, Run
+        from quality import reports, rollups
+        from quality.analytics import figures, period_of
+        from quality.models import ChangedDay, LlmUsage
+        from runs.models import Run
 
         loaded = fill(ROWS)
         with connection.cursor() as cursor:

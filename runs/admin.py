@@ -9,10 +9,13 @@ from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from core import exports
 from core.api import validation_fields
-from runs import exports, services
-from runs.models import ChangedDay, FeedbackEntry, LlmUsage, ModelPrice, Run, RunEvent, RunStatus, TemplateFeedback
+from runs import services
+from runs.exports import RUNS
+from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import RunPatch
+from runs.signals import runs_changed
 
 INLINE_EVENTS = 50
 
@@ -39,17 +42,6 @@ def _download(rows, content_type: str, extension: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(rows, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="runs-{timezone.now():%Y%m%d-%H%M%S}.{extension}"'
     return response
-
-
-class RolledUpAdmin(admin.ModelAdmin):
-    """Deleting records notes their days, whose rollups change (runs.rollups)."""
-
-    moment = "created_at"
-
-    def delete_queryset(self, request, queryset) -> None:
-        with transaction.atomic():
-            ChangedDay.note(*queryset.datetimes(self.moment, "day"))
-            super().delete_queryset(request, queryset)
 
 
 class BulkEditForm(forms.Form):
@@ -81,7 +73,7 @@ class BulkEditForm(forms.Form):
 
 
 @admin.register(Run)
-class RunAdmin(RolledUpAdmin):
+class RunAdmin(admin.ModelAdmin):
     list_display = ["run_id", "agent_name", "job_type", "status", "start_time", "duration_ms", "items_succeeded", "items_failed"]
     list_filter = ["status", "job_type", "agent_name", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=event_id", "=run_id", "^agent_name", "^job_type", "git_commit_hash"]
@@ -92,6 +84,12 @@ class RunAdmin(RolledUpAdmin):
     readonly_fields = ["event_id", "run_id", "created_at", "updated_at", "commit_url"]
     inlines = [RunEventInline]
     actions = ["mark_cancelled", "bulk_edit", "export_csv", "export_json"]
+
+    def delete_queryset(self, request, queryset) -> None:
+        """Deleted runs' days are announced: their figures change."""
+        with transaction.atomic():
+            runs_changed.send(Run, moments=list(queryset.datetimes("created_at", "day")))
+            super().delete_queryset(request, queryset)
 
     @admin.action(description="Mark selected running runs as cancelled")
     def mark_cancelled(self, request, queryset):
@@ -125,12 +123,11 @@ class RunAdmin(RolledUpAdmin):
 
     @admin.action(description="Export selected runs as CSV")
     def export_csv(self, request, queryset):
-        runs = exports.KINDS["runs"]
-        return _download(exports.csv_lines(runs.columns, exports.rows(runs, queryset)), "text/csv", "csv")
+        return _download(exports.csv_lines(RUNS.columns, exports.rows(RUNS, queryset)), "text/csv", "csv")
 
     @admin.action(description="Export selected runs as JSON")
     def export_json(self, request, queryset):
-        return _download(exports.json_chunks(exports.rows(exports.KINDS["runs"], queryset)), "application/json", "json")
+        return _download(exports.json_chunks(exports.rows(RUNS, queryset)), "application/json", "json")
 
 
 @admin.register(RunEvent)
@@ -142,72 +139,3 @@ class RunEventAdmin(admin.ModelAdmin):
     raw_id_fields = ["run"]
     show_full_result_count = False
     list_per_page = 100
-
-
-@admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
-    """The price table usage records are costed from when they arrive without a cost."""
-
-    list_display = [
-        "model",
-        "provider",
-        "tier",
-        "input_per_mtok",
-        "output_per_mtok",
-        "cache_read_per_mtok",
-        "cache_write_per_mtok",
-        "updated_at",
-    ]
-    list_editable = ["tier", "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"]
-    list_filter = ["tier", "provider"]
-    search_fields = ["model"]
-
-
-class RecordAdmin(admin.ModelAdmin):
-    """Records agents send: looked at, filtered, deleted; neither added nor edited here."""
-
-    show_full_result_count = False
-    list_per_page = 100
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(LlmUsage)
-class LlmUsageAdmin(RolledUpAdmin, RecordAdmin):
-    moment = "timestamp"
-    list_display = [
-        "timestamp",
-        "agent_name",
-        "workflow",
-        "stage",
-        "model",
-        "tier",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cost",
-        "latency_ms",
-        "success",
-        "fallback",
-    ]
-    list_filter = ["tier", "success", "fallback", ("timestamp", admin.DateFieldListFilter)]
-    search_fields = ["=event_id", "^agent_name", "^model", "^workflow"]
-    raw_id_fields = ["run"]
-
-
-@admin.register(FeedbackEntry)
-class FeedbackEntryAdmin(RecordAdmin):
-    list_display = ["timestamp", "workflow_name", "stage_name", "tier", "quality_score", "agent_name"]
-    list_filter = ["tier", ("timestamp", admin.DateFieldListFilter)]
-    search_fields = ["=event_id", "^workflow_name", "^stage_name"]
-
-
-@admin.register(TemplateFeedback)
-class TemplateFeedbackAdmin(RecordAdmin):
-    list_display = ["timestamp", "template_id", "good", "agent_name"]
-    list_filter = ["good"]
-    search_fields = ["^template_id"]

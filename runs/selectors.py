@@ -1,13 +1,15 @@
-"""What other apps may read of the runs and their LLM usage."""
+"""What other apps may read of the runs and their events."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet
 
-from runs.models import LlmUsage, Run, RunStatus
+from runs.models import Run, RunEvent, RunStatus
+
+__all__ = ["FAILED", "RunStatus"]  # the statuses a run may have, for the apps that count them
 
 FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
 
@@ -32,12 +34,22 @@ def ended_run_counts(ended_since: datetime) -> QuerySet[Any]:
     return ended.values("agent_name").annotate(total=Count("id"), failed=Count("id", filter=Q(status__in=FAILED)))
 
 
-def llm_cost(since: datetime, until: datetime) -> QuerySet[Any]:
-    """The LLM cost of each agent and model between `since` and `until`: rows of agent_name, model, cost."""
-    usage = LlmUsage.objects.filter(timestamp__gte=since, timestamp__lte=until)
-    return usage.values("agent_name", "model").annotate(cost=Sum("cost"))
-
-
 def by_event_id(event_ids: set[str]) -> dict[str, Run]:
     """The runs of these event_ids (their id and event_id only), by event_id."""
     return Run.objects.only("id", "event_id").in_bulk(event_ids, field_name="event_id")
+
+
+def created_between(since: datetime, until: datetime, agent: str = "") -> QuerySet[Run]:
+    """Runs created from `since` until before `until` (of `agent`, if given)."""
+    runs = Run.objects.filter(created_at__gte=since, created_at__lt=until)
+    return runs.filter(agent_name=agent) if agent else runs
+
+
+def first_created() -> datetime | None:
+    """When the oldest run kept was created."""
+    return Run.objects.aggregate(first=Min("created_at"))["first"]
+
+
+def events_of_type(event_type: str, since: datetime) -> QuerySet[RunEvent]:
+    """Events of `event_type` since `since`, of every run."""
+    return RunEvent.objects.filter(event_type=event_type, timestamp__gte=since)

@@ -12,8 +12,9 @@ from django.utils import timezone
 from coordination import selectors as coordination
 from core import events
 from core.batch import Batch, MayActAs, Row, row_of
-from runs.models import ChangedDay, Run, RunEvent, RunStatus
+from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
+from runs.signals import runs_changed
 
 LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
                     "items_discovered", "items_succeeded", "items_failed", "error_summary")  # fmt: skip
@@ -54,7 +55,7 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     batch.store(
         Run,
         lambda item: rows.setdefault(item.event_id, row_of(build_run(item))),
-        on_stored=lambda stored: ChangedDay.note(*(row["created_at"] for row in stored)),
+        on_stored=lambda stored: runs_changed.send(Run, moments=[row["created_at"] for row in stored]),
     )
     created = (rows[r["event_id"]] for r in batch.results if r and r["status"] == "created")
     events.publish(*(lifecycle_event(row) for row in created))
@@ -140,7 +141,7 @@ def end_running(runs, status: RunStatus, reason: str) -> int:
     with transaction.atomic():
         count = ending.update(status=status, end_time=now, error_summary=reason[:500], updated_at=now)
         mine = list(Run.objects.filter(pk__in=ids, status=status, updated_at=now))
-        ChangedDay.note(*(run.created_at for run in mine))
+        runs_changed.send(Run, moments=[run.created_at for run in mine])
     events.publish(*(lifecycle_event(row_of(run)) for run in mine))
     return count
 
@@ -178,3 +179,10 @@ def ingest_events(items: list, may_act_as: MayActAs) -> Batch:
     runs = _runs_for(batch, may_act_as, attrgetter("run_event_id"), Run.objects.only("id", "event_id", "agent_name"))
     batch.store(RunEvent, lambda item: _event(runs[item.run_event_id], item))
     return batch
+
+
+def delete_all() -> dict[str, int]:
+    """Delete every run and its events (without announcing their days: whoever asks for this
+    forgets their figures too); how many of each."""
+    with transaction.atomic():
+        return {"events": RunEvent.objects.all().delete()[0], "runs": Run.objects.all().delete()[0]}

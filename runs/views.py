@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
@@ -11,9 +11,8 @@ from rest_framework.views import APIView
 
 from core.api import LimitOffsetPage, validate
 from core.ingest import BATCH_RESPONSES, BatchView, items_of
-from core.openapi import query_parameters
 from core.permissions import ensure_may_act_as
-from runs import quality, reports, services
+from runs import services
 from runs.filters import RunFilter
 from runs.models import Run
 from runs.schemas import (
@@ -24,23 +23,12 @@ from runs.schemas import (
     EventInList,
     EventOut,
     EventOutList,
-    FeedbackInList,
-    QualityStats,
-    RecommendationQuery,
-    ReportOut,
-    ReportQuery,
     RunIn,
     RunInList,
     RunOut,
     RunOutList,
     RunPatch,
-    StageQuery,
-    TemplateConfidenceOut,
-    TemplateFeedbackInList,
-    TemplateQuery,
-    TierRecommendation,
     UpdatedOut,
-    UsageInList,
     run_json,
 )
 
@@ -130,100 +118,3 @@ class EventBatch(BatchView):
     required_scopes = READ_WRITE
     key = "events"
     ingest = staticmethod(services.ingest_events)
-
-
-@extend_schema_view(
-    post=extend_schema(request=UsageInList, responses=BATCH_RESPONSES, summary="Record LLM calls (one or a list)")
-)
-class UsageBatch(BatchView):
-    required_scopes = READ_WRITE
-    key = "usage"
-    allow_single = True
-    ingest = staticmethod(quality.ingest_usage)
-
-
-@extend_schema_view(
-    post=extend_schema(request=FeedbackInList, responses=BATCH_RESPONSES, summary="Rate responses (one or a list)")
-)
-class FeedbackBatch(BatchView):
-    required_scopes = READ_WRITE
-    key = "feedback"
-    allow_single = True
-    ingest = staticmethod(quality.ingest_feedback)
-
-
-@extend_schema_view(
-    post=extend_schema(request=TemplateFeedbackInList, responses=BATCH_RESPONSES, summary="Rate templates (one or a list)")
-)
-class TemplateFeedbackBatch(BatchView):
-    required_scopes = READ_WRITE
-    key = "ratings"
-    allow_single = True
-    ingest = staticmethod(quality.ingest_template_feedback)
-
-
-class QualityStatsView(APIView):
-    required_scopes = READ_WRITE
-
-    @extend_schema(
-        parameters=query_parameters(StageQuery), responses=QualityStats, summary="Quality of a workflow stage's responses"
-    )
-    def get(self, request):
-        query = validate(StageQuery, request.query_params.dict())
-        stats = quality.quality_stats(query.workflow_name, query.stage_name, query.tier)
-        if stats is None:
-            raise exceptions.NotFound(
-                f"No feedback for {query.workflow_name}/{query.stage_name}" + (f" on {query.tier}." if query.tier else ".")
-            )
-        return Response(stats.model_dump())
-
-
-class RecommendationView(APIView):
-    required_scopes = READ_WRITE
-
-    @extend_schema(
-        parameters=query_parameters(RecommendationQuery), responses=TierRecommendation, summary="Which tier a stage should use"
-    )
-    def get(self, request):
-        query = validate(RecommendationQuery, request.query_params.dict())
-        return Response(quality.recommend_tier(query.workflow_name, query.stage_name, query.current_tier).model_dump())
-
-
-class TemplateConfidenceView(APIView):
-    required_scopes = READ_WRITE
-
-    @extend_schema(
-        parameters=query_parameters(TemplateQuery), responses=TemplateConfidenceOut, summary="good / (good + bad) of a template"
-    )
-    def get(self, request):
-        return Response(quality.template_confidence(validate(TemplateQuery, request.query_params.dict()).template_id))
-
-
-class ReportView(APIView):
-    """GET /api/v1/reports/<name>: the report `python manage.py telemetry <name> --json` prints."""
-
-    required_scopes = READ_WRITE
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "days", int, description=f"the last DAYS days, today included (default {reports.DEFAULT_DAYS}; compare: 7)"
-            ),
-            OpenApiParameter("limit", int, description="show: how many calls (1-1000, default 20)"),
-            OpenApiParameter("baseline_model", str, description="savings: the model to compare against"),
-        ],
-        responses=ReportOut,
-        summary="One of the telemetry reports: show, savings, cache-stats, compare, agent-performance, task-routing, "
-        "tier1-status, test-status, file-test-status, sonnet-opus-analysis, features",
-    )
-    def get(self, request, name: str):
-        report = reports.REPORTS.get(name)
-        if report is None:
-            raise exceptions.NotFound(f"No report '{name}'; one of: {', '.join(reports.REPORTS)}.")
-        query = validate(ReportQuery, request.query_params.dict())
-        arguments = {} if name in reports.WITHOUT_PERIOD else query.model_dump(exclude_none=True)
-        if name != "show":
-            arguments.pop("limit", None)
-        if name != "savings":
-            arguments.pop("baseline_model", None)
-        return Response(report(**arguments).to_dict())

@@ -6,7 +6,7 @@ from approvals.pages import open_link
 from core.ingest import Ingest
 from core.prometheus import metrics
 from core.views import health
-from runs.pages import analytics_export, analytics_page
+from quality.pages import analytics_export, analytics_page
 from streaming.views import live_page
 from traces.pages import trace_page, traces_page
 from traces.views import otlp_traces
@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("runs.urls")),
     path("api/v1/ingest", Ingest.as_view(), name="ingest"),
     path("api/v1/", include("approvals.urls")),
+    path("api/v1/", include("quality.urls")),
     path("api/v1/", include("metrics.urls")),
     path("api/v1/", include("traces.urls")),
     path("api/v1/", include("streaming.urls")),

@@ -174,7 +174,7 @@ def staff(db, django_user_model) -> APIClient:
 @pytest.fixture
 def sonnet_price(db):
     """The price of claude-sonnet-4, whatever earlier tests left of the seeded table ($/Mtok)."""
-    from runs.models import ModelPrice
+    from quality.models import ModelPrice
 
     prices = {"input_per_mtok": 3, "output_per_mtok": 15, "cache_read_per_mtok": "0.30", "cache_write_per_mtok": "3.75"}
     return ModelPrice.objects.update_or_create(model="claude-sonnet-4", defaults={"tier": "capable", **prices})[0]

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import events
-from runs.models import LlmUsage
+from quality.models import LlmUsage
 from tests.runs.factories import make_run
 from tests.services import ROOT
 

@@ -54,7 +54,8 @@ from core.models import AgentKey
 from core.redis import get_redis
 from core.scopes import AGENT_SCOPES
 from notifications.models import Delivery, NotificationChannel
-from runs.models import ModelPrice, Run
+from quality.models import ModelPrice
+from runs.models import Run
 from streaming.routing import websocket_urlpatterns
 from telemetry_site.asgi import application
 from tests.conftest import key_client, make_key
@@ -355,7 +356,7 @@ MATRIX = {
         "GET": ("login login login login 405 405 405", {}),
         "POST": ("login login login login 403 ok ok", {"decision": "approve"}),
     },
-    "admin/^(?P<app_label>auth|django_celery_beat|core|coordination|runs|approvals|notifications|alerts)/$": {  # runs
+    "admin/^(?P<app_label>auth|django_celery_beat|core|coordination|runs|quality|approvals|notifications|alerts)/$": {  # runs
         "GET": ("login login login login ok 404 ok", {}),
         "POST": ("login login login login ok 404 ok", {}),
     },
@@ -381,10 +382,10 @@ ADMIN_MODELS = {
     "coordination.agent": {"change", "delete"},  # agents register themselves
     "runs.run": {"add", "change", "delete"},
     "runs.runevent": {"add", "change", "delete"},
-    "runs.modelprice": {"add", "change", "delete"},
-    "runs.llmusage": {"delete"},  # records, as the agents sent them
-    "runs.feedbackentry": {"delete"},
-    "runs.templatefeedback": {"delete"},
+    "quality.modelprice": {"add", "change", "delete"},
+    "quality.llmusage": {"delete"},  # records, as the agents sent them
+    "quality.feedbackentry": {"delete"},
+    "quality.templatefeedback": {"delete"},
     "approvals.approvalrequest": set(),  # decided by the buttons only, kept for audit
     "alerts.alertrule": {"add", "change", "delete"},
     "alerts.alert": {"delete"},

@@ -1,9 +1,9 @@
 """An installation made before the apps were split by concern upgrades with every row.
 
 The database is migrated back to the layout every earlier release had (the models of
-notifications in `core`, those of traces and metrics in `runs`), filled through the models of
-that layout, migrated forward, and read back through today's models: the same rows, field for
-field, with their links, permissions and admin history."""
+notifications in `core`, those of traces, metrics and quality in `runs`), filled through the
+models of that layout, migrated forward, and read back through today's models: the same rows,
+field for field, with their links, permissions and admin history."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ OLD_LAYOUT = [
     ("alerts", "0001_initial"),
     ("runs", "0008_metricpoint_covering_index"),
     ("notifications", None),
+    ("quality", None),
     ("metrics", None),
     ("traces", None),
 ]
@@ -39,6 +40,14 @@ MOVED = {
     "runs.MetricSeries": "metrics.MetricSeries",
     "runs.MetricPoint": "metrics.MetricPoint",
     "runs.MetricMinute": "metrics.MetricMinute",
+    "runs.ModelPrice": "quality.ModelPrice",
+    "runs.LlmUsage": "quality.LlmUsage",
+    "runs.FeedbackEntry": "quality.FeedbackEntry",
+    "runs.TemplateFeedback": "quality.TemplateFeedback",
+    "runs.ChangedDay": "quality.ChangedDay",
+    "runs.RunDay": "quality.RunDay",
+    "runs.UsageDay": "quality.UsageDay",
+    "runs.UsageStageDay": "quality.UsageStageDay",
 }
 
 
@@ -106,6 +115,35 @@ def fill(old) -> None:
         series=steps, minute=now.replace(second=0, microsecond=0), count=2, sum=0.75, min=0.25, max=0.5
     )
 
+    old.get_model("runs", "ModelPrice").objects.update_or_create(
+        model="bench-model", defaults={"tier": "cheap", "input_per_mtok": "0.25", "output_per_mtok": "1.25"}
+    )
+    usage_model = old.get_model("runs", "LlmUsage")
+    usage_model.objects.create(
+        event_id="u1", run=run, timestamp=now, agent_name="alpha", workflow="w", stage="s", task_type="t", provider="p",
+        model="bench-model", tier="cheap", input_tokens=1000, output_tokens=200, cache_read_tokens=50, cost="0.00050000",
+        latency_ms=120, fallback=True,
+    )  # fmt: skip
+    usage_model.objects.create(event_id="u2", timestamp=now, agent_name="beta", model="m2", success=False)
+    old.get_model("runs", "FeedbackEntry").objects.create(
+        event_id="f1", timestamp=now, workflow_name="w", stage_name="s", tier="cheap", quality_score=0.75, metadata={"k": 1}
+    )
+    old.get_model("runs", "TemplateFeedback").objects.create(event_id="t1", timestamp=now, template_id="greet", good=True)
+    old.get_model("runs", "ChangedDay").objects.create(day=now.date())
+    counts = {"call_count": 1, "ok_count": 1, "fallback_count": 1, "cost_sum": "0.0005", "fallback_cost_sum": "0.0005"}
+    old.get_model("runs", "RunDay").objects.create(
+        day=now.date(), agent_name="alpha", job_type="crawl", status="success", run_count=1, items_succeeded_sum=3,
+        items_failed_sum=0, duration_ms_sum=10, created_at_max=now, runs_under_1s=1, runs_under_5s=0, runs_under_30s=0,
+        runs_under_1min=0, runs_under_5min=0, runs_under_30min=0, runs_longer=0,
+    )  # fmt: skip
+    old.get_model("runs", "UsageDay").objects.create(
+        day=now.date(), agent_name="alpha", model="bench-model", tier="cheap", input_tokens_sum=1000, output_tokens_sum=200,
+        cache_read_tokens_sum=50, cache_write_tokens_sum=0, latency_ms_sum=120, **counts,
+    )  # fmt: skip
+    old.get_model("runs", "UsageStageDay").objects.create(
+        day=now.date(), workflow="w", stage="s", task_type="t", model="bench-model", tier="cheap", **counts
+    )
+
 
 def rows(models, label: str) -> list[dict]:
     app_label, name = label.split(".")
@@ -157,5 +195,6 @@ def test_an_installation_of_the_old_layout_upgrades_with_every_row():
             "notifications_notificationchannel"
         )
         assert connection.introspection.get_relations(cursor, "traces_span")["run_id"][1] == "runs_run"
+        assert connection.introspection.get_relations(cursor, "quality_llmusage")["run_id"][1] == "runs_run"
         for table in ("metrics_metricpoint", "metrics_metricminute"):
             assert connection.introspection.get_relations(cursor, table)["series_id"][1] == "metrics_metricseries"

@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from core.batch import Batch, MayActAs, Row, purge
-from runs import quality
+from quality import services as quality
 from runs import selectors as runs
 from traces.models import Span, SpanStatus
 from traces.schemas import SpanIn

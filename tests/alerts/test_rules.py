@@ -20,7 +20,7 @@ from coordination import heartbeats
 from core import events
 from core.redis import get_redis
 from notifications.models import NotificationChannel
-from runs.models import LlmUsage
+from quality.models import LlmUsage
 from tests.conftest import at_once, go_silent
 from tests.runs.factories import make_run
 from tests.services import http_receiver

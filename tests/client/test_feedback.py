@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 from telemetry_client import FeedbackLoop, ModelTier, QualityStats, TelemetryClient, TelemetryConfig, TierRecommendation
 
-from runs.models import FeedbackEntry, LlmUsage, Run
+from quality.models import FeedbackEntry, LlmUsage
+from runs.models import Run
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from telemetry_client import SpanContext, SpanKind, Tracer
 
-from runs.models import LlmUsage, Run
+from quality.models import LlmUsage
+from runs.models import Run
 from tests.conftest import logged_in_page, make_key
 from tests.runs.factories import otlp_json
 from traces.models import Span

@@ -9,7 +9,7 @@ import threading
 import pytest
 from telemetry_client import HelpTracker, ModelTier, UsageTracker
 
-from runs.models import LlmUsage, TemplateFeedback
+from quality.models import LlmUsage, TemplateFeedback
 
 
 def lines(path) -> list[dict]:

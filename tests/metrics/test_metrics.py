@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from approvals.models import ApprovalRequest
 from core import events
 from metrics.models import MetricSeries
-from runs.models import LlmUsage
+from quality.models import LlmUsage
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run
 from tests.services import asgi_server

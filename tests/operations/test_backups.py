@@ -65,7 +65,7 @@ def test_a_backup_restores_into_an_empty_database_with_every_row(server_env, tmp
     for table in (
         "runs_run",
         "runs_runevent",
-        "runs_llmusage",
+        "quality_llmusage",
         "metrics_metricpoint",
         "core_agentkey",
         "approvals_approvalrequest",

@@ -3,7 +3,8 @@
 from django.core.management import call_command
 
 from coordination.models import Agent
-from runs.models import FeedbackEntry, LlmUsage, Run
+from quality.models import FeedbackEntry, LlmUsage
+from runs.models import Run
 
 
 def test_the_demo_agents_leave_everything_the_pages_and_reports_show(live_asgi, capsys):

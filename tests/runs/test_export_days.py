@@ -7,7 +7,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from runs.models import FeedbackEntry, Run
+from quality.models import FeedbackEntry
+from runs.models import Run
 from tests.runs.factories import make_run
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from runs.analytics import figures, period_of
-from runs.models import FeedbackEntry, LlmUsage
+from quality.analytics import figures, period_of
+from quality.models import FeedbackEntry, LlmUsage
 from tests.conftest import logged_in_page
 from tests.runs.factories import make_run
 

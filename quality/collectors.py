@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import Sum
 from prometheus_client.core import CounterMetricFamily
 
-from runs import rollups
-from runs.models import RunDay, UsageDay
+from quality import rollups
+from quality.models import RunDay, UsageDay
 
 
 class RunMetrics:

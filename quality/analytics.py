@@ -9,8 +9,9 @@ from datetime import date, timedelta
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
-from runs.models import DURATION_BUCKETS, RunStatus
-from runs.rollups import Period
+from quality.models import DURATION_BUCKETS
+from quality.rollups import Period
+from runs.selectors import RunStatus
 
 DEFAULT_DAYS = 30
 

@@ -13,8 +13,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from runs import quality, reports
-from runs.models import FeedbackEntry, LlmUsage, ModelPrice, Run, RunEvent
+from quality import reports
+from quality import services as quality
+from quality.models import FeedbackEntry, LlmUsage, ModelPrice
+from runs.models import Run, RunEvent
 from tests.runs.factories import run_payload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sonnet_price")]

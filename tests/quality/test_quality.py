@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from runs import quality
-from runs.models import FeedbackEntry, LlmUsage, ModelPrice, Run, TemplateFeedback
+from quality import services as quality
+from quality.models import FeedbackEntry, LlmUsage, ModelPrice, TemplateFeedback
+from runs.models import Run
 from tests.runs.factories import run_payload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sonnet_price")]

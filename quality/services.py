@@ -12,8 +12,9 @@ from django.db.models import Avg, Count, Max, Min, Q
 from django.utils import timezone
 
 from core.batch import Batch, MayActAs
-from runs.models import TIER_ORDER, ChangedDay, FeedbackEntry, LlmUsage, ModelPrice, Run, TemplateFeedback
-from runs.schemas import FeedbackIn, QualityStats, TemplateFeedbackIn, TierRecommendation, UsageIn
+from quality.models import TIER_ORDER, ChangedDay, FeedbackEntry, LlmUsage, ModelPrice, TemplateFeedback
+from quality.schemas import FeedbackIn, QualityStats, TemplateFeedbackIn, TierRecommendation, UsageIn
+from runs import selectors as runs
 
 RECENT = timedelta(days=7)  # a stage's recent trend: the last week against what came before
 MIN_SAMPLES = 10  # a tier with fewer ratings is not judged
@@ -43,9 +44,9 @@ def ingest_usage(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, UsageIn)
     batch.reject_forbidden_agents(may_act_as)
     named = {item.run_event_id for item in batch.valid.values() if item.run_event_id}
-    runs = Run.objects.only("id", "event_id").in_bulk(named, field_name="event_id")
+    found = runs.by_event_id(named)
     for index, item in list(batch.valid.items()):
-        if item.run_event_id and item.run_event_id not in runs:
+        if item.run_event_id and item.run_event_id not in found:
             batch.reject(index, "run_not_found", f"No run has event_id '{item.run_event_id}'.")
     prices = ModelPrice.objects.in_bulk({item.model for item in batch.valid.values()}, field_name="model")
 
@@ -54,7 +55,7 @@ def ingest_usage(items: list, may_act_as: MayActAs) -> Batch:
         fields = item.model_dump(exclude={"run_event_id", "cost"})
         fields["tier"] = item.tier or (price.tier if price else "")
         fields["cost"] = cost_of(item, price)
-        fields["run_id"] = runs[item.run_event_id].pk if item.run_event_id else None
+        fields["run_id"] = found[item.run_event_id].pk if item.run_event_id else None
         return fields
 
     batch.store(LlmUsage, row, on_stored=lambda stored: ChangedDay.note(*(call["timestamp"] for call in stored)))

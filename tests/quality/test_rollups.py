@@ -14,10 +14,11 @@ from django.db import connection, connections
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from runs import reports, rollups
-from runs.analytics import figures
-from runs.models import ChangedDay, LlmUsage, Run, RunDay, UsageDay, UsageStageDay
-from runs.rollups import Period
+from quality import reports, rollups
+from quality.analytics import figures
+from quality.models import ChangedDay, LlmUsage, RunDay, UsageDay, UsageStageDay
+from quality.rollups import Period
+from runs.models import Run
 from tests.runs.factories import make_run, run_payload
 
 pytestmark = pytest.mark.django_db

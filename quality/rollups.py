@@ -1,11 +1,11 @@
 """Daily rollups of runs and LLM usage, and the Period reports and /analytics/ read them over.
 
 A million runs take seconds to group; their rollups take milliseconds. Each day's rollup rows are
-a pure function of that day's runs and usage: every write notes its day (models.ChangedDay), and
-before rollups are read the noted days of the period are recomputed from their rows, so readers
-always see current figures. Beat recomputes every noted day each minute, which keeps that work to
-the latest changes. Days are calendar days in TIME_ZONE: after changing it, run
-`python manage.py telemetry rollup --rebuild`.
+a pure function of that day's runs and usage: every write notes its day (models.ChangedDay; the
+runs app announces its writes, quality.receivers notes them), and before rollups are read the
+noted days of the period are recomputed from their rows, so readers always see current figures.
+Beat recomputes every noted day each minute, which keeps that work to the latest changes. Days
+are calendar days in TIME_ZONE: after changing it, run `python manage.py telemetry rollup --rebuild`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from runs.models import DURATION_BUCKETS, ChangedDay, FeedbackEntry, LlmUsage, Run, RunDay, UsageDay, UsageStageDay
+from quality.models import DURATION_BUCKETS, ChangedDay, FeedbackEntry, LlmUsage, RunDay, UsageDay, UsageStageDay
+from runs import selectors as runs
 
 
 def start_of(day: date) -> datetime:
@@ -44,8 +45,8 @@ def _usage_counts() -> dict:
 
 def _recompute(day: date) -> None:
     """Replace the day's rollup rows with ones computed from its runs and usage."""
-    runs, calls = Period(day, day).runs(), Period(day, day).usage()
-    run_groups = runs.values("agent_name", "job_type", "status").annotate(
+    day_runs, calls = Period(day, day).runs(), Period(day, day).usage()
+    run_groups = day_runs.values("agent_name", "job_type", "status").annotate(
         run_count=Count("id"),
         items_succeeded_sum=Sum("items_succeeded"),
         items_failed_sum=Sum("items_failed"),
@@ -106,7 +107,7 @@ def rebuild() -> int:
     """Note every day from the first run or usage record to today, and recompute them all (after
     an import, a TIME_ZONE change, or to repair); how many days."""
     firsts = [
-        Run.objects.aggregate(first=Min("created_at"))["first"],
+        runs.first_created(),
         LlmUsage.objects.aggregate(first=Min("timestamp"))["first"],
     ]
     today = timezone.localdate()
@@ -156,7 +157,7 @@ class Period:
         return days.filter(agent_name=self.agent) if self.agent and by_agent else days
 
     def runs(self) -> QuerySet:
-        return self._rows(Run.objects.all(), "created_at")
+        return runs.created_between(self.since, self.until, self.agent)
 
     def usage(self) -> QuerySet:
         return self._rows(LlmUsage.objects.all(), "timestamp")

@@ -9,9 +9,10 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
+from core import exports
 from core.views import staff_page
-from runs import exports
-from runs.analytics import figures, period_of
+from quality.analytics import figures, period_of
+from quality.exports import KINDS
 
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
 
@@ -23,7 +24,7 @@ def analytics_page(request):
     agents = period.run_days().values_list("agent_name", flat=True).distinct().order_by("agent_name")[:200]
     return staff_page(
         request,
-        "runs/analytics.html",
+        "quality/analytics.html",
         figures=figures(period),
         filters=period,
         agents=list(agents) if not period.agent else [],
@@ -40,7 +41,7 @@ def analytics_export(request, fmt: str):
     name = f"telemetry-{period.start}-{period.end}"
     if fmt == "xlsx":
         sheets = {
-            kind: (exports.KINDS[kind].columns, exports.rows(exports.KINDS[kind], queryset))
+            kind: (KINDS[kind].columns, exports.rows(KINDS[kind], queryset))
             for kind, queryset in (("runs", period.runs()), ("usage", period.usage()), ("feedback", period.feedback()))
         }
         # openpyxl writes rows as they come; FileResponse closes (and so deletes) the file once sent.
@@ -50,7 +51,7 @@ def analytics_export(request, fmt: str):
         return FileResponse(workbook, as_attachment=True, filename=f"{name}.xlsx")
     if fmt not in CONTENT_TYPES:
         raise Http404(f"No export format {fmt!r}.")
-    runs = exports.KINDS["runs"]
+    runs = KINDS["runs"]
     records = exports.rows(runs, period.runs().order_by("-created_at", "-id"))
     chunks = exports.csv_lines(runs.columns, records) if fmt == "csv" else exports.json_chunks(records)
     response = StreamingHttpResponse(chunks, content_type=CONTENT_TYPES[fmt])

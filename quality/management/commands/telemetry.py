@@ -15,8 +15,10 @@ from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
 
+from core import exports
 from core.progress import progress_bar
-from runs import exports, reports, rollups
+from quality import reports, rollups
+from quality.exports import KINDS
 
 DAYS = {"compare": 7}  # the other reports default to reports.DEFAULT_DAYS
 
@@ -42,7 +44,7 @@ class Command(BaseCommand):
         sub.add_argument("--runs", action="store_true", help="also delete every run and its events")
         sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         sub = subcommands.add_parser("export", help="runs, usage or feedback as CSV, JSON or XLSX")
-        sub.add_argument("what", choices=sorted(exports.KINDS))
+        sub.add_argument("what", choices=sorted(KINDS))
         sub.add_argument("--format", choices=["csv", "json", "xlsx"], default="csv")
         sub.add_argument("--output", "-o", help="file to write (default: telemetry-<what>-<time>.<format>)")
         sub.add_argument("--days", type=positive, help="only the last DAYS days, today included (default: everything)")
@@ -96,15 +98,14 @@ class Command(BaseCommand):
         self.stdout.write("Deleted " + ", ".join(f"{count} {name}" for name, count in deleted.items()) + ".")
 
     def export(self, what: str, fmt: str, output: str | None, days: int | None) -> None:
-        kind = exports.KINDS[what]
+        kind = KINDS[what]
         queryset = kind.queryset()
         if days is not None:
-            field = "created_at" if what == "runs" else "timestamp"
-            queryset = queryset.filter(**{f"{field}__gte": rollups.Period.last(days).since})
+            queryset = queryset.filter(**{f"{kind.moment}__gte": rollups.Period.last(days).since})
         path = Path(output or f"telemetry-{what}-{timezone.now():%Y%m%d-%H%M%S}.{fmt}")
         total = queryset.count()
         with progress_bar(f"{what} -> {path}", total) as advance, path.open("wb" if fmt == "xlsx" else "w") as out:
-            exports.write(what, fmt, out, queryset, progress=advance)
+            exports.write(kind, fmt, out, queryset, progress=advance)
         self.stdout.write(f"Wrote {total} {what} to {path}")
 
 
