@@ -4,7 +4,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from core.models import AgentKey
-from core.scopes import AGENT_SCOPES, SCOPES
+from core.scopes import agent_default, known
 
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
 admin.site.site_header = "Agent telemetry"
@@ -18,9 +18,9 @@ class AgentKeyForm(forms.ModelForm):
         help_text="One agent id or glob pattern per line, e.g. crawler-*",
     )
     scopes = forms.MultipleChoiceField(
-        choices=[(scope, f"{scope}: {text}") for scope, text in SCOPES.items()],
+        choices=lambda: [(scope, f"{scope}: {text}") for scope, text in known().items()],
         widget=forms.CheckboxSelectMultiple,
-        initial=AGENT_SCOPES,
+        initial=agent_default,
     )
 
     class Meta:

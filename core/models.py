@@ -8,16 +8,16 @@ from django.db import models
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
 
-from core.scopes import AGENT_SCOPES, SCOPES
+from core.scopes import agent_default, known
 
 # last_used_at is refreshed at most this often, so a busy key costs no write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def validate_scopes(value: list[str]) -> None:
-    unknown = sorted(set(value) - set(SCOPES))
+    unknown = sorted(set(value) - set(known()))
     if unknown:
-        raise ValidationError(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        raise ValidationError(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(known())}")
 
 
 def validate_agent_patterns(value: list[str]) -> None:
@@ -26,7 +26,7 @@ def validate_agent_patterns(value: list[str]) -> None:
 
 
 def default_scopes() -> list[str]:
-    return list(AGENT_SCOPES)
+    return agent_default()
 
 
 class AgentKey(AbstractAPIKey):

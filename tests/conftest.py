@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from core.models import AgentKey
 from core.redis import get_redis
-from core.scopes import AGENT_SCOPES
+from core.scopes import agent_default
 from tests.services import ROOT, asgi_server, production_env
 
 
@@ -96,7 +96,7 @@ def clean_redis():
 
 
 def make_key(name: str, agents: list[str] | None = None, scopes: list[str] | None = None, **fields) -> tuple[AgentKey, str]:
-    key = AgentKey(name=name, agents=agents or [name], scopes=list(AGENT_SCOPES) if scopes is None else scopes, **fields)
+    key = AgentKey(name=name, agents=agents or [name], scopes=agent_default() if scopes is None else scopes, **fields)
     raw = AgentKey.objects.assign_key(key)
     key.save()
     return key, raw

@@ -32,7 +32,7 @@ from coordination import heartbeats
 from coordination.models import Agent
 from core.converters import IdConverter
 from core.parsers import MAX_DEPTH
-from core.scopes import SCOPES
+from core.scopes import known
 from tests.conftest import database_url, make_key
 from tests.runs.factories import otlp_json, run_payload
 from tests.services import asgi_server, production_env
@@ -73,7 +73,7 @@ def client(server):
 @pytest.fixture
 def api(client) -> httpx.Client:
     """The client, with a new agent key that has every scope and may act as any agent."""
-    client.headers["Authorization"] = f"Api-Key {make_key('fuzzer', agents=['*'], scopes=list(SCOPES))[1]}"
+    client.headers["Authorization"] = f"Api-Key {make_key('fuzzer', agents=['*'], scopes=list(known()))[1]}"
     return client
 
 

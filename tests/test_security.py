@@ -52,7 +52,7 @@ from coordination import heartbeats, signals
 from core import events
 from core.models import AgentKey
 from core.redis import get_redis
-from core.scopes import AGENT_SCOPES
+from core.scopes import agent_default
 from notifications.models import Delivery, NotificationChannel
 from quality.models import ModelPrice
 from runs.models import Run
@@ -707,7 +707,13 @@ def redis_entry(redis: Redis, name: bytes):
 def add_key_in_admin(browser: httpx.Client, name: str) -> str:
     """A key made on the admin's add form; the raw key from the message that shows it once."""
     form = browser.get("/admin/core/agentkey/add/")
-    fields = {"csrfmiddlewaretoken": csrf_token(form.text), "name": name, "agents": name, "scopes": AGENT_SCOPES, "_save": "Save"}
+    fields = {
+        "csrfmiddlewaretoken": csrf_token(form.text),
+        "name": name,
+        "agents": name,
+        "scopes": agent_default(),
+        "_save": "Save",
+    }
     added = browser.post("/admin/core/agentkey/add/", data=fields, follow_redirects=True)
     return re.search(rf"The API key for {name} is: (\S+)\. ", added.text).group(1)
 

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from core.models import AgentKey
-from core.scopes import AGENT_SCOPES
+from core.scopes import agent_default
 from tests.conftest import key_client
 from tests.runs.factories import run_payload
 
@@ -20,7 +20,7 @@ def create(*args) -> str:
 def test_the_key_is_printed_alone_on_the_last_line_and_works():
     raw = create("alpha")
     key = AgentKey.objects.get()
-    assert (key.agents, key.scopes) == (["alpha"], AGENT_SCOPES)
+    assert (key.agents, key.scopes) == (["alpha"], agent_default())
     assert key_client(raw).post("/api/v1/runs", run_payload(), format="json").status_code == 201
 
 

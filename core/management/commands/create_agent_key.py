@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from core.models import AgentKey
-from core.scopes import AGENT_SCOPES, SCOPES
+from core.scopes import agent_default, known
 
 
 class Command(BaseCommand):
@@ -15,14 +15,14 @@ class Command(BaseCommand):
             "--scope",
             dest="scopes",
             action="append",
-            choices=list(SCOPES),
+            choices=list(known()),
             metavar="SCOPE",
-            help=f"repeatable; default every agent scope ({', '.join(AGENT_SCOPES)})",
+            help=f"repeatable; default every agent scope ({', '.join(agent_default())})",
         )
         parser.add_argument("--expires", metavar="ISO_DATETIME", help="when the key stops working")
 
     def handle(self, name, agents, scopes, expires, **options):
-        key = AgentKey(name=name, agents=agents or [name], scopes=scopes or list(AGENT_SCOPES))
+        key = AgentKey(name=name, agents=agents or [name], scopes=scopes or agent_default())
         if expires:
             key.expiry_date = expires
         try:

@@ -1,0 +1,4 @@
+SCOPES = {
+    "approvals:read": "see approval requests",
+    "approvals:request": "ask for approval and wait for the decision",
+}
