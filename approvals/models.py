@@ -30,7 +30,7 @@ def new_request_id() -> str:
 
 
 class ApprovalRequest(models.Model):
-    """An agent's request for a person's yes or no (seed 001's ApprovalRequest and its response).
+    """An agent's request for a person's yes or no, and the answer.
 
     It is decided once: every change of `status` is a conditional update from `pending`, so two
     reviewers deciding at once record one decision, and a decided request never changes again.
@@ -72,7 +72,7 @@ class ApprovalRequest(models.Model):
         return self.status == ApprovalStatus.PENDING
 
     def response(self) -> dict:
-        """Seed 001's ApprovalResponse, with the request's status."""
+        """The answer as the SDK's ApprovalResponse carries it, with the request's status."""
         return {
             "request_id": self.request_id,
             "status": self.status,

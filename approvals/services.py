@@ -141,7 +141,7 @@ def expire_due() -> int:
 
 
 def clear_expired(requests) -> int:
-    """Delete the expired requests among `requests` (seed 001's clear_expired_requests)."""
+    """Delete the expired requests among `requests` (the SDK's clear_expired_requests)."""
     deleted, _ = requests.filter(status=ApprovalStatus.EXPIRED).delete()
     return deleted
 

@@ -92,7 +92,7 @@ async def approval_decide(request, key, request_id: str, body: DecisionIn) -> di
 
 @async_endpoint({"POST": "approvals:request"})
 async def clear_expired(request, key) -> dict:
-    """Delete expired requests (a key: of its agents); seed 001's clear_expired_requests."""
+    """Delete expired requests (a key: of its agents); the SDK's clear_expired_requests."""
     found = ApprovalRequest.objects.all()
     if key is not None:
         agents = [agent async for agent in found.values_list("agent_id", flat=True).distinct()]

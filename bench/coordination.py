@@ -5,8 +5,8 @@
    with a bare client (a held POST /api/v1/signals/receive, POST /api/v1/signals: what the
    server adds) and through the SDK (CoordinationSignals.signal here, wait_for_signal in an agent
    process of its own, bench/sdk_waiter.py: what agents see), beside raw Redis wake-ups (BLPOP woken by
-   LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (seed 001 polled
-   every 500 ms).
+   LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (the API this
+   follows polled every 500 ms).
 2. WAITERS held receives on ONE web process: the latency of other requests while they wait,
    as a ratio to the same requests with nobody waiting (target: within 20%), CYCLES holds pooled,
    each between quiet probes; each hold ends with one broadcast that wakes them all: how many got

@@ -3,14 +3,14 @@
 1. Ingest of metric points (POST /api/v1/metrics, batches of 1000 points over 200 series) and of
    spans (POST /api/v1/ingest, batches of 500 spans of kind "span"), as points/s and spans/s, and
    the same rows inserted raw (core.fastpaths.bulk_insert.insert_new: one INSERT per 1000 rows,
-   no HTTP, no series or rollups). Seed 004's baseline: 0.1 ms per metric, 0.2 ms per span.
+   no HTTP, no series or rollups). Target: 0.1 ms per metric, 0.2 ms per span.
 2. GET /metrics with 10,000 agents (registry rows and beats) and 1,000,000 points over ~10,000
    series in the database: the scrape time (target < 200 ms).
-3. A query of one series over a range of about 1,000 points, per 1,000 points (seed 004: 10 ms
-   for 1,000 metrics): the query engine in this process (metrics.query.query, as seed 004's is a
-   library call) and the same over HTTP (GET /api/v1/metrics/query).
+3. A query of one series over a range of about 1,000 points, per 1,000 points (target: 10 ms
+   for 1,000 metrics): the query engine in this process (metrics.query.query, as a library call
+   would run it) and the same over HTTP (GET /api/v1/metrics/query).
 4. What collection costs the agent: one SDK MetricsRecorder call and one Tracer span (start and
-   end), each accepted into the durable local spool (seed 004: 0.1 ms per metric, 0.2 ms per span).
+   end), each accepted into the durable local spool (target: 0.1 ms per metric, 0.2 ms per span).
 """
 
 from __future__ import annotations
@@ -233,19 +233,19 @@ def report(result: dict) -> str:
             f"  raw insert of metric points        {result['raw_points_s']:9.0f} rows/s",
             f"  POST /api/v1/metrics x{CHUNK}        {result['points_s']:9.0f} points/s = "
             f"{result['points_s'] / result['raw_points_s']:6.1%} of raw; {per_point_ms:.3f} ms a point "
-            f"(seed 004: 0.1 ms); batch p50 {result['points_batch_p50_ms']:.0f} ms",
+            f"(target: 0.1 ms); batch p50 {result['points_batch_p50_ms']:.0f} ms",
             f"  raw insert of spans                {result['raw_spans_s']:9.0f} rows/s",
             f"  POST /api/v1/ingest x500 spans     {result['spans_s']:9.0f} spans/s  = "
             f"{result['spans_s'] / result['raw_spans_s']:6.1%} of raw; {per_span_ms:.3f} ms a span "
-            f"(seed 004: 0.2 ms); batch p50 {result['spans_batch_p50_ms']:.0f} ms",
+            f"(target: 0.2 ms); batch p50 {result['spans_batch_p50_ms']:.0f} ms",
             f"  {AGENTS:,} agents and {POINTS:,} points loaded in {result['fill_s']:.0f} s",
             f"  GET /metrics: {result['scrape_samples']:,} samples, {result['scrape_bytes'] / 1e6:.1f} MB, "
             f"best {result['scrape_best_ms']:.0f} ms, median {result['scrape_median_ms']:.0f} ms (target < 200 ms)",
             f"  query over {result['query_points']:,} points: the engine {result['query_engine_best_ms']:.1f} ms "
-            f"= {engine_per_thousand:.1f} ms per 1,000 points (seed 004: 10 ms); over HTTP {result['query_best_ms']:.1f} ms "
+            f"= {engine_per_thousand:.1f} ms per 1,000 points (target: 10 ms); over HTTP {result['query_best_ms']:.1f} ms "
             f"= {per_thousand:.1f} ms per 1,000",
-            f"  collection in the agent (SDK, into the spool): {result['metric_us']:.0f} us a metric (seed 004: 100 us), "
-            f"{result['span_us']:.0f} us a span (seed 004: 200 us)",
+            f"  collection in the agent (SDK, into the spool): {result['metric_us']:.0f} us a metric (target: 100 us), "
+            f"{result['span_us']:.0f} us a span (target: 200 us)",
         ]
     )
 

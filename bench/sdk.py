@@ -1,6 +1,6 @@
 """The SDK's cost in the agent's thread, and what one agent process delivers end to end.
 
-Targets: log_event median <= 20 us and p99 <= 200 us; start_run median <= 100 us (seed 003
+Targets: log_event median <= 20 us and p99 <= 200 us; start_run median <= 100 us (local-telemetry
 promises < 5 ms and < 10 ms); one agent process >= 10,000 events/s delivered to the server."""
 
 from __future__ import annotations

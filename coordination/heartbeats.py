@@ -57,7 +57,7 @@ def state_key(agent_id: str) -> str:
 
 @dataclass
 class Heartbeat:
-    """Seed 001's AgentHeartbeat, plus when it stopped and its own staleness threshold."""
+    """An agent's heartbeat as the SDK's AgentHeartbeat carries it, plus when it stopped and its own staleness threshold."""
 
     agent_id: str
     status: str

@@ -45,5 +45,5 @@ class ReceiveIn(BaseModel):
     agent_id: str | None = Field(default=None, max_length=200, description="The receiver; default: the key's agent")
     signal_type: str = Field(default="", max_length=100, description="Empty: any type")
     source_agent: str = Field(default="", max_length=200, description="Empty: from anyone")
-    consume: bool = Field(default=True, description="False: only look (seed 001's peek)")
+    consume: bool = Field(default=True, description="False: only look (peek)")
     timeout: float = Field(default=0.0, ge=0, description="Seconds to wait for one; 0: answer at once")

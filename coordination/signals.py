@@ -1,4 +1,4 @@
-"""Coordination signals: typed messages between agents that live `ttl_seconds` (seed 001).
+"""Coordination signals: typed messages between agents that live `ttl_seconds`.
 
 A directed signal waits in its target's inbox, a broadcast in the one broadcast set; both are
 sorted sets scored by the signal's expiry on Redis's clock, so an expired signal is dropped

@@ -144,7 +144,7 @@ def validate(schema: type[Schema], data: Any) -> Schema:
 
 
 class LimitOffsetPage:
-    """`?limit=&offset=` paging for newest-first lists: the body stays a bare list (as seed 003's
+    """`?limit=&offset=` paging for newest-first lists: the body stays a bare list (as local-telemetry's
     clients expect) and the next page is in the `Link` header. No COUNT(*) on big tables."""
 
     default_limit = 100

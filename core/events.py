@@ -2,7 +2,7 @@
 the database transaction that caused them commits (never for work that rolled back).
 
 An entry holds `event_type`, `timestamp` (ISO 8601), `source` and `data` (JSON): the shape of
-seed 001's StreamEvent. Streams are capped by an approximate MAXLEN (EVENT_STREAM_MAXLEN).
+the SDK's StreamEvent. Streams are capped by an approximate MAXLEN (EVENT_STREAM_MAXLEN).
 The database stays the record: when Redis is down an event is logged and dropped, the request
 that caused it still succeeds.
 """
@@ -68,7 +68,7 @@ def format_stream_id(entry_id: StreamId) -> str:
 
 
 def decode(event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A stream entry as the API returns it (seed 001's StreamEvent)."""
+    """A stream entry as the API returns it (the SDK's StreamEvent)."""
     entry = {key.decode(): value.decode() for key, value in fields.items()}
     return {
         "event_id": entry_id.decode(),

@@ -1,4 +1,4 @@
-"""Which optional parts work right now (seed 001's TelemetryFeatures): each is tried, not assumed."""
+"""Which optional parts work right now: each is tried, not assumed."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ RESERVED_LABELS = {"le", "quantile"}  # Prometheus's own, in histograms and summ
 
 
 class MetricIn(Strict):
-    """One metric point (seed 004's metrics; kind "metric" in an ingest batch): a counter's
+    """One metric point (kind "metric" in an ingest batch): a counter's
     increment, a gauge's value, or one observation of a histogram."""
 
     event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
@@ -67,7 +67,7 @@ def _labels_filter(value: Any) -> Any:
 
 
 class MetricQuery(Strict):
-    """GET /api/v1/metrics/query (seed 004's query engine)."""
+    """GET /api/v1/metrics/query: a metric over time."""
 
     name: MetricName
     labels: Annotated[dict[LabelName, str], BeforeValidator(_labels_filter)] = Field(default_factory=dict)

@@ -1,5 +1,5 @@
 """`manage.py doctor`: is this installation sound? Each check is tried against the real component
-(seed 003's validate_installation, diagnose_pragma_settings and check_db_integrity, for our stack).
+(the installation, the database's settings and its integrity, for our stack).
 
 A check returns (status, detail) or raises: an exception is a FAIL with its reason. Checks that
 need a component which just failed say so instead of timing out against it.
@@ -99,7 +99,7 @@ def _sqlite_settings(cursor) -> tuple[str, str]:
 
 
 def integrity() -> tuple[str, str]:
-    """SQLite's quick_check reads every page (seed 003's check_db_integrity)."""
+    """SQLite's quick_check reads every page."""
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA quick_check")
         problems = [row[0] for row in cursor.fetchall()]

@@ -1,5 +1,5 @@
 """The figures of the analytics page (/analytics/), each one grouped query over the period's
-daily rollups, or its feedback (seed 003's dashboard analytics)."""
+daily rollups, or its feedback."""
 
 from __future__ import annotations
 

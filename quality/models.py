@@ -12,7 +12,7 @@ from runs.selectors import RunStatus
 
 
 class ModelTier(models.TextChoices):
-    """Seed 001's ModelTier: what a model costs and can do, cheapest first."""
+    """What a model costs and can do, cheapest first."""
 
     CHEAP = "cheap"
     CAPABLE = "capable"
@@ -93,7 +93,7 @@ class LlmUsage(models.Model):
 
 
 class FeedbackEntry(models.Model):
-    """Seed 001's FeedbackEntry: how good one LLM response was, 0 to 1, for a workflow's stage."""
+    """How good one LLM response was, 0 to 1, for a workflow's stage."""
 
     event_id = models.CharField(max_length=100, unique=True)
     timestamp = models.DateTimeField(default=timezone.now)

@@ -39,7 +39,7 @@ class UsageIn(Strict):
 
 
 class FeedbackIn(Strict):
-    """Seed 001's FeedbackEntry: the quality (0-1) of one response of a workflow stage."""
+    """The quality (0-1) of one response of a workflow stage, on a model tier."""
 
     event_id: Identifier = Field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: Timestamp = Field(default_factory=lambda: datetime.now(UTC))

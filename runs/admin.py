@@ -45,7 +45,7 @@ def _download(rows, content_type: str, extension: str) -> StreamingHttpResponse:
 
 
 class BulkEditForm(forms.Form):
-    """One of the fields PATCH may set (seed 003's bulk edit), to one value for every selected run."""
+    """One of the fields PATCH may set, to one value for every selected run."""
 
     field = forms.ChoiceField(choices=[(name, name.replace("_", " ")) for name in RunPatch.model_fields])
     value = forms.CharField(

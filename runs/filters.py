@@ -24,7 +24,7 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class RunFilter(django_filters.FilterSet):
-    """The query parameters of GET /api/v1/runs (seed 003's, plus run and time ranges)."""
+    """The query parameters of GET /api/v1/runs (local-telemetry's, plus run and time ranges)."""
 
     agent_name = django_filters.CharFilter()
     job_type = django_filters.CharFilter()

@@ -22,7 +22,7 @@ class CommitSource(models.TextChoices):
 
 
 class Run(models.Model):
-    """One run of an agent: what it did, how it ended, what it cost (seed 003's record).
+    """One run of an agent: what it did, how it ended, what it cost.
 
     `event_id` is the client's idempotency key: the same event_id twice stores one run.
     `run_id` is the client's own name for the run and need not be unique.

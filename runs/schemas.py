@@ -1,6 +1,6 @@
 """The shapes the runs API accepts and returns (pydantic: one lean validator for single and batch).
 
-String lengths come from the model's columns; the summary limits are seed 003's.
+String lengths come from the model's columns; the summaries have limits of their own (SUMMARY_LIMITS).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _canonical_status(value: Any) -> Any:
 
 
 def text(field: str) -> Any:
-    """A string for `field`, no longer than its column (or its seed 003 limit); null means blank."""
+    """A string for `field`, no longer than its column (or its summary limit); null means blank."""
     limit = SUMMARY_LIMITS.get(field) or Run._meta.get_field(field).max_length
     return Annotated[str, BeforeValidator(none_to_blank), StringConstraints(max_length=limit)]
 
@@ -133,7 +133,7 @@ def run_json(run: Run) -> dict[str, Any]:
 
 
 class RunPatch(Strict):
-    """PATCH /api/v1/runs/{event_id}: exactly seed 003's 11 editable fields. Null clears a
+    """PATCH /api/v1/runs/{event_id}: exactly the 11 editable fields. Null clears a
     text, time or JSON field; status and counts cannot be null."""
 
     status: Status = None

@@ -148,7 +148,7 @@ def end_running(runs, status: RunStatus, reason: str) -> int:
 
 def time_out_abandoned_runs(grace_seconds: float) -> int:
     """Runs still `running` whose agent went stale after they started and has stayed stale for
-    `grace_seconds` are marked `timeout` (seed 003's stale-run cleanup); returns how many."""
+    `grace_seconds` are marked `timeout`; returns how many."""
     stale_long_enough = coordination.stale_at_or_before(timezone.now() - timedelta(seconds=grace_seconds)).filter(
         agent_id=OuterRef("agent_name"), stale_since__gte=OuterRef("created_at")
     )

@@ -199,7 +199,7 @@ def point(name: str, metric_type: str, value: float, **labels: str) -> dict:
     return {"agent_name": "alpha", "name": name, "metric_type": metric_type, "value": value, "labels": labels}
 
 
-# Seed 004's metrics, each with its labels.
+# The SDK's agent metrics, each with its labels.
 KNOWN = [
     point("agent_execution_total", "counter", 1, agent_type="coder", phase="plan", status="success"),
     point("agent_execution_duration_seconds", "histogram", 12.5, agent_type="coder", phase="plan"),

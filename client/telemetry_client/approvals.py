@@ -1,4 +1,4 @@
-"""Human approval gates: seed 001's ApprovalGate, ApprovalRequest and ApprovalResponse, over the
+"""Human approval gates: ApprovalGate, ApprovalRequest and ApprovalResponse, over the
 server's approvals API. A person decides in the server's admin; the agent blocks until then.
 
 It fails closed: when the server cannot be asked, `request_approval` answers approved=False with

@@ -1,4 +1,4 @@
-"""TelemetryClient: local-telemetry's API (seed 003), delivered without blocking the agent.
+"""TelemetryClient: local-telemetry's API, delivered without blocking the agent.
 
 Every call builds its record, appends it to the local spool and returns; ids are made here, so
 nothing waits for the server. One background thread delivers the spool (see sender.py).

@@ -1,4 +1,4 @@
-"""Heartbeats and coordination signals: seed 001's HeartbeatCoordinator, AgentHeartbeat,
+"""Heartbeats and coordination signals: HeartbeatCoordinator, AgentHeartbeat,
 CoordinationSignals and CoordinationSignal, over the server's coordination API.
 
 These are questions to the server (telemetry_client.api): a failed call is logged and returns an

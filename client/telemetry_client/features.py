@@ -1,4 +1,4 @@
-"""Which of the server's optional features work now (seed 001's TelemetryFeatures), as the
+"""Which of the server's optional features work now (TelemetryFeatures), as the
 server finds them by trying each (GET /api/v1/reports/features)."""
 
 from __future__ import annotations

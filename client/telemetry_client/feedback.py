@@ -1,4 +1,4 @@
-"""Quality feedback (seed 001's FeedbackLoop): rate responses per workflow stage and model tier,
+"""Quality feedback (FeedbackLoop): rate responses per workflow stage and model tier,
 ask which tier a stage should use, rate templates.
 
 Ratings are recorded like runs: spooled and sent in the background, so `record_*` never waits.

@@ -1,5 +1,5 @@
-"""Seed 004's metrics, recorded by an agent: agent executions, tool calls, context-window use,
-errors and tasks, under seed 004's names, types and labels. Each value is a record in the
+"""Agent metrics, recorded by an agent: agent executions, tool calls, context-window use,
+errors and tasks, each under a fixed name, type and labels. Each value is a record in the
 client's spool, sent in the background in batches like everything else; /metrics on the server
 shows the totals to Prometheus.
 
@@ -69,7 +69,7 @@ class MetricsRecorder:
     def observe(self, name: str, value: float, **labels: Any) -> str:
         return self.record(name, value, HISTOGRAM, **labels)
 
-    # --- seed 004's metrics -------------------------------------------------------------------
+    # --- the agent metrics ---------------------------------------------------------------------
     def record_agent_execution(
         self,
         agent_type: str,
@@ -107,7 +107,7 @@ class MetricsRecorder:
         self.set("context_window_used_tokens", used_tokens, agent_id=agent_id)
 
     def record_error(self, component: str, error_type: str, severity: str = "error") -> None:
-        """error_total (Prometheus's rate() of it is seed 004's error_rate)."""
+        """error_total (Prometheus's rate() of it is the error rate)."""
         self.increment("error_total", component=component, error_type=error_type, severity=severity)
 
     def record_task(

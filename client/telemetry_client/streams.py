@@ -1,4 +1,4 @@
-"""EventStreamer and StreamEvent: seed 001's event-stream API, over the server's streams API.
+"""EventStreamer and StreamEvent: the event-stream API, over the server's streams API.
 
 These are questions to the server (telemetry_client.api): a failed call is logged and returns
 an empty answer ("", [], {} or False).

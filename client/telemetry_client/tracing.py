@@ -1,4 +1,4 @@
-"""Traces from an agent (seed 004's traceContext): spans with W3C trace context, recorded when they
+"""Traces from an agent: spans with W3C trace context, recorded when they
 end and sent in the background like every record. A trace crosses processes through the W3C
 `traceparent` string: pass it in the TRACEPARENT environment variable (the OpenTelemetry
 convention) or in a message, and continue the trace there.

@@ -1,4 +1,4 @@
-"""Local, privacy-first trackers (seed 001's UsageTracker and HelpTracker): append-only JSONL files
+"""Local, privacy-first trackers (UsageTracker and HelpTracker): append-only JSONL files
 on the agent's machine, readable without a server, optionally also sent to it.
 
 Privacy: user ids are stored only as a salted SHA-256 (the salt lives next to the files, so the
@@ -24,7 +24,7 @@ from telemetry_client.config import TelemetryConfig
 logger = logging.getLogger("telemetry_client")
 
 USAGE_FILE = "usage.jsonl"
-HELP_FILE = "help_queries.jsonl"  # seed 000's _DEFAULT_FILE
+HELP_FILE = "help_queries.jsonl"  # the help system's own file name, so both read one file
 
 
 class _JsonLines:
@@ -165,7 +165,7 @@ class UsageTracker:
 
 
 class HelpTracker:
-    """Help-system queries and template ratings in `help_queries.jsonl` (seed 000's file) in
+    """Help-system queries and template ratings in `help_queries.jsonl` (the help system's file) in
     `directory`; with `memory`, template ratings also go to the server's FeedbackLoop."""
 
     def __init__(self, directory: str | os.PathLike | None = None, memory: TelemetryClient | None = None):

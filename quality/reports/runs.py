@@ -160,7 +160,7 @@ def file_test_status(days: int = DEFAULT_DAYS) -> Report:
 
 
 def feature_status() -> Report:
-    """Which optional features work now (seed 001's TelemetryFeatures): each is tried."""
+    """Which optional features work now: each is tried."""
     found = features()
     rows = [[feature.name, feature.status, feature.description, feature.detail] for feature in found]
     available = sum(1 for feature in found if feature.status == AVAILABLE)

@@ -195,7 +195,7 @@ def tier1_status(days: int = DEFAULT_DAYS) -> Report:
 
 
 def fallback_analysis(days: int = DEFAULT_DAYS) -> Report:
-    """seed 001's sonnet-opus-analysis: calls retried on a stronger model after a cheaper one
+    """sonnet-opus-analysis: calls retried on a stronger model after a cheaper one
     failed: how often, where, and what they cost."""
     period = Period.last(days)
     totals = period.usage_days().aggregate(

@@ -1,4 +1,4 @@
-"""The SDK's ApprovalGate against the real server: seed 001's signatures, fail-closed answers."""
+"""The SDK's ApprovalGate against the real server: the public signatures, fail-closed answers."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def gate(live_asgi, transactional_db, tmp_path):
     return ApprovalGate(TelemetryClient(TelemetryConfig(api_url=live_asgi, api_key=key, spool_dir=tmp_path)))
 
 
-def test_signatures_are_seed_001s():
+def test_signatures_are_the_public_ones():
     expected = {
         ApprovalGate.__init__: "(self, memory=None, agent_id=None)",
         ApprovalGate.request_approval: "(self, approval_type, context=None, timeout=None)",

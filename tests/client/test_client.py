@@ -1,4 +1,4 @@
-"""The SDK against the real server: seed 003's API, delivered in the background."""
+"""The SDK against the real server: local-telemetry's API, delivered in the background."""
 
 import pytest
 

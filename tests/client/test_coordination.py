@@ -30,7 +30,7 @@ def memory(live_asgi, transactional_db, tmp_path):
     return make
 
 
-def test_signatures_are_seed_001s():
+def test_signatures_are_the_public_ones():
     expected = {
         HeartbeatCoordinator.__init__: "(self, memory=None, enable_streaming=False)",
         HeartbeatCoordinator.beat: "(self, status='running', progress=0.0, current_task='')",

@@ -1,4 +1,4 @@
-"""The SDK's MetricsRecorder against the real server: seed 004's metrics arrive under their names
+"""The SDK's MetricsRecorder against the real server: the agent metrics arrive under their names
 and /metrics shows them."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def client(live_asgi, make_client):
     return make_client(live_asgi)
 
 
-def test_seed_metrics_reach_prometheus(live_asgi, client):
+def test_agent_metrics_reach_prometheus(live_asgi, client):
     metrics = MetricsRecorder("alpha", client)
     for duration in (0.3, 0.4, 40):
         metrics.record_agent_execution("coder", "implement", "success", duration_seconds=duration, tokens=1000, model="m")

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/runs"
 
 
-def test_it_stores_a_run_with_every_seed_field(agent):
+def test_it_stores_a_run_with_every_field(agent):
     payload = run_payload(
         status="success",
         end_time="2026-01-01T10:00:05Z",

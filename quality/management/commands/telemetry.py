@@ -1,4 +1,4 @@
-"""`python manage.py telemetry <subcommand>`: seed 001's reports, as tables or `--json`."""
+"""`python manage.py telemetry <subcommand>`: the usage, cost, quality and test reports, as tables or `--json`."""
 
 from __future__ import annotations
 
