@@ -3,7 +3,7 @@
 from django.dispatch import receiver
 
 from quality.models import ChangedDay
-from runs.signals import runs_changed
+from runs.changes import runs_changed
 
 
 @receiver(runs_changed)

@@ -15,7 +15,7 @@ from runs import services
 from runs.exports import RUNS
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import RunPatch
-from runs.signals import runs_changed
+from runs.changes import runs_changed
 
 INLINE_EVENTS = 50
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models, transaction
 from django.utils import timezone
 
-from runs.signals import runs_changed
+from runs.changes import runs_changed
 
 
 class RunStatus(models.TextChoices):
