@@ -68,6 +68,9 @@ def send(ids: list[int]) -> dict[str, int]:
                 break
             trying = get_redis().lock(CHANNEL_TRYING.format(channel=channel.pk), timeout=TRY_LOCK_SECONDS, blocking=False)
             if not trying.acquire():
+                logger.info(
+                    "notifications: %s is busy in another worker; %d deliveries left for the retry sweep", channel, len(rest)
+                )
                 outcome["postponed"] += len(rest)
                 break
             try:
