@@ -16,6 +16,13 @@ app.autodiscover_tasks()
 logger = logging.getLogger(__name__)
 
 
+@signals.beat_init.connect
+def _tick_at_start(sender, **kwargs) -> None:
+    """Beat's first tick goes out as it starts, not one WORKER_TICK_SECONDS later: `doctor` and
+    /health, asked just after `make run`, find worker and beat up instead of a tick that never ran."""
+    sender.app.send_task("core.tasks.record_worker_heartbeat")
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def _fresh_database_connections(sender, **kwargs) -> None:

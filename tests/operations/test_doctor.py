@@ -57,6 +57,14 @@ def test_a_sound_installation_passes_every_check(server_env, settings):
     assert "noeviction" in checks["redis"]["detail"] and "answered" in checks["worker"]["detail"]
 
 
+def test_beat_ticks_as_it_starts_so_the_first_check_after_make_run_passes(server_env):
+    env = {**server_env, "WORKER_TICK_SECONDS": "3600"}  # the periodic tick: an hour away
+    with celery_processes(env):
+        wait_for_tick()
+        _, checks = run_doctor(env)
+    assert checks["beat"]["status"] == "OK", checks["beat"]
+
+
 def test_a_stopped_redis_fails_redis_and_everything_that_needs_it(server_env, tmp_path):
     stopped = EmbeddedRedis(tmp_path)
     stopped.start()
