@@ -1,6 +1,7 @@
-"""History from files: NDJSON records (the SDK's spool, local-telemetry's `raw/events_YYYYMMDD.ndjson`)
-and local-telemetry's SQLite database. Records go through the same ingest as the API, so importing
-twice stores nothing twice: a record stored before counts as a duplicate.
+"""History from files: NDJSON records (the SDK's spool, local-telemetry's `raw/events_YYYYMMDD.ndjson`,
+runs and events as the runs API takes and returns them) and local-telemetry's SQLite database.
+Records go through the same ingest as the API, so importing twice stores nothing twice: a record
+stored before counts as a duplicate.
 
 local-telemetry writes a run twice to NDJSON (a full record when it starts, another when it ends,
 with the same event_id); the later one becomes an update. Its events carry no id and name their
@@ -27,8 +28,10 @@ from runs.schemas import RUN_IDENTITY
 
 CHUNK_ITEMS = 500  # items per ingest call (one transaction each)
 INVALID_SHOWN = 100  # invalid records listed in the summary; the rest are counted
-# local-telemetry's own bookkeeping, not history: left out.
-BOOKKEEPING = {"record_type", "schema_version", "updated_at", "api_posted", "api_posted_at", "api_retry_count", "id"}
+# local-telemetry's own bookkeeping, and what the runs API adds to a run it returns: not history.
+BOOKKEEPING = {"record_type", "schema_version", "updated_at", "api_posted", "api_posted_at", "api_retry_count", "id",
+               "commit_url", "repo_url"}  # fmt: skip
+API_RUN = {"agent_name", "job_type", "start_time"}  # a line shaped as a run the runs API takes
 DERIVED_IDS = uuid.UUID("5b0f3f5e-2c1d-4b7a-9a0e-6f1d2c3b4a59")  # namespace of ids made from local-telemetry's keys
 
 Advance = Callable[[int], None]
@@ -91,7 +94,15 @@ class Importer:
             return self.add_local_run(where, record)
         if record.get("record_type") == "event":
             return self.add_local_event(where, record)
-        return self.reject(where, "neither an SDK record (kind) nor a local-telemetry one (record_type run or event)")
+        if record.keys() >= API_RUN:  # POST /api/v1/runs's body, or a run GET returns
+            return self.add_local_run(where, record)
+        if {"run_event_id", "event_type"} <= record.keys():  # an item of POST /api/v1/events/batch
+            return self._add(where, [{"kind": "event", **record}])
+        return self.reject(
+            where,
+            "neither an SDK record (kind), a local-telemetry one (record_type run or event), "
+            "nor a runs API body (a run: agent_name, job_type, start_time; an event: run_event_id, event_type)",
+        )
 
     def add_local_run(self, where: str, record: dict) -> None:
         run = {k: v for k, v in record.items() if v is not None and k not in BOOKKEEPING}

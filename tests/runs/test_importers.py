@@ -14,6 +14,7 @@ from telemetry_client import TelemetryClient
 
 from runs import importers
 from runs.models import Run, RunEvent
+from tests.runs.factories import run_payload
 
 START = "2025-12-10T12:05:30.123456+00:00"
 EVENT_ID = "9b2e4c1a-6f0d-4e8b-9a51-3c7d2f8e1b60"
@@ -111,6 +112,24 @@ def test_the_sdk_spool_replays_idempotently(db, tmp_path):
 
     again = import_files(path)
     assert again[0] == "0 imported, 0 updated, 7 duplicates, 2 invalid"
+
+
+def test_lines_shaped_as_the_runs_api_bodies_are_imported(db, tmp_path, agent):
+    posted = run_payload("alpha", status="success", end_time=START, items_succeeded=3)
+    returned = agent.post("/api/v1/runs", run_payload("alpha", run_id="returned"), format="json")
+    assert returned.status_code == 201
+    as_returned = agent.get(f"/api/v1/runs/{returned.json()['event_id']}").json()  # with id, commit_url, updated_at...
+    Run.objects.all().delete()
+    event = {"run_event_id": posted["event_id"], "event_id": "e-1", "event_type": "step", "payload": {"n": 1}}
+    path = write_lines(tmp_path / "api.ndjson", [posted, as_returned, event, {"agent_name": "alpha"}])
+
+    report = import_files(path)
+    assert report[0] == "3 imported, 0 updated, 0 duplicates, 1 invalid"
+    assert "nor a runs API body" in report[1]
+    stored = Run.objects.get(event_id=posted["event_id"])
+    assert (stored.status, stored.items_succeeded, stored.events.get().payload) == ("success", 3, {"n": 1})
+    assert Run.objects.get(event_id=as_returned["event_id"]).run_id == "returned"
+    assert import_files(path)[0] == "0 imported, 0 updated, 3 duplicates, 1 invalid"
 
 
 V6_SCHEMA = """
