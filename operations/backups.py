@@ -18,8 +18,9 @@ from django.db import connection
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
-# Tables `migrate` fills by itself (and beat's schedules): rows there do not make a database "in use".
-MIGRATE_FILLS = ("django_migrations", "django_content_type", "auth_permission", "django_celery_beat_")
+# Tables `migrate` fills by itself (and beat's schedules, and the model prices a migration seeds):
+# rows there do not make a database "in use".
+MIGRATE_FILLS = ("django_migrations", "django_content_type", "auth_permission", "django_celery_beat_", "quality_modelprice")
 
 Progress = Callable[[int, int], None]  # (done, total)
 
