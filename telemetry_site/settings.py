@@ -172,6 +172,12 @@ DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=12)  # then a d
 DELIVERY_RETRY_SECONDS = env.float("DELIVERY_RETRY_SECONDS", default=5.0)  # how often beat retries due deliveries
 DELIVERY_RETENTION_DAYS = env.float("DELIVERY_RETENTION_DAYS", default=7)  # delivered messages are purged after
 FORWARD_SECONDS = env.float("FORWARD_SECONDS", default=2.0)  # how often beat forwards new events to channels
+# A webhook (or Slack) delivery ends by then, whatever the receiver does (notifications.sending).
+WEBHOOK_DEADLINE_SECONDS = env.float("WEBHOOK_DEADLINE_SECONDS", default=30.0)
+# false: webhooks to loopback, private, link-local or other non-public addresses are refused, checked
+# on the address the name resolves to when the delivery is sent (for a server that runs on a shared
+# network where the people who create channels should not reach its neighbours).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=True)
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
 METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
 TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
