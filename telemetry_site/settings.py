@@ -260,6 +260,8 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 BATCH_MAX_BODY_BYTES = env.int("BATCH_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_MAX_BODY_BYTES
+# The largest body the web server reads at all, before any view: 413 beyond (core.request_body).
+HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=max(API_MAX_BODY_BYTES, BATCH_MAX_BODY_BYTES, OTLP_MAX_BODY_BYTES))
 # A web process answers new requests 429 beyond this many in progress (long waits excepted), or
 # while its event loop runs this late (core.overload); 0: no limit.
 WEB_MAX_IN_FLIGHT = env.int("WEB_MAX_IN_FLIGHT", default=200)
