@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Value, When
 from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -98,17 +99,37 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     @admin.action(description="Approve the selected pending requests", permissions=["decide"])
     def approve_selected(self, request, queryset):
-        self._decide_all(request, queryset, approved=True)
+        return self._decide_all(request, queryset, approved=True)
 
     @admin.action(description="Reject the selected pending requests", permissions=["decide"])
     def reject_selected(self, request, queryset):
-        self._decide_all(request, queryset, approved=False)
+        return self._decide_all(request, queryset, approved=False)
 
-    def _decide_all(self, request, queryset, approved: bool) -> None:
-        decided = sum(services.decide(obj, approved, request.user) for obj in queryset.filter(status=ApprovalStatus.PENDING))
-        skipped = queryset.count() - decided
-        verb = "Approved" if approved else "Rejected"
-        self.message_user(request, f"{verb} {decided} request(s)." + (f" {skipped} were no longer pending." if skipped else ""))
+    def _decide_all(self, request, queryset, approved: bool):
+        """First a page that lists the selected requests still pending; its confirmation decides
+        exactly those (by id: with "select all", requests that arrived since are not among them),
+        each only if it is still pending then."""
+        verb = "Approve" if approved else "Reject"
+        if request.POST.get("confirmed") != "yes" or request.POST.get("select_across") == "1":
+            pending = list(queryset.filter(status=ApprovalStatus.PENDING).order_by("created_at"))
+            if not pending:
+                self.message_user(request, "None of the selected requests is pending.", messages.WARNING)
+                return None
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"{verb} these {len(pending)} pending request(s)?",
+                "opts": self.model._meta,
+                "requests": pending,
+                "action": "approve_selected" if approved else "reject_selected",
+                "verb": verb,
+            }
+            return TemplateResponse(request, "admin/approvals/approvalrequest/decide_selected.html", context)
+        listed = list(queryset.order_by("pk"))  # the confirmation posts the listed ids, never "select all"
+        decided = sum(services.decide(obj, approved, request.user) for obj in listed)
+        skipped = len(listed) - decided
+        done = "Approved" if approved else "Rejected"
+        self.message_user(request, f"{done} {decided} request(s)." + (f" {skipped} were no longer pending." if skipped else ""))
+        return None
 
     def get_urls(self):
         decide = self.admin_site.admin_view(self.decide_view)

@@ -39,14 +39,38 @@ PUBLISHED_KEY = "telemetry:events-published"  # hash: event type -> events publi
 ANNOUNCED_PREFIX = "telemetry:announced:"  # + hour number: what publish_once published that hour
 ANNOUNCED_HOURS = 2  # how long publish_once remembers it: the sweeps look back one hour at most
 EVENT_TYPE = r"[A-Za-z0-9_.:-]{1,100}"
-# The server's own event types: agents read them but may not publish them.
-RESERVED_PREFIXES = ("run.", "agent.", "signal.", "approval.")
+# The server's own event types: agents read them but may not publish them, nor any other type in
+# their namespaces, in any case (a type the server adds later must not be one an agent already has).
+SERVER_EVENT_TYPES = frozenset(
+    {
+        "run.started",
+        "run.ended",
+        "agent.started",
+        "agent.heartbeat",
+        "agent.recovered",
+        "agent.stopped",
+        "agent.stale",
+        "signal.sent",
+        "approval.requested",
+        "approval.decided",
+        "approval.expired",
+        "approval.cancelled",
+        "alert.opened",
+        "alert.closed",
+    }
+)
+RESERVED_PREFIXES = tuple(sorted({event_type.split(".")[0] + "." for event_type in SERVER_EVENT_TYPES}))
 ENTRY_FIELDS = ("event_type", "timestamp", "source", "data")
 STALE_KEY = "STALE_KEY the agent key changed since this process read it"
 
 
 def valid_event_type(event_type: str) -> bool:
     return re.fullmatch(EVENT_TYPE, event_type) is not None
+
+
+def reserved(event_type: str) -> bool:
+    """Whether `event_type` is the server's to publish (see SERVER_EVENT_TYPES)."""
+    return event_type.lower().startswith(RESERVED_PREFIXES)
 
 
 def stream_key(event_type: str) -> str:

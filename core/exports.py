@@ -45,12 +45,26 @@ def rows(kind: Kind, queryset: QuerySet | None = None) -> Iterator[dict[str, Any
         yield kind.row(obj)
 
 
+# Text starting with one of these is a formula to a spreadsheet (or may start one: tab and carriage
+# return, as OWASP's CSV injection advice lists them). Numbers are not text: -3 stays a number.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
     """A value for CSV or a spreadsheet cell: objects as JSON, times without their zone for XLSX."""
     if isinstance(value, dict | list):
         return json.dumps(value)
     if isinstance(value, Decimal):
         return float(value)
+    return value
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV field: text a spreadsheet would run as a formula gets an apostrophe in front, so that
+    it opens as the text it is (CSV has no types: the apostrophe is the only way to say so)."""
+    value = _cell(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value
 
 
@@ -63,7 +77,7 @@ def csv_lines(columns: list[str], records: Iterable[dict[str, Any]]) -> Iterator
     writer = csv.writer(_Echo())
     yield writer.writerow(columns)
     for record in records:
-        yield writer.writerow([_cell(record.get(column)) for column in columns])
+        yield writer.writerow([_csv_cell(record.get(column)) for column in columns])
 
 
 def json_chunks(records: Iterable[dict[str, Any]]) -> Iterator[str]:
@@ -83,16 +97,24 @@ def write_xlsx(sheets: dict[str, tuple[list[str], Iterable[dict[str, Any]]]], ou
         sheet = book.create_sheet(title[:31])
         sheet.append(columns)
         for record in records:
-            sheet.append([_spreadsheet(record.get(column)) for column in columns])
+            sheet.append([_spreadsheet(sheet, record.get(column)) for column in columns])
     book.save(out)
 
 
-def _spreadsheet(value: Any) -> Any:
+def _spreadsheet(sheet, value: Any) -> Any:
+    from openpyxl.cell import WriteOnlyCell
+
     value = _cell(value)
     if hasattr(value, "tzinfo") and value.tzinfo is not None:
         return value.replace(tzinfo=None)  # spreadsheets have no time zones: UTC, as stored
     if isinstance(value, str) and len(value) > 32_000:
-        return value[:32_000]  # a cell holds at most 32,767 characters
+        value = value[:32_000]  # a cell holds at most 32,767 characters
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        # A cell typed as text is never run, and keeps the text as it was sent; openpyxl would
+        # make a formula of a string starting with "=".
+        cell = WriteOnlyCell(sheet, value)
+        cell.data_type = "s"
+        return cell
     return value
 
 

@@ -11,11 +11,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 
 
+INT64 = range(-(2**63), 2**63)
+
+
 def any_value(value: Any) -> AnyValue:
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
-        return AnyValue(int_value=value)
+        # OTLP's integers are 64-bit: a larger one (JSON has no limit) goes as its decimal text.
+        return AnyValue(int_value=value) if value in INT64 else AnyValue(string_value=str(value))
     if isinstance(value, float):
         return AnyValue(double_value=value)
     if isinstance(value, list):

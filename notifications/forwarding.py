@@ -79,8 +79,9 @@ def start_forwarding(channel: NotificationChannel) -> None:
     """Forward from now on the event types `channel` newly lists (not the events its stream still
     holds from before), and forget the ones it no longer lists."""
     redis = get_redis()
-    for key in redis.scan_iter(FORWARD_CURSOR.format(channel=channel.pk, event_type="*")):
-        if key.decode().rsplit(":", 1)[1] not in channel.forwards:
+    prefix = FORWARD_CURSOR.format(channel=channel.pk, event_type="")
+    for key in redis.scan_iter(f"{prefix}*"):
+        if key.decode().removeprefix(prefix) not in channel.forwards:  # event types may hold ":" themselves
             redis.delete(key)
     for event_type in channel.forwards:
         latest = redis.xrevrange(events.stream_key(event_type), count=1)

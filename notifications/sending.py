@@ -4,16 +4,21 @@ backoff, every message signed."""
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
+import ssl
 import time
 from collections import defaultdict
 from contextlib import suppress
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
+import httpcore
 import httpx
 from django.conf import settings
 from django.core.mail import send_mail
@@ -167,16 +172,122 @@ def deliver(channel: NotificationChannel, notification: Notification, records_js
         send_mail(subject, message, settings.DEFAULT_FROM_EMAIL, channel.recipients())
         return f"mailed {', '.join(channel.recipients())}"
     if channel.kind == NotificationChannel.Kind.SLACK:
-        link = f"\n<{notification.link}|Open>" if notification.link else ""
-        body = json.dumps({"text": f"*{notification.subject}*\n{notification.text}{link}"})
+        link = f"\n<{notification.link}|Open>" if notification.link else ""  # the server's own link
+        body = json.dumps({"text": f"*{slack_escape(notification.subject)}*\n{slack_escape(notification.text)}{link}"})
     else:
         body = json.dumps(asdict(notification), default=str)
         if records_json:  # beside the rest, as stored: a JSON object's text ends with its brace
             body = f'{body[:-1]}, "records": {records_json}}}'
     body = body.encode()
-    response = httpx.post(channel.target, content=body, headers=signed_headers(channel.secret, body), timeout=WEBHOOK_TIMEOUT)
-    response.raise_for_status()
-    return f"posted to {channel.target}: {response.status_code}"
+    return post(channel.target, body, signed_headers(channel.secret, body))
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> str:
+    """POST `body` to a receiver, within WEBHOOK_DEADLINE_SECONDS in all (each step within
+    WEBHOOK_TIMEOUT), to a public address unless WEBHOOK_ALLOW_PRIVATE_ADDRESSES. Only the answer's
+    status line and headers are read (httpcore caps them at 100 KiB), never its body: nothing in it is
+    used. Not through HTTP(S)_PROXY: the address checked must be the one connected to."""
+    backend = GuardedBackend(time.monotonic() + settings.WEBHOOK_DEADLINE_SECONDS, settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES)
+    with (
+        httpx.Client(transport=GuardedTransport(backend), timeout=WEBHOOK_TIMEOUT) as client,
+        client.stream("POST", url, content=body, headers=headers) as response,
+    ):
+        response.raise_for_status()
+        return f"posted to {url}: {response.status_code}"
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One per process: loading the CA certificates is most of the cost of a new client."""
+    return httpx.create_ssl_context()
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport on a GuardedBackend (httpx takes no network backend: its pool is replaced)."""
+
+    def __init__(self, backend: httpcore.NetworkBackend):
+        super().__init__(verify=_ssl_context(), trust_env=False)
+        self._pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=backend)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """Connections of one delivery: each step waits at most until `deadline` (time.monotonic()),
+    and, unless `allow_private`, only to a name's addresses that are all public."""
+
+    def __init__(self, deadline: float, allow_private: bool):
+        self.deadline = deadline
+        self.allow_private = allow_private
+        self.backend = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        address = host if self.allow_private else public_address(host, port)
+        stream = self.backend.connect_tcp(
+            address, port, self.left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return DeadlineStream(stream, self)
+
+    def left(self, timeout: float | None, error: type[Exception]) -> float:
+        """How long the next step may wait: `timeout`, or less if the deadline comes first."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error(f"the delivery took longer than WEBHOOK_DEADLINE_SECONDS ({settings.WEBHOOK_DEADLINE_SECONDS:g} s)")
+        return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    WRITE_CHUNK = 16 * 1024  # each written within what is left: a slow reader cannot stretch one write
+
+    def __init__(self, stream: httpcore.NetworkStream, backend: GuardedBackend):
+        self.stream = stream
+        self.backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._step(self.stream.read, max_bytes, timeout, httpcore.ReadTimeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        for start in range(0, len(buffer), self.WRITE_CHUNK):
+            self._step(self.stream.write, buffer[start : start + self.WRITE_CHUNK], timeout, httpcore.WriteTimeout)
+
+    def _step(self, call, argument, timeout: float | None, error: type[Exception]):
+        try:
+            return call(argument, self.backend.left(timeout, error))
+        except error:
+            self.backend.left(None, error)  # a wait cut short by the deadline: say so, not "timed out"
+            raise
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        timeout = self.backend.left(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self.stream.start_tls(ssl_context, server_hostname, timeout), self.backend)
+
+    def get_extra_info(self, info: str):
+        return self.stream.get_extra_info(info)
+
+
+def public_address(host: str, port: int) -> str:
+    """The address to connect to for `host`; ConnectError when any address it resolves to is not
+    public (loopback, private, link-local, shared, reserved...): one of them might be used."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"{host}: {exc}") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    for address in addresses:
+        mapped = address.ipv4_mapped if address.version == 6 else None
+        if not (mapped or address).is_global or address.is_multicast:
+            raise httpcore.ConnectError(
+                f"{host} is at {address}, not a public address (WEBHOOK_ALLOW_PRIVATE_ADDRESSES is false)"
+            )
+    return str(addresses[0])
+
+
+def slack_escape(text: str) -> str:
+    """Text as Slack shows it, never as its markup: what an agent wrote cannot mention everyone
+    (<!channel>) or show a link under another name (<https://...|text>). Slack's formatting
+    docs: escape &, < and >, and nothing else."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def signed_headers(secret: str, body: bytes) -> dict[str, str]:

@@ -35,14 +35,18 @@ FRAME_BYTES = 256 * 1024  # ...and bytes (clients commonly refuse messages over 
 
 def private_to(event_type: str, data) -> frozenset[str] | None:
     """The agents an event is about when only they (and staff) may read it, as the API lets only
-    them read its subject: a directed signal (its sender and target) and an approval request (its
-    agent). None: any key with streams:read may."""
+    them read its subject: a directed signal (its sender and target), an approval request (its
+    agent) and an alert about an approval request (the request's agent). None: any key with
+    streams:read may."""
     if not isinstance(data, dict):
         return None
     if event_type.startswith("signal.") and data.get("target_agent"):
         return frozenset(str(data[name]) for name in ("source_agent", "target_agent") if data.get(name))
     if event_type.startswith("approval."):
         return frozenset([str(data.get("agent_id"))])
+    if event_type.startswith("alert.") and str(data.get("subject", "")).startswith("approval:"):
+        details = data.get("details")
+        return frozenset([str(details.get("agent_id") if isinstance(details, dict) else None)])
     return None
 
 

@@ -7,7 +7,10 @@ class PublishIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: dict[str, Any] = Field(default_factory=dict)
-    source: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    # Accepted for the SDKs that send it, and ignored: an event's source is the publishing key's name.
+    source: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        default=None, description="Ignored: the server records the publishing key's name as the source."
+    )
 
 
 class TrimIn(BaseModel):

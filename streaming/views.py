@@ -66,12 +66,17 @@ class Stream(APIView):
                 raise exceptions.ValidationError({name: ["A stream id such as 1700000000000-0, or - or +."]})
         return Response(readable(request.auth, events.recent(event_type, count, bounds["start"], bounds["end"])))
 
-    @extend_schema(request=PublishIn, responses={201: OpenApiTypes.OBJECT}, summary="Publish an event; returns its stream id")
+    @extend_schema(
+        request=PublishIn,
+        responses={201: OpenApiTypes.OBJECT},
+        summary="Publish an event; returns its stream id. Its `source` is the key's name (a staff user's name)",
+    )
     def post(self, request, event_type: str):
-        if event_type.startswith(events.RESERVED_PREFIXES):
+        if events.reserved(event_type):
             raise exceptions.PermissionDenied(f"'{event_type}' is the server's own event type.", code="reserved_event_type")
         body = validate(PublishIn, request.data)
-        (entry_id,) = events.publish_now([events.Event(event_type, body.data, body.source or principal_name(request))])
+        # The body's `source` is ignored: who published an event is the server's to say.
+        (entry_id,) = events.publish_now([events.Event(event_type, body.data, principal_name(request))])
         return Response({"event_id": entry_id}, status=201)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Delete the stream; `deleted`: whether it existed")

@@ -20,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from core.authentication import key_from_header  # noqa: E402
 from core.fastpaths.agent_handler import AgentApiHandler  # noqa: E402
 from core.overload import LoadShedder  # noqa: E402
+from core.request_body import BodyLimit  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
@@ -43,7 +44,10 @@ async def http_application(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000),
+        "http": BodyLimit(
+            LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000),
+            settings.HTTP_MAX_BODY_BYTES,
+        ),
         "websocket": origin_checked(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -172,6 +172,12 @@ DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=12)  # then a d
 DELIVERY_RETRY_SECONDS = env.float("DELIVERY_RETRY_SECONDS", default=5.0)  # how often beat retries due deliveries
 DELIVERY_RETENTION_DAYS = env.float("DELIVERY_RETENTION_DAYS", default=7)  # delivered messages are purged after
 FORWARD_SECONDS = env.float("FORWARD_SECONDS", default=2.0)  # how often beat forwards new events to channels
+# A webhook (or Slack) delivery ends by then, whatever the receiver does (notifications.sending).
+WEBHOOK_DEADLINE_SECONDS = env.float("WEBHOOK_DEADLINE_SECONDS", default=30.0)
+# false: webhooks to loopback, private, link-local or other non-public addresses are refused, checked
+# on the address the name resolves to when the delivery is sent (for a server that runs on a shared
+# network where the people who create channels should not reach its neighbours).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=True)
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
 METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
 TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
@@ -254,6 +260,8 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 BATCH_MAX_BODY_BYTES = env.int("BATCH_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = BATCH_MAX_BODY_BYTES
+# The largest body the web server reads at all, before any view: 413 beyond (core.request_body).
+HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=max(API_MAX_BODY_BYTES, BATCH_MAX_BODY_BYTES, OTLP_MAX_BODY_BYTES))
 # A web process answers new requests 429 beyond this many in progress (long waits excepted), or
 # while its event loop runs this late (core.overload); 0: no limit.
 WEB_MAX_IN_FLIGHT = env.int("WEB_MAX_IN_FLIGHT", default=200)

@@ -914,8 +914,8 @@ def test_admin_actions_with_the_csrf_token_do_their_work(world):
     assert browser.post(change, key_form(alpha, revoked="on")).status_code == 403  # the change form too
     assert browser.post(change, key_form(alpha, revoked="on", **token)).status_code == 302
     act(AgentKey, "delete_selected", beta, post="yes")
-    act(ApprovalRequest, "approve_selected", world.approvals["ask"])
-    act(ApprovalRequest, "reject_selected", world.approvals["cancel"])
+    act(ApprovalRequest, "approve_selected", world.approvals["ask"], confirmed="yes")  # (the confirmation page's answer)
+    act(ApprovalRequest, "reject_selected", world.approvals["cancel"], confirmed="yes")
     decide = f"/admin/approvals/approvalrequest/{world.approvals['decide'].pk}/decide/"
     assert browser.post(decide, {"decision": "approve"}).status_code == 403
     assert browser.post(decide, {"decision": "approve", **token}).status_code == 302

@@ -19,7 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
-from core.otlp import PROTOBUF
+from core.otlp import INT64, PROTOBUF
 from core.parsers import holds_nul, loads
 from traces.models import SpanKind, SpanStatus
 from traces.services import RUN_ATTRIBUTE
@@ -92,7 +92,10 @@ def value_of(any_value: dict[str, Any]) -> Any:
     if "stringValue" in any_value:
         return any_value["stringValue"]
     if "intValue" in any_value:
-        return int(any_value["intValue"])
+        value = int(any_value["intValue"])
+        if value not in INT64:
+            raise ValueError("an intValue is outside OTLP's 64-bit range")
+        return value
     if "doubleValue" in any_value:
         return float(any_value["doubleValue"])
     if "boolValue" in any_value:

@@ -61,7 +61,8 @@ class EventStreamer:
         self._api = ServerApi(memory, "/api/v1/streams")
 
     def publish_event(self, event_type: str, data: dict[str, Any], source: str = "attune") -> str:
-        """Publish an event; its stream id, or "" when the server could not be reached."""
+        """Publish an event; its stream id, or "" when the server could not be reached. The server
+        records the key's name as the event's source: `source` is sent and ignored."""
         return self._api.call("POST", f"/{event_type}", {}, body={"data": data, "source": source}).get("event_id", "")
 
     def consume_events(

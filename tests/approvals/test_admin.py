@@ -77,7 +77,10 @@ def test_get_changes_nothing_and_bad_decisions_are_refused(admin_client, request
 
 def test_bulk_actions_decide_only_pending_requests(admin_client, requests):
     selected = [r.pk for r in requests]
-    response = admin_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": selected}, follow=True)
+    asked = admin_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": selected})
+    assert "Reject these 2 pending request(s)?" in asked.content.decode()  # the decided one is not listed
+    confirmed = {"action": "reject_selected", "confirmed": "yes", "_selected_action": selected}
+    response = admin_client.post(CHANGELIST, confirmed, follow=True)
     assert "Rejected 2 request(s). 1 were no longer pending." in response.content.decode()
     assert sorted(ApprovalRequest.objects.values_list("status", flat=True)) == ["approved", "rejected", "rejected"]
 
@@ -99,3 +102,29 @@ def test_the_decision_needs_the_csrf_token(requests, admin_user):
     client.force_login(admin_user)
     assert client.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "approve"}).status_code == 403
     assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "pending"
+
+
+def test_bulk_approval_asks_first_and_decides_exactly_the_requests_it_listed(admin_client, requests):
+    """All selected over a filter ("select all"), then a request arrives while the reviewer reads the
+    list: the confirmation decides the listed ones still pending, never the newcomer."""
+    every = {"action": "approve_selected", "select_across": "1", "index": "0", "_selected_action": [requests[1].pk]}
+    confirmation = admin_client.post(CHANGELIST + "?status__exact=pending", every)
+    page = confirmation.content.decode()
+    assert confirmation.status_code == 200 and "Approve these 2 pending request(s)?" in page
+    assert all(r.request_id in page for r in requests[1:]) and requests[0].request_id not in page
+    assert sorted(ApprovalRequest.objects.values_list("status", flat=True)) == ["approved", "pending", "pending"]
+
+    newcomer = services.create("gamma", "deploy", {}, 600)
+    services.cancel(requests[2])  # withdrawn by its agent meanwhile
+    assert [f'name="_selected_action" value="{r.pk}"' in page for r in requests] == [False, True, True]
+    confirm = {
+        "action": "approve_selected",
+        "select_across": "0",
+        "confirmed": "yes",
+        "_selected_action": [r.pk for r in requests[1:]],
+    }
+    done = admin_client.post(CHANGELIST + "?status__exact=pending", confirm, follow=True).content.decode()
+    assert "Approved 1 request(s)." in done
+    assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "approved"
+    assert ApprovalRequest.objects.get(pk=requests[2].pk).status == "cancelled"
+    assert ApprovalRequest.objects.get(pk=newcomer.pk).status == "pending"

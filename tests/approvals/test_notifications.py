@@ -15,7 +15,8 @@ from django.core import mail, signing
 
 from approvals import services
 from approvals.models import ApprovalRequest
-from notifications.models import NotificationChannel
+from notifications.models import Delivery, NotificationChannel
+from notifications.sending import send
 from tests.conftest import make_key
 from tests.services import celery_processes, http_receiver
 
@@ -96,14 +97,21 @@ def test_a_failing_webhook_is_retried_by_the_worker_and_beat_and_never_holds_up_
 
 
 @pytest.mark.django_db
-def test_the_admin_sends_a_test_and_shows_the_result(admin_client):
+def test_the_admin_queues_a_test_for_the_worker_and_the_delivery_log_shows_the_result(admin_client):
     with http_receiver() as (url, received):
         working = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
         dead = NotificationChannel.objects.create(name="dead", kind="webhook", target="http://127.0.0.1:9/hook")
         test = {"action": "send_test", "_selected_action": [working.pk, dead.pk]}
         page = admin_client.post("/admin/notifications/notificationchannel/", test, follow=True).content.decode()
-    assert f"posted to {url}: 200" in page and "Dead (JSON webhook): failed" in page
+        assert "Test notification queued for dead, hook" in page
+        assert received == []  # not sent in the admin's request: the worker does it
+        queued = Delivery.objects.filter(topic="test")
+        assert sorted(queued.values_list("channel__name", "status")) == [("dead", "pending"), ("hook", "pending")]
+        send(list(queued.values_list("pk", flat=True)))  # what the worker runs
     assert json.loads(received[0]["body"])["topic"] == "test"
+    outcome = dict(queued.values_list("channel__name", "status"))
+    assert outcome == {"hook": "delivered", "dead": "pending"}
+    assert "ConnectError" in queued.get(channel=dead).last_error
 
 
 @pytest.mark.django_db

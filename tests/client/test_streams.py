@@ -25,7 +25,7 @@ def test_publish_read_inspect_trim_and_delete(streamer):
     ids = [agent.publish_event("deploys", {"n": n}) for n in range(5)]
     assert all(ids) and ids == sorted(ids)
     recent = agent.get_recent_events("deploys", count=2)
-    assert [e.event_id for e in recent] == ids[3:] and recent[-1].data == {"n": 4} and recent[-1].source == "attune"
+    assert [e.event_id for e in recent] == ids[3:] and recent[-1].data == {"n": 4} and recent[-1].source == "alpha"
     assert recent[-1].timestamp.tzinfo is not None
     assert agent.get_stream_info("deploys")["length"] == 5
     assert agent.trim_stream("deploys", 2) == 0  # an agent key has no streams:admin: refused, logged
@@ -58,8 +58,8 @@ def test_a_blocking_consume_wakes_when_an_event_is_published(streamer):
 
 def test_stream_events_round_trip_from_raw_redis_entries(streamer):
     agent = streamer()
-    event_id = agent.publish_event("deploys", {"n": 1}, source="ci")
+    event_id = agent.publish_event("deploys", {"n": 1}, source="ci")  # sent, and ignored: the key says who
     ((raw_id, fields),) = get_redis().xrange("telemetry:stream:deploys")
     event = StreamEvent.from_redis_entry(raw_id.decode(), fields)
-    assert (event.event_id, event.event_type, event.data, event.source) == (event_id, "deploys", {"n": 1}, "ci")
+    assert (event.event_id, event.event_type, event.data, event.source) == (event_id, "deploys", {"n": 1}, "alpha")
     assert StreamEvent.from_dict(event.to_dict()) == event

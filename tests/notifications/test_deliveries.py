@@ -252,3 +252,18 @@ def test_a_channel_saved_in_the_admin_forwards_from_then_on(eager, admin_client)
         assert forwarding.forward_events() == 1
         assert not channel.hears("approval.requested")  # a forwarding channel hears no notifications unless listed
     assert [[record["data"]["run_id"] for record in json.loads(r["body"])["records"]] for r in received] == [["new"]]
+
+
+@pytest.mark.django_db
+def test_a_forwarded_type_with_a_colon_keeps_its_place_when_the_channel_is_saved_again(eager, admin_client):
+    with http_receiver() as (url, received):
+        form = {"name": "sink", "kind": "webhook", "target": url, "topics": "[]", "forwards": '["build:done"]',
+                "secret": "s", "enabled": "on"}  # fmt: skip
+        assert admin_client.post("/admin/notifications/notificationchannel/add/", form).status_code == 302
+        channel = NotificationChannel.objects.get()
+        events.publish_now([events.Event("build:done", {"n": 1})])
+        # Saved again before the next forwarding pass: the type's place is kept, not read as "done" and reset.
+        change = f"/admin/notifications/notificationchannel/{channel.pk}/change/"
+        assert admin_client.post(change, {**form, "name": "sink-renamed"}).status_code == 302
+        assert forwarding.forward_events() == 1
+    assert [[record["data"]["n"] for record in json.loads(r["body"])["records"]] for r in received] == [[1]]
