@@ -12,10 +12,10 @@ from django.utils import timezone
 from core import exports
 from core.api import validation_fields
 from runs import services
+from runs.changes import runs_changed
 from runs.exports import RUNS
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import RunPatch
-from runs.changes import runs_changed
 
 INLINE_EVENTS = 50
 

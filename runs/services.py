@@ -12,9 +12,9 @@ from django.utils import timezone
 from coordination import selectors as coordination
 from core import events
 from core.batch import Batch, MayActAs, Row, row_of
+from runs.changes import runs_changed
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
-from runs.changes import runs_changed
 
 LIFECYCLE_FIELDS = ("event_id", "run_id", "agent_name", "job_type", "status", "start_time", "end_time", "duration_ms",
                     "items_discovered", "items_succeeded", "items_failed", "error_summary")  # fmt: skip
