@@ -52,7 +52,7 @@ from coordination import heartbeats, signals
 from core import events
 from core.models import AgentKey
 from core.redis import get_redis
-from core.scopes import agent_default
+from core.scopes import agent_default, known, permissions_for
 from notifications.models import Delivery, NotificationChannel
 from quality.models import ModelPrice
 from runs.models import Run
@@ -63,7 +63,9 @@ from tests.runs.factories import make_run, otlp_json, run_payload
 from tests.services import ROOT, asgi_server, celery_processes
 from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
 
-PERSONAS = ["anonymous", "key_a", "key_b", "reader", "staff", "approver", "superuser"]
+# The operator is staff with every view permission and no other; the reviewer, staff who may see and
+# decide approval requests and nothing else (docs/operations.md, "Who may do what").
+PERSONAS = ["anonymous", "key_a", "key_b", "reader", "operator", "reviewer", "superuser"]
 READ_SCOPES = ["runs:read", "coordination:read", "approvals:read", "streams:read"]
 MARKER = "for-alpha-eyes-only"  # in alpha's approval requests and signals: key B must never see it
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -140,14 +142,14 @@ def world(db, django_user_model) -> SimpleNamespace:
         model="claude-sonnet-4", defaults={"tier": "capable", "input_per_mtok": 3, "output_per_mtok": 15}
     )
 
-    staff = django_user_model.objects.create_user("operator", is_staff=True)
-    staff.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
-    approver = django_user_model.objects.create_user("approver", is_staff=True)
-    approver.user_permissions.set(Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
+    operator = django_user_model.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    reviewer = django_user_model.objects.create_user("reviewer", is_staff=True)
+    reviewer.user_permissions.set(Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
     superuser = django_user_model.objects.create_superuser("root", password=None)
     return SimpleNamespace(
         keys={"key_a": raw_a, "key_b": raw_b, "reader": raw_reader},
-        users={"staff": staff, "approver": approver, "superuser": superuser},
+        users={"operator": operator, "reviewer": reviewer, "superuser": superuser},
         run=Run.objects.get(event_id=run["event_id"]),
         approvals=asked,
         link=signing.dumps(asked["link"].request_id, salt=approvals.LINK_SALT),
@@ -220,57 +222,57 @@ def new_id() -> str:
 # failed), items403 (a batch answered, every item refused as another agent's), leak (key B's
 # reply shows alpha's approval context or signal payload); for the websocket, ok (it said ready)
 # or the code it closed with.
-#       anonymous  key A  key B  read-only key  staff  approver  superuser
+#       anonymous  key A  key B  read-only key  operator  reviewer  superuser
 MATRIX = {
     "health": {"GET": ("ok ok ok ok ok ok ok", {})},
-    "metrics": {"GET": ("401 403 403 403 ok ok ok", {})},  # keys need metrics:read
+    "metrics": {"GET": ("401 403 403 403 ok 403 ok", {})},  # keys need metrics:read
     "v1/traces": {"POST": ("401 ok items403 403 401 401 401", lambda w: one_good_span(uuid.uuid4().hex))},  # keys only
-    "live/": {"GET": ("login login login login ok ok ok", {})},
-    "analytics/": {"GET": ("login login login login ok ok ok", {})},
-    "analytics/export.<fmt>": {"GET": ("login login login login ok ok ok", {})},
-    "traces/": {"GET": ("login login login login ok ok ok", {})},
-    "traces/<trace_id>/": {"GET": ("login login login login ok ok ok", {})},
+    "live/": {"GET": ("login login login login ok 403 ok", {})},
+    "analytics/": {"GET": ("login login login login ok 403 ok", {})},
+    "analytics/export.<fmt>": {"GET": ("login login login login ok 403 ok", {})},
+    "traces/": {"GET": ("login login login login ok 403 ok", {})},
+    "traces/<trace_id>/": {"GET": ("login login login login ok 403 ok", {})},
     "approvals/open/<token>/": {"GET": ("login login login login ok ok ok", {})},
     "api/v1/runs": {
-        "GET": ("401 ok ok ok ok ok ok", {"agent_name": "alpha"}),
-        "POST": ("401 ok 403 403 ok ok ok", lambda w: run_payload("alpha")),
+        "GET": ("401 ok ok ok ok 403 ok", {"agent_name": "alpha"}),
+        "POST": ("401 ok 403 403 403 403 ok", lambda w: run_payload("alpha")),
     },
-    "api/v1/runs/batch": {"POST": ("401 ok items403 403 ok ok ok", lambda w: [run_payload("alpha")])},
+    "api/v1/runs/batch": {"POST": ("401 ok items403 403 403 403 ok", lambda w: [run_payload("alpha")])},
     "api/v1/runs/<event_id>": {
-        "GET": ("401 ok ok ok ok ok ok", {}),
-        "PATCH": ("401 ok 403 403 ok ok ok", {"items_succeeded": 3}),
+        "GET": ("401 ok ok ok ok 403 ok", {}),
+        "PATCH": ("401 ok 403 403 403 403 ok", {"items_succeeded": 3}),
     },
     "api/v1/runs/<event_id>/associate-commit": {
-        "POST": ("401 ok 403 403 ok ok ok", {"commit_hash": "abcdef1", "commit_source": "manual"}),
+        "POST": ("401 ok 403 403 403 403 ok", {"commit_hash": "abcdef1", "commit_source": "manual"}),
     },
     "api/v1/runs/<event_id>/events": {
-        "GET": ("401 ok ok ok ok ok ok", {}),
-        "POST": ("401 ok 403 403 ok ok ok", {"event_type": "step", "payload": {"n": 2}}),
+        "GET": ("401 ok ok ok ok 403 ok", {}),
+        "POST": ("401 ok 403 403 403 403 ok", {"event_type": "step", "payload": {"n": 2}}),
     },
     "api/v1/events/batch": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: [{"run_event_id": w.run.event_id, "event_type": "step", "event_id": new_id()}],
         ),
     },
-    "api/v1/ingest": {"POST": ("401 ok items403 403 ok ok ok", lambda w: [{"kind": "run", **run_payload("alpha")}])},
+    "api/v1/ingest": {"POST": ("401 ok items403 403 403 403 ok", lambda w: [{"kind": "run", **run_payload("alpha")}])},
     "api/v1/llm-usage": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {"agent_name": "alpha", "model": "claude-sonnet-4", "event_id": new_id()},
         ),
     },
     "api/v1/metrics": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {"agent_name": "alpha", "name": "pages_total", "metric_type": "counter", "value": 1, "event_id": new_id()},
         ),
     },
-    "api/v1/metrics/query": {"GET": ("401 ok ok ok ok ok ok", {"name": "pages_total"})},
-    "api/v1/traces/<trace_id>": {"GET": ("401 ok ok ok ok ok ok", {})},
+    "api/v1/metrics/query": {"GET": ("401 ok ok ok ok 403 ok", {"name": "pages_total"})},
+    "api/v1/traces/<trace_id>": {"GET": ("401 ok ok ok ok 403 ok", {})},
     "api/v1/feedback": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {
                 "agent_name": "alpha",
                 "workflow_name": "docs",
@@ -281,51 +283,51 @@ MATRIX = {
             },
         ),
     },
-    "api/v1/feedback/stats": {"GET": ("401 ok ok ok ok ok ok", {"workflow_name": "docs", "stage_name": "draft"})},
+    "api/v1/feedback/stats": {"GET": ("401 ok ok ok ok 403 ok", {"workflow_name": "docs", "stage_name": "draft"})},
     "api/v1/feedback/recommendation": {
-        "GET": ("401 ok ok ok ok ok ok", {"workflow_name": "docs", "stage_name": "draft", "current_tier": "cheap"}),
+        "GET": ("401 ok ok ok ok 403 ok", {"workflow_name": "docs", "stage_name": "draft", "current_tier": "cheap"}),
     },
     "api/v1/feedback/templates": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {"agent_name": "alpha", "template_id": "faq-7", "good": True, "event_id": new_id()},
         ),
     },
-    "api/v1/feedback/templates/confidence": {"GET": ("401 ok ok ok ok ok ok", {"template_id": "faq-7"})},
-    "api/v1/reports/<name>": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/agents/active": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/agents/stale": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/agents/<agent_id>/heartbeat/start": {"POST": ("401 ok 403 403 ok ok ok", {"display_name": "Alpha"})},
-    "api/v1/agents/<agent_id>/heartbeat": {"POST": ("401 ok 403 403 ok ok ok", {"status": "running", "progress": 0.5})},
-    "api/v1/agents/<agent_id>/heartbeat/stop": {"POST": ("401 ok 403 403 ok ok ok", {"final_status": "completed"})},
-    "api/v1/agents/<agent_id>": {"GET": ("401 ok ok ok ok ok ok", {})},  # agents' states are no secret
+    "api/v1/feedback/templates/confidence": {"GET": ("401 ok ok ok ok 403 ok", {"template_id": "faq-7"})},
+    "api/v1/reports/<name>": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/agents/active": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/agents/stale": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/agents/<agent_id>/heartbeat/start": {"POST": ("401 ok 403 403 403 403 ok", {"display_name": "Alpha"})},
+    "api/v1/agents/<agent_id>/heartbeat": {"POST": ("401 ok 403 403 403 403 ok", {"status": "running", "progress": 0.5})},
+    "api/v1/agents/<agent_id>/heartbeat/stop": {"POST": ("401 ok 403 403 403 403 ok", {"final_status": "completed"})},
+    "api/v1/agents/<agent_id>": {"GET": ("401 ok ok ok ok 403 ok", {})},  # agents' states are no secret
     "api/v1/signals": {
-        "GET": ("401 ok 403 ok ok ok ok", {"agent_id": "alpha"}),
-        "POST": ("401 ok 403 403 ok ok ok", {"signal_type": "ping", "source_agent": "alpha", "target_agent": "beta"}),
-        "DELETE": ("401 ok 403 403 ok ok ok", {"agent_id": "alpha"}),
+        "GET": ("401 ok 403 ok ok 403 ok", {"agent_id": "alpha"}),
+        "POST": ("401 ok 403 403 403 403 ok", {"signal_type": "ping", "source_agent": "alpha", "target_agent": "beta"}),
+        "DELETE": ("401 ok 403 403 403 403 ok", {"agent_id": "alpha"}),
     },
-    "api/v1/signals/receive": {"POST": ("401 ok 403 403 ok ok ok", {"agent_id": "alpha", "consume": False})},
+    "api/v1/signals/receive": {"POST": ("401 ok 403 403 403 403 ok", {"agent_id": "alpha", "consume": False})},
     "api/v1/approvals": {
         "GET": ("401 ok ok ok ok ok ok", {"agent_id": "alpha"}),  # key B gets its own (none), no leak
-        "POST": ("401 ok 403 403 ok ok ok", {"approval_type": "deploy", "agent_id": "alpha"}),
+        "POST": ("401 ok 403 403 403 403 ok", {"approval_type": "deploy", "agent_id": "alpha"}),
     },
-    "api/v1/approvals/clear-expired": {"POST": ("401 ok ok 403 ok ok ok", {})},  # a key clears its agents' only
+    "api/v1/approvals/clear-expired": {"POST": ("401 ok ok 403 403 403 ok", {})},  # a key clears its agents' only
     "api/v1/approvals/<request_id>": {"GET": ("401 ok 404 ok ok ok ok", {})},
-    "api/v1/approvals/<request_id>/wait": {"POST": ("401 ok 404 403 ok ok ok", {"timeout": 0})},
-    "api/v1/approvals/<request_id>/cancel": {"POST": ("401 ok 404 403 ok ok ok", {})},
+    "api/v1/approvals/<request_id>/wait": {"POST": ("401 ok 404 403 403 403 ok", {"timeout": 0})},
+    "api/v1/approvals/<request_id>/cancel": {"POST": ("401 ok 404 403 403 403 ok", {})},
     "api/v1/approvals/<request_id>/decide": {"POST": ("401 403 403 403 403 ok ok", {"approved": True, "reason": "fine"})},
-    "api/v1/streams": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/streams/consume": {"GET": ("401 ok ok ok ok ok ok", {"types": STREAM, "after": "0"})},
+    "api/v1/streams": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/streams/consume": {"GET": ("401 ok ok ok ok 403 ok", {"types": STREAM, "after": "0"})},
     "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})$": {
-        "GET": ("401 ok ok ok ok ok ok", {}),
-        "POST": ("401 ok ok 403 ok ok ok", {"data": {"n": 2}}),
-        "DELETE": ("401 403 403 403 ok ok ok", {}),  # streams:admin
+        "GET": ("401 ok ok ok ok 403 ok", {}),
+        "POST": ("401 ok ok 403 403 403 ok", {"data": {"n": 2}}),
+        "DELETE": ("401 403 403 403 403 403 ok", {}),  # streams:admin
     },
-    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/info$": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/trim$": {"POST": ("401 403 403 403 ok ok ok", {"max_length": 100})},
+    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/info$": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/trim$": {"POST": ("401 403 403 403 403 403 ok", {"max_length": 100})},
     "api/schema/": {"GET": ("ok ok ok ok ok ok ok", {})},
     "api/docs/": {"GET": ("ok ok ok ok ok ok ok", {})},
-    "ws/live/": {"GET": ("4401 ok ok ok ok ok ok", {})},
+    "ws/live/": {"GET": ("4401 ok ok ok ok 4403 ok", {})},
     # The admin, besides each model's own pages (ADMIN_MODELS below).
     "admin/": {"GET": ("login login login login ok ok ok", {}), "POST": ("login login login login ok ok ok", {})},
     "admin/login/": {"GET": ("ok ok ok ok index index index", {}), "POST": ("ok ok ok ok ok ok ok", {})},
@@ -367,7 +369,7 @@ MATRIX = {
 }
 
 # What the superuser may do to each model in the admin besides looking. The operator (staff with
-# every view permission) may only look; the approver sees approval requests only.
+# every view permission) may only look; the reviewer sees approval requests only.
 ADMIN_MODELS = {
     "auth.group": {"add", "change", "delete"},
     "auth.user": {"add", "change", "delete"},
@@ -392,8 +394,8 @@ ADMIN_MODELS = {
 }
 
 
-def admin_row(staff: str, approver: str, superuser: str) -> str:
-    return f"login login login login {staff} {approver} {superuser}"
+def admin_row(operator: str, reviewer: str, superuser: str) -> str:
+    return f"login login login login {operator} {reviewer} {superuser}"
 
 
 def admin_model_rows() -> dict[str, dict[str, tuple]]:
@@ -561,7 +563,10 @@ def test_the_live_feed_refuses_bad_keys_keys_without_the_scope_sessions_of_non_s
     revoked, revoked_raw = make_key("old", scopes=["streams:read"])
     revoked.revoked = True
     revoked.save()
-    staff = session_cookie(django_user_model.objects.create_user("operator", is_staff=True))
+    operator = django_user_model.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename="view_eventstream"))
+    staff = session_cookie(operator)
+    unpermitted = session_cookie(django_user_model.objects.create_user("reviewer", is_staff=True))
     visitor = session_cookie(django_user_model.objects.create_user("visitor"))
     prefix, _, secret = good.partition(".")
     cases = {
@@ -571,6 +576,7 @@ def test_the_live_feed_refuses_bad_keys_keys_without_the_scope_sessions_of_non_s
         "a revoked key": key_header(revoked_raw),
         "a key without streams:read": key_header(writer),
         "a session of a user who is not staff": [visitor, OWN_ORIGIN],
+        "a staff session without the permission to read the streams": [unpermitted, OWN_ORIGIN],
         "a staff session from a cross-site page": [staff, CROSS_SITE],
         "a staff session from a sandboxed page": [staff, (b"origin", b"null")],
         "a key from a cross-site page": [*key_header(good), CROSS_SITE],
@@ -585,6 +591,7 @@ def test_the_live_feed_refuses_bad_keys_keys_without_the_scope_sessions_of_non_s
         "a revoked key": "4401",
         "a key without streams:read": "4403",
         "a session of a user who is not staff": "4403",
+        "a staff session without the permission to read the streams": "4403",
         "a staff session from a cross-site page": "refused",
         "a staff session from a sandboxed page": "refused",
         "a key from a cross-site page": "refused",
@@ -928,3 +935,13 @@ def test_admin_actions_with_the_csrf_token_do_their_work(world):
     assert statuses == {"ask": "approved", "cancel": "rejected", "decide": "approved", "link": "pending"}
     assert Delivery.objects.get().status == "pending"  # sent again
     assert Alert.objects.get(pk=alert.pk).closed_at is not None  # alpha is beating
+
+
+# --- model permissions, not is_staff -------------------------------------------------------------
+
+
+def test_every_scope_needs_model_permissions_that_exist(db):
+    existing = {f"{p.content_type.app_label}.{p.codename}" for p in Permission.objects.select_related("content_type")}
+    for scope in known():
+        assert permissions_for(scope), scope
+        assert set(permissions_for(scope)) <= existing, scope
