@@ -24,7 +24,7 @@ class NotificationChannelAdmin(admin.ModelAdmin):
     def forward_list(self, channel: NotificationChannel) -> str:
         return ", ".join(channel.forwards) or "none"
 
-    @admin.action(description="Send a test notification now")
+    @admin.action(description="Send a test notification now", permissions=["change"])
     def send_test(self, request, queryset):
         test = Notification(topic="test", subject="Test from agent telemetry", text=f"Sent by {request.user.get_username()}.")
         for channel in queryset:

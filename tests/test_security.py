@@ -939,9 +939,51 @@ def test_admin_actions_with_the_csrf_token_do_their_work(world):
 
 # --- model permissions, not is_staff -------------------------------------------------------------
 
+# The admin actions each staff persona is offered, as "app_label.model action"; it is refused every other.
+ADMIN_ACTIONS = {
+    "operator": {"runs.run export_csv", "runs.run export_json"},  # downloads: looking only
+    "reviewer": {"approvals.approvalrequest approve_selected", "approvals.approvalrequest reject_selected"},
+}
+
 
 def test_every_scope_needs_model_permissions_that_exist(db):
     existing = {f"{p.content_type.app_label}.{p.codename}" for p in Permission.objects.select_related("content_type")}
     for scope in known():
         assert permissions_for(scope), scope
         assert set(permissions_for(scope)) <= existing, scope
+
+
+def test_every_admin_action_declares_the_permission_it_needs():
+    for model, model_admin in admin.site._registry.items():
+        for func, name, _ in model_admin._get_base_actions():
+            assert getattr(func, "allowed_permissions", ()), f"{model._meta.label_lower} {name}: give it permissions=[...]"
+
+
+@pytest.mark.parametrize("persona", ["operator", "reviewer"])
+def test_staff_personas_are_offered_only_the_admin_actions_their_permissions_grant_and_the_rest_change_nothing(
+    persona, world, mailoutbox
+):
+    user = world.users[persona]
+    offered = {f"{model._meta.label_lower} {action}" for model, action in admin_actions(user)}
+    assert offered == ADMIN_ACTIONS[persona]
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    browser.get("/admin/")
+    token = {"csrfmiddlewaretoken": browser.cookies["csrftoken"].value}
+    before = database_text()
+    for model, action in admin_actions(world.users["superuser"]):
+        if f"{model._meta.label_lower} {action}" in offered:
+            continue
+        selected = {"action": action, "_selected_action": [str(admin_object(model).pk)], "post": "yes", **token}
+        extra = {"apply": "1", "field": "status", "value": "cancelled"}  # bulk_edit's form, filled in
+        response = browser.post(changelist(model), {**selected, **extra})
+        # 403: the changelist is closed to this persona; 302: back to it, "No action selected"; 200:
+        # the changelist drawn again (this persona has no action there at all).
+        if response.status_code == 302:
+            assert response["Location"] == changelist(model), (model, action)
+        elif response.status_code == 200:
+            assert "admin/change_list.html" in [t.name for t in response.templates], (model, action)
+        else:
+            assert response.status_code == 403, (model, action, response.status_code)
+    assert database_text() == before, "an action refused to this persona changed something"
+    assert mailoutbox == [], "a test notification was sent"
