@@ -175,8 +175,9 @@ def deliver(channel: NotificationChannel, notification: Notification, records_js
             body = f'{body[:-1]}, "records": {records_json}}}'
     body = body.encode()
     response = httpx.post(channel.target, content=body, headers=signed_headers(channel.secret, body), timeout=WEBHOOK_TIMEOUT)
-    response.raise_for_status()
-    return f"posted to {channel.target}: {response.status_code}"
+    if not response.is_success:  # not raise_for_status: its message holds the URL, and a webhook's token
+        raise httpx.HTTPStatusError(f"The webhook answered {response.status_code}.", request=response.request, response=response)
+    return f"posted: {response.status_code}"
 
 
 def signed_headers(secret: str, body: bytes) -> dict[str, str]:

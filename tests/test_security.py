@@ -60,7 +60,7 @@ from streaming.routing import websocket_urlpatterns
 from telemetry_site.asgi import application
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run, otlp_json, run_payload
-from tests.services import ROOT, asgi_server, celery_processes
+from tests.services import ROOT, asgi_server, celery_processes, http_receiver
 from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
 
 # The operator is staff with every view permission and no other; the reviewer, staff who may see and
@@ -987,3 +987,106 @@ def test_staff_personas_are_offered_only_the_admin_actions_their_permissions_gra
             assert response.status_code == 403, (model, action, response.status_code)
     assert database_text() == before, "an action refused to this persona changed something"
     assert mailoutbox == [], "a test notification was sent"
+
+
+REVIEWER_PERMISSIONS = ["view_approvalrequest", "decide_approvalrequest"]
+HOOK_TOKEN = "T0001/B0001/hook-token-s3cr3t"  # a Slack webhook's URL holds its token in the path
+
+
+def test_on_the_real_server_a_reviewer_and_a_view_only_operator_write_nothing_and_nobody_sees_a_channels_secrets(
+    server_env, django_user_model
+):
+    """Logged in with their passwords (CSRF token sent), a reviewer and an operator with every view
+    permission try the API's writes as any agent, the runs admin's cancel and bulk edit, a test
+    notification and the staff pages: each is refused and nothing stored changes (no run, stream,
+    heartbeat, signal, approval request or channel; nothing reaches the webhook). Neither they nor
+    the superuser see a channel's signing secret or its webhook's token after it was created; the
+    reviewer still decides."""
+    run = make_run("alpha")
+    asked = approvals.create("alpha", "deploy", {}, 600)
+    events.publish_now([events.Event(STREAM, {"n": n}) for n in range(3)])
+    reviewer = django_user_model.objects.create_user("reviewer", password="pw", is_staff=True)
+    reviewer.user_permissions.set(Permission.objects.filter(codename__in=REVIEWER_PERMISSIONS))
+    operator = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    django_user_model.objects.create_superuser("root", password="pw")
+    with http_receiver() as (hook, received), asgi_server({**server_env, **PLAIN_HTTP_COOKIES}) as base:
+        channel = NotificationChannel.objects.create(name="slack", kind="slack", target=f"{hook}/{HOOK_TOKEN}")
+        browsers = {name: httpx.Client(base_url=base) for name in ("reviewer", "operator", "root")}
+        for name, browser in browsers.items():
+            log_in(browser, name, "pw")
+        before = [line for line in database_text().splitlines() if not line.startswith("django_session:")]
+        api_seen, seen, pages = {}, {}, {}
+        for name in ("reviewer", "operator"):
+            browser = browsers[name]
+            csrf = browser.cookies["csrftoken"]
+            api = {"headers": {"X-CSRFToken": csrf}}
+            attempts = {
+                "patch a run": browser.patch(f"/api/v1/runs/{run.event_id}", json={"items_failed": 9}, **api),
+                "record a run as alpha": browser.post("/api/v1/runs", json=run_payload("alpha"), **api),
+                "beat as alpha": browser.post("/api/v1/agents/alpha/heartbeat", json={}, **api),
+                "signal as alpha": browser.post("/api/v1/signals", json={"signal_type": "go", "source_agent": "alpha"}, **api),
+                "trim a stream": browser.post(f"/api/v1/streams/{STREAM}/trim", json={"max_length": 1}, **api),
+                "delete a stream": browser.delete(f"/api/v1/streams/{STREAM}", **api),
+                "ask as alpha": browser.post("/api/v1/approvals", json={"approval_type": "x", "agent_id": "alpha"}, **api),
+                "cancel alpha's request": browser.post(f"/api/v1/approvals/{asked.request_id}/cancel", **api),
+            }
+            api_seen[name] = {case: f"{r.status_code} {r.json()['error']['code']}" for case, r in attempts.items()}
+            picked = {"_selected_action": [str(run.pk)], "csrfmiddlewaretoken": csrf}
+            admin_attempts = {
+                "cancel runs": browser.post("/admin/runs/run/", data={**picked, "action": "mark_cancelled"}),
+                "bulk edit runs": browser.post(
+                    "/admin/runs/run/", data={**picked, "action": "bulk_edit", "apply": "1", "field": "status", "value": "failed"}
+                ),
+                "send a test": browser.post(
+                    "/admin/notifications/notificationchannel/",
+                    data={"_selected_action": [str(channel.pk)], "csrfmiddlewaretoken": csrf, "action": "send_test"},
+                ),
+            }
+            seen[name] = {case: str(r.status_code) for case, r in admin_attempts.items()}
+        for name in ("operator", "root"):
+            pages[name] = [
+                browsers[name].get(f"/admin/notifications/notificationchannel/{path}").text
+                for path in ("", f"{channel.pk}/change/")
+            ]
+        after = [line for line in database_text().splitlines() if not line.startswith("django_session:")]
+        redis_after = {
+            "stream": events.info(STREAM)["length"],
+            "heartbeat": async_to_sync(heartbeats.status)("alpha"),
+            "signals": async_to_sync(signals.pending)("alpha", ""),
+        }
+        for name in ("reviewer", "operator"):  # after: the analytics page brings the day's figures up to date
+            seen[name] |= {path: str(browsers[name].get(path).status_code) for path in ("/analytics/", "/traces/", "/live/")}
+        decided = browsers["reviewer"].post(
+            f"/api/v1/approvals/{asked.request_id}/decide",
+            json={"approved": True},
+            headers={"X-CSRFToken": browsers["reviewer"].cookies["csrftoken"]},
+        )
+        for browser in browsers.values():
+            browser.close()
+    for name in ("reviewer", "operator"):
+        assert api_seen[name] == dict.fromkeys(api_seen[name], "403 missing_permission"), name
+    assert seen["reviewer"] == {
+        "cancel runs": "403",  # the runs' changelist is closed to the reviewer
+        "bulk edit runs": "403",
+        "send a test": "403",
+        "/analytics/": "403",
+        "/traces/": "403",
+        "/live/": "403",
+    }
+    assert seen["operator"] == {
+        "cancel runs": "302",  # back to the changelist: "No action selected"
+        "bulk edit runs": "302",
+        "send a test": "200",  # the changelist drawn again: the operator has no action there
+        "/analytics/": "200",
+        "/traces/": "200",
+        "/live/": "200",
+    }
+    assert after == before, "a refused request changed the database"
+    assert redis_after == {"stream": 3, "heartbeat": None, "signals": []}
+    assert received == [], "a test notification reached the webhook"
+    for name, texts in pages.items():
+        for text in texts:
+            assert "hook-token-s3cr3t" not in text and channel.secret not in text, name
+            assert "slack" in text
+    assert decided.status_code == 200 and decided.json()["status"] == "approved"
