@@ -1,6 +1,5 @@
 """The page a notification links to: it checks the link and opens the request in the admin."""
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core import signing
 from django.http import HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -8,10 +7,11 @@ from django.views.decorators.http import require_GET
 
 from approvals import services
 from approvals.models import ApprovalRequest
+from core.views import staff_only
 
 
 @require_GET
-@staff_member_required
+@staff_only("approvals.view_approvalrequest")
 def open_link(request, token: str):
     """Login first (the link alone grants nothing); then the link is used up and redirects to the
     decision page, where deciding still needs the approve permission and a POST."""

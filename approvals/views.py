@@ -73,17 +73,15 @@ async def approval_cancel(request, key, request_id: str) -> dict:
     return found.as_dict()
 
 
-@async_endpoint({"POST": "approvals:request"}, {"POST": DecisionIn})
+@async_endpoint({"POST": "approvals:request"}, {"POST": DecisionIn}, session_permissions={"POST": (DECIDE_PERMISSION,)})
 async def approval_decide(request, key, request_id: str, body: DecisionIn) -> dict:
-    """A person's decision: needs a session of a user with the approve permission."""
+    """A person's decision: needs a session of a user with the decide permission."""
     if key is not None:
         raise exceptions.PermissionDenied(
             "Agents cannot decide approvals: a person with the approve permission does, in the admin.",
             code="agents_cannot_decide",
         )
     user = await request.auser()
-    if not await sync_to_async(user.has_perm)(DECIDE_PERMISSION):
-        raise exceptions.PermissionDenied("You lack the permission to approve or reject requests.")
     found = await _find(key, request_id)
     if not await sync_to_async(services.decide)(found, body.approved, user, body.reason):
         raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})

@@ -38,8 +38,9 @@ from core.authentication import (
 )
 from core.models import AgentKey
 from core.parsers import parse_json
-from core.permissions import SAFE_ALIASES, is_staff
+from core.permissions import SAFE_ALIASES, is_staff, lacks_permissions
 from core.redis import REDIS_DOWN
+from core.scopes import permissions_for
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
 logger = logging.getLogger(__name__)
@@ -174,13 +175,15 @@ def async_endpoint(
     scopes: dict[str, str],
     bodies: dict[str, type[pydantic.BaseModel]] | None = None,
     key_checked_in_script: frozenset[str] = frozenset(),
+    session_permissions: dict[str, tuple[str, ...]] | None = None,
 ):
     """An async JSON view (it holds no thread while it waits): checks the method and the scope it
-    needs (`scopes` by method), and CSRF for a session; the view gets the request, the agent key
-    (None for staff) and the URL's arguments, and for a method in `bodies` the JSON body checked
-    against its schema (`body=`). It returns data for a JSON reply (or a response). API exceptions
-    become the API's error reply, a dependency that is down a 503. The OpenAPI schema describes
-    it from the same `scopes` and `bodies` (core.openapi).
+    needs (`scopes` by method: a key must hold it, a staff session the model permissions behind
+    it, or those `session_permissions` names for the method instead), and CSRF for a session; the
+    view gets the request, the agent key (None for staff) and the URL's arguments, and for a
+    method in `bodies` the JSON body checked against its schema (`body=`). It returns data for a
+    JSON reply (or a response). API exceptions become the API's error reply, a dependency that is
+    down a 503. The OpenAPI schema describes it from the same `scopes` and `bodies` (core.openapi).
 
     For a method in `key_checked_in_script`, a key this process knows is taken without reading
     Redis, and the view gets `key_check=` to pass to the one EventScript that does its work (None
@@ -188,6 +191,7 @@ def async_endpoint(
     when the key changed meanwhile, the script raises StaleKey and the view runs again on the key
     read afresh."""
     bodies = bodies or {}
+    session_permissions = session_permissions or {}
 
     def decorate(view):
         @functools.wraps(view)
@@ -198,7 +202,8 @@ def async_endpoint(
                     raise exceptions.MethodNotAllowed(request.method)
                 checked_in_script = request.method in key_checked_in_script
                 known = remembered_principal(request, scope) if checked_in_script else None
-                key, key_check = known or (await authorize(request, scope), None)
+                needs = session_permissions.get(request.method)
+                key, key_check = known or (await authorize(request, scope, needs), None)
                 if key is None and request.method not in SAFE_METHODS:
                     _check_csrf(request)
                 if request.method in bodies:
@@ -209,7 +214,7 @@ def async_endpoint(
                     result = await view(request, key, *args, **kwargs)
                 except StaleKey:
                     forget_known(key_check)
-                    key = await authorize(request, scope)
+                    key = await authorize(request, scope, needs)
                     result = await view(request, key, *args, **{**kwargs, "key_check": None})
             except exceptions.APIException as exc:
                 return error_response(exc)
@@ -251,19 +256,29 @@ def error_response(exc: exceptions.APIException) -> JsonResponse:
     return JsonResponse(describe(exc), status=exc.status_code)
 
 
-async def authorize(request, scope: str):
-    """For async views: a staff session, or an agent key holding `scope` (returned)."""
-    return await authorize_principal(authorization(request), request.auser, scope)
+async def authorize(request, scope: str, session_permissions: tuple[str, ...] | None = None):
+    """For async views: a staff session with the permissions for `scope` (or
+    `session_permissions`), or an agent key holding `scope` (returned)."""
+    return await authorize_principal(authorization(request), request.auser, scope, session_permissions)
 
 
-async def authorize_principal(authorization: str, get_user: Callable[[], Awaitable], scope: str):
-    """A staff user (None is returned), or the agent key in the `authorization` header if it holds
-    `scope`; DRF's authentication or permission exception otherwise. HTTP and websockets alike."""
+async def authorize_principal(
+    authorization: str,
+    get_user: Callable[[], Awaitable],
+    scope: str,
+    session_permissions: tuple[str, ...] | None = None,
+):
+    """A staff user with the model permissions `scope` needs, or `session_permissions` when given
+    (None is returned), or the agent key in the `authorization` header if it holds `scope`; DRF's
+    authentication or permission exception otherwise. HTTP and websockets alike."""
     raw_key = key_from_header(authorization)
     key = await authenticate_key_async(raw_key) if raw_key else None
     if key is None:
         user = await get_user()
         if is_staff(user):
+            needed = permissions_for(scope) if session_permissions is None else session_permissions
+            if missing := [perm for perm in needed if not await user.ahas_perm(perm)]:
+                raise lacks_permissions(missing)
             return None
         if user.is_authenticated:
             raise exceptions.PermissionDenied("Only staff may use this with a session.")

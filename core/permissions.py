@@ -1,4 +1,5 @@
-"""Who may do what: staff users may do everything; an agent key only within its scopes and agents."""
+"""Who may do what: an agent key within its scopes and agents; a staff session within the scopes
+its model permissions grant (core.scopes.permissions_for), for any agent."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from rest_framework import exceptions, permissions
 
 from core.models import AgentKey
+from core.scopes import permissions_for
 
 SAFE_ALIASES = {"HEAD": "GET"}
 
@@ -16,18 +18,34 @@ def is_staff(user) -> bool:
     return bool(user and user.is_authenticated and user.is_active and user.is_staff)
 
 
+def missing_permissions(user, scope: str) -> list[str]:
+    """The model permissions a staff session lacks to use `scope` (none: it may)."""
+    return [perm for perm in permissions_for(scope) if not user.has_perm(perm)]
+
+
+def lacks_permissions(missing: list[str]) -> exceptions.PermissionDenied:
+    return exceptions.PermissionDenied(
+        f"Your account lacks the permissions this needs: {', '.join(missing)}.", code="missing_permission"
+    )
+
+
 class HasScope(permissions.BasePermission):
-    """Checks the scope a view names for the request's method in `required_scopes`."""
+    """Checks the scope a view names for the request's method in `required_scopes`: a staff
+    session needs the model permissions behind it, a key the scope itself."""
 
     def has_permission(self, request, view) -> bool:
+        method = SAFE_ALIASES.get(request.method, request.method)
+        scope = getattr(view, "required_scopes", {}).get(method)
         if is_staff(request.user):
+            if scope is None:
+                return method == "OPTIONS"
+            if missing := missing_permissions(request.user, scope):
+                raise lacks_permissions(missing)
             return True
         key = request.auth
         if not isinstance(key, AgentKey):
             self.message = "Log in as staff or send an agent key with this scope."
             return False
-        method = SAFE_ALIASES.get(request.method, request.method)
-        scope = getattr(view, "required_scopes", {}).get(method)
         if scope is None:
             return method == "OPTIONS"
         if not key.has_scope(scope):

@@ -23,7 +23,7 @@ from rest_framework import exceptions
 from core.api import authorization, describe
 from core.authentication import key_with_scope
 from core.events import published_counts
-from core.permissions import is_staff
+from core.permissions import is_staff, lacks_permissions, missing_permissions
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 SCOPE = "metrics:read"
@@ -66,8 +66,13 @@ def _allowed_address(address: str) -> bool:
 
 
 def _check_access(request: HttpRequest) -> None:
-    if not (_allowed_address(request.META.get("REMOTE_ADDR", "")) or is_staff(request.user)):
-        key_with_scope(authorization(request), SCOPE)
+    if _allowed_address(request.META.get("REMOTE_ADDR", "")):
+        return
+    if is_staff(request.user):
+        if missing := missing_permissions(request.user, SCOPE):
+            raise lacks_permissions(missing)
+        return
+    key_with_scope(authorization(request), SCOPE)
 
 
 @require_GET

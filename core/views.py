@@ -3,9 +3,12 @@ frame of the staff pages."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -61,6 +64,22 @@ def health(request: HttpRequest) -> JsonResponse:
         "worker_and_beat": _background(redis["status"] == "ok"),
     }
     return JsonResponse(body, status=200 if healthy else 503)
+
+
+def staff_only(*permissions: str):
+    """A page for staff holding every one of `permissions`: others are sent to the login page, as
+    by the admin; a staff member without them gets a 403."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def checked(request, *args, **kwargs):
+            if not request.user.has_perms(permissions):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return staff_member_required(checked)
+
+    return decorate
 
 
 def staff_page(request: HttpRequest, template: str, **context) -> HttpResponse:

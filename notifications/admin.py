@@ -1,29 +1,93 @@
+from urllib.parse import urlsplit
+
+from django import forms
 from django.contrib import admin, messages
 
 from notifications.forwarding import start_forwarding
-from notifications.models import Delivery, Notification, NotificationChannel
+from notifications.models import Delivery, Notification, NotificationChannel, new_secret
 from notifications.services import notify, retry_failed
+
+EMAIL = NotificationChannel.Kind.EMAIL
+
+
+def shown_target(channel: NotificationChannel) -> str:
+    """The target as the admin shows it: a webhook's URL without its path, query and user (where
+    Slack's and others' tokens are), e-mail addresses in full."""
+    if channel.kind == EMAIL:
+        return channel.target
+    url = urlsplit(channel.target)
+    return f"{url.scheme}://{url.netloc.rpartition('@')[2]}/…"
+
+
+class ChannelForm(forms.ModelForm):
+    """A webhook's URL and every signing secret are write-only: the form shows neither (an empty
+    URL keeps the current one), and a new secret is generated on request, shown once."""
+
+    regenerate_secret = forms.BooleanField(
+        required=False, label="Generate a new signing secret", help_text="Shown once, after saving; the old one stops working."
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "target", "topics", "forwards", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "target" in self.fields and self.instance.pk and self.instance.kind != EMAIL:  # not for view-only staff
+            self.initial["target"] = ""
+            self.fields["target"].required = False
+            self.fields["target"].help_text = "Write-only: leave empty to keep the current URL, or give a new one."
+
+    def clean_target(self) -> str:
+        return self.cleaned_data["target"] or (self.instance.target if self.instance.pk else "")
 
 
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "target", "topic_list", "forward_list", "enabled"]
+    form = ChannelForm
+    list_display = ["name", "kind", "target_shown", "topic_list", "forward_list", "enabled"]
     list_filter = ["kind", "enabled"]
+    readonly_fields = ["target_shown", "secret_shown"]
     actions = ["send_test"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "kind", "target", "topics", "forwards", "enabled"]
+        shown = ["name", "kind", "target_shown", "topics", "forwards", "enabled", "secret_shown"]
+        if self.has_change_permission(request, obj):
+            return [*shown, "target", "regenerate_secret"]
+        return shown
+
+    @admin.display(description="target")
+    def target_shown(self, channel: NotificationChannel) -> str:
+        return shown_target(channel)
+
+    @admin.display(description="signing secret")
+    def secret_shown(self, channel: NotificationChannel) -> str:
+        return "set (write-only: generate a new one to learn it)" if channel.secret else "none"
 
     @admin.display(description="notifications")
     def topic_list(self, channel: NotificationChannel) -> str:
         return ", ".join(channel.topics) or "every one"
 
     def save_model(self, request, obj, form, change):
+        regenerated = form.cleaned_data.get("regenerate_secret")
+        if regenerated:
+            obj.secret = new_secret()
         super().save_model(request, obj, form, change)
         start_forwarding(obj)
+        if obj.kind != EMAIL and (regenerated or not change):
+            self.message_user(
+                request,
+                f"The signing secret of {obj} is: {obj.secret}. It is shown this once: give it to the receiver now.",
+                messages.WARNING,
+            )
 
     @admin.display(description="forwarded records")
     def forward_list(self, channel: NotificationChannel) -> str:
         return ", ".join(channel.forwards) or "none"
 
-    @admin.action(description="Send a test notification")
+    @admin.action(description="Send a test notification", permissions=["change"])
     def send_test(self, request, queryset):
         """Queued to a worker like any notification, not sent in this request: a receiver that
         never answers must not hold a web process. Its outcome is in the delivery log."""

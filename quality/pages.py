@@ -1,24 +1,25 @@
-"""The analytics page (/analytics/, staff): charts of the filtered runs, usage and feedback, and
-their export as CSV, JSON or an XLSX workbook."""
+"""The analytics page (/analytics/, for staff who may view runs, usage and feedback): charts of
+the filtered runs, usage and feedback, and their export as CSV, JSON or an XLSX workbook."""
 
 from __future__ import annotations
 
 import tempfile
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from core import exports
-from core.views import staff_page
+from core.views import staff_only, staff_page
 from quality.analytics import figures, period_of
 from quality.exports import KINDS
 
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
+# The page and its exports show runs, LLM usage and feedback.
+PERMISSIONS = ("runs.view_run", "quality.view_llmusage", "quality.view_feedbackentry")
 
 
 @require_GET
-@staff_member_required
+@staff_only(*PERMISSIONS)
 def analytics_page(request):
     period = period_of(request.GET)
     agents = period.run_days().values_list("agent_name", flat=True).distinct().order_by("agent_name")[:200]
@@ -33,7 +34,7 @@ def analytics_page(request):
 
 
 @require_GET
-@staff_member_required
+@staff_only(*PERMISSIONS)
 def analytics_export(request, fmt: str):
     """The filtered runs as CSV or JSON (streamed); as XLSX, a workbook with the runs, the LLM
     usage and the feedback on three sheets."""

@@ -91,12 +91,12 @@ class RunAdmin(admin.ModelAdmin):
             runs_changed.send(Run, moments=list(queryset.datetimes("created_at", "day")))
             super().delete_queryset(request, queryset)
 
-    @admin.action(description="Mark selected running runs as cancelled")
+    @admin.action(description="Mark selected running runs as cancelled", permissions=["change"])
     def mark_cancelled(self, request, queryset):
         count = services.end_running(queryset, RunStatus.CANCELLED, f"Cancelled in the admin by {request.user.get_username()}")
         self.message_user(request, f"Cancelled {count} running run(s); the others had ended already.", messages.SUCCESS)
 
-    @admin.action(description="Edit a field of the selected runs")
+    @admin.action(description="Edit a field of the selected runs", permissions=["change"])
     def bulk_edit(self, request, queryset):
         """A form and a preview first; on "apply", each run is updated as PATCH updates it (its
         lifecycle event published, its duration derived)."""
@@ -121,11 +121,11 @@ class RunAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/runs/run/bulk_edit.html", context)
 
-    @admin.action(description="Export selected runs as CSV")
+    @admin.action(description="Export selected runs as CSV", permissions=["view"])
     def export_csv(self, request, queryset):
         return _download(exports.csv_lines(RUNS.columns, exports.rows(RUNS, queryset)), "text/csv", "csv")
 
-    @admin.action(description="Export selected runs as JSON")
+    @admin.action(description="Export selected runs as JSON", permissions=["view"])
     def export_json(self, request, queryset):
         return _download(exports.json_chunks(exports.rows(RUNS, queryset)), "application/json", "json")
 

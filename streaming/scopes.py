@@ -4,3 +4,8 @@ SCOPES = {
     "streams:admin": "trim and delete event streams",
 }
 ADMINISTRATIVE = {"streams:admin"}
+PERMISSIONS = {
+    "streams:read": ("streaming.view_eventstream",),
+    "streams:write": ("streaming.add_eventstream",),
+    "streams:admin": ("streaming.trim_eventstream",),
+}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,7 +17,8 @@ from approvals import selectors as approvals
 from core import events
 from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
-from core.views import staff_page
+from core.scopes import permissions_for
+from core.views import staff_only, staff_page
 from streaming.feed import may_read, private_to
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
@@ -123,9 +123,10 @@ async def consume(request: HttpRequest, key) -> dict:
     return {"events": readable(key, found), "after": positions}
 
 
-@staff_member_required
+@staff_only(*permissions_for("streams:read"))
 def live_page(request: HttpRequest):
-    """/live/: agents, events and pending approvals as they happen (static/streaming/live.js)."""
+    """/live/: agents, events and pending approvals as they happen (static/streaming/live.js); for
+    staff who may read the streams, as the feed it reads (/ws/live/) checks again."""
     return staff_page(
         request,
         "streaming/live.html",

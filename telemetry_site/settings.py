@@ -10,14 +10,14 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from operations.embedded_redis import configured_port
+from operations.embedded_redis import default_url, write_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")  # optional, never committed
 
 VAR_DIR = Path(env.str("TELEMETRY_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # the key, the database, Redis's password and data
 
 DEBUG = env.bool("DEBUG", default=True)
 
@@ -32,8 +32,7 @@ def _secret_key() -> str:
         raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG is false.")
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
+        write_private(key_file, secrets.token_urlsafe(50))
     return key_file.read_text().strip()
 
 
@@ -111,6 +110,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
     }
+    # Made here, for its owner only: SQLite would make it readable by all, and gives its -wal and
+    # -shm files the database file's mode.
+    sqlite_file = Path(DATABASES["default"]["NAME"])
+    if DATABASES["default"]["NAME"] != ":memory:" and sqlite_file.parent.is_dir() and not sqlite_file.exists():
+        write_private(sqlite_file, "")
 elif env.bool("DATABASE_POOL", default=True):
     # Under ASGI each request runs in a fresh thread: without a pool every request would open a
     # new PostgreSQL connection. Django's psycopg pool hands connections over instead.
@@ -124,7 +128,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SILENCED_SYSTEM_CHECKS = ["models.W040"]
 
 # --- Redis: cache, channel layer, Celery broker ------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default=f"redis://127.0.0.1:{configured_port()}/0")
+REDIS_URL = env.str("REDIS_URL", default="") or default_url(VAR_DIR)
 # Connections each web process may open to Redis: for quick commands (a burst beyond waits for
 # one), and for blocking reads (one per streams consume held open; see core.redis).
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)

@@ -10,12 +10,13 @@ import time
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
 from core.models import AgentKey
 from core.redis import get_redis
-from core.scopes import agent_default
+from core.scopes import agent_default, known, permissions_for
 from tests.services import ROOT, asgi_server, production_env
 
 
@@ -163,9 +164,25 @@ def anonymous() -> APIClient:
     return APIClient()
 
 
+def make_operator(django_user_model, username: str, password: str = "pw"):  # noqa: S107 - the test users' one
+    """A staff user with every view permission (and no other): sees every page, changes nothing."""
+    user = django_user_model.objects.create_user(username, password=password, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    return user
+
+
+def api_permissions() -> list[Permission]:
+    """The model permissions behind every API scope (core.scopes.permissions_for)."""
+    wanted = {perm for scope in known() for perm in permissions_for(scope)}
+    found = Permission.objects.select_related("content_type")
+    return [perm for perm in found if f"{perm.content_type.app_label}.{perm.codename}" in wanted]
+
+
 @pytest.fixture
 def staff(db, django_user_model) -> APIClient:
+    """A staff session with the permissions behind every API scope (not the one to decide approvals)."""
     user = django_user_model.objects.create_user("reviewer", password="x", is_staff=True)
+    user.user_permissions.set(api_permissions())
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
     return client

@@ -52,7 +52,7 @@ from coordination import heartbeats, signals
 from core import events
 from core.models import AgentKey
 from core.redis import get_redis
-from core.scopes import agent_default
+from core.scopes import agent_default, known, permissions_for
 from notifications.models import Delivery, NotificationChannel
 from quality.models import ModelPrice
 from runs.models import Run
@@ -60,10 +60,12 @@ from streaming.routing import websocket_urlpatterns
 from telemetry_site.asgi import application
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run, otlp_json, run_payload
-from tests.services import ROOT, asgi_server, celery_processes
+from tests.services import ROOT, asgi_server, celery_processes, http_receiver
 from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
 
-PERSONAS = ["anonymous", "key_a", "key_b", "reader", "staff", "approver", "superuser"]
+# The operator is staff with every view permission and no other; the reviewer, staff who may see and
+# decide approval requests and nothing else (docs/operations.md, "Who may do what").
+PERSONAS = ["anonymous", "key_a", "key_b", "reader", "operator", "reviewer", "superuser"]
 READ_SCOPES = ["runs:read", "coordination:read", "approvals:read", "streams:read"]
 MARKER = "for-alpha-eyes-only"  # in alpha's approval requests and signals: key B must never see it
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -140,14 +142,14 @@ def world(db, django_user_model) -> SimpleNamespace:
         model="claude-sonnet-4", defaults={"tier": "capable", "input_per_mtok": 3, "output_per_mtok": 15}
     )
 
-    staff = django_user_model.objects.create_user("operator", is_staff=True)
-    staff.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
-    approver = django_user_model.objects.create_user("approver", is_staff=True)
-    approver.user_permissions.set(Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
+    operator = django_user_model.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    reviewer = django_user_model.objects.create_user("reviewer", is_staff=True)
+    reviewer.user_permissions.set(Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
     superuser = django_user_model.objects.create_superuser("root", password=None)
     return SimpleNamespace(
         keys={"key_a": raw_a, "key_b": raw_b, "reader": raw_reader},
-        users={"staff": staff, "approver": approver, "superuser": superuser},
+        users={"operator": operator, "reviewer": reviewer, "superuser": superuser},
         run=Run.objects.get(event_id=run["event_id"]),
         approvals=asked,
         link=signing.dumps(asked["link"].request_id, salt=approvals.LINK_SALT),
@@ -220,57 +222,57 @@ def new_id() -> str:
 # failed), items403 (a batch answered, every item refused as another agent's), leak (key B's
 # reply shows alpha's approval context or signal payload); for the websocket, ok (it said ready)
 # or the code it closed with.
-#       anonymous  key A  key B  read-only key  staff  approver  superuser
+#       anonymous  key A  key B  read-only key  operator  reviewer  superuser
 MATRIX = {
     "health": {"GET": ("ok ok ok ok ok ok ok", {})},
-    "metrics": {"GET": ("401 403 403 403 ok ok ok", {})},  # keys need metrics:read
+    "metrics": {"GET": ("401 403 403 403 ok 403 ok", {})},  # keys need metrics:read
     "v1/traces": {"POST": ("401 ok items403 403 401 401 401", lambda w: one_good_span(uuid.uuid4().hex))},  # keys only
-    "live/": {"GET": ("login login login login ok ok ok", {})},
-    "analytics/": {"GET": ("login login login login ok ok ok", {})},
-    "analytics/export.<fmt>": {"GET": ("login login login login ok ok ok", {})},
-    "traces/": {"GET": ("login login login login ok ok ok", {})},
-    "traces/<trace_id>/": {"GET": ("login login login login ok ok ok", {})},
+    "live/": {"GET": ("login login login login ok 403 ok", {})},
+    "analytics/": {"GET": ("login login login login ok 403 ok", {})},
+    "analytics/export.<fmt>": {"GET": ("login login login login ok 403 ok", {})},
+    "traces/": {"GET": ("login login login login ok 403 ok", {})},
+    "traces/<trace_id>/": {"GET": ("login login login login ok 403 ok", {})},
     "approvals/open/<token>/": {"GET": ("login login login login ok ok ok", {})},
     "api/v1/runs": {
-        "GET": ("401 ok ok ok ok ok ok", {"agent_name": "alpha"}),
-        "POST": ("401 ok 403 403 ok ok ok", lambda w: run_payload("alpha")),
+        "GET": ("401 ok ok ok ok 403 ok", {"agent_name": "alpha"}),
+        "POST": ("401 ok 403 403 403 403 ok", lambda w: run_payload("alpha")),
     },
-    "api/v1/runs/batch": {"POST": ("401 ok items403 403 ok ok ok", lambda w: [run_payload("alpha")])},
+    "api/v1/runs/batch": {"POST": ("401 ok items403 403 403 403 ok", lambda w: [run_payload("alpha")])},
     "api/v1/runs/<event_id>": {
-        "GET": ("401 ok ok ok ok ok ok", {}),
-        "PATCH": ("401 ok 403 403 ok ok ok", {"items_succeeded": 3}),
+        "GET": ("401 ok ok ok ok 403 ok", {}),
+        "PATCH": ("401 ok 403 403 403 403 ok", {"items_succeeded": 3}),
     },
     "api/v1/runs/<event_id>/associate-commit": {
-        "POST": ("401 ok 403 403 ok ok ok", {"commit_hash": "abcdef1", "commit_source": "manual"}),
+        "POST": ("401 ok 403 403 403 403 ok", {"commit_hash": "abcdef1", "commit_source": "manual"}),
     },
     "api/v1/runs/<event_id>/events": {
-        "GET": ("401 ok ok ok ok ok ok", {}),
-        "POST": ("401 ok 403 403 ok ok ok", {"event_type": "step", "payload": {"n": 2}}),
+        "GET": ("401 ok ok ok ok 403 ok", {}),
+        "POST": ("401 ok 403 403 403 403 ok", {"event_type": "step", "payload": {"n": 2}}),
     },
     "api/v1/events/batch": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: [{"run_event_id": w.run.event_id, "event_type": "step", "event_id": new_id()}],
         ),
     },
-    "api/v1/ingest": {"POST": ("401 ok items403 403 ok ok ok", lambda w: [{"kind": "run", **run_payload("alpha")}])},
+    "api/v1/ingest": {"POST": ("401 ok items403 403 403 403 ok", lambda w: [{"kind": "run", **run_payload("alpha")}])},
     "api/v1/llm-usage": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {"agent_name": "alpha", "model": "claude-sonnet-4", "event_id": new_id()},
         ),
     },
     "api/v1/metrics": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {"agent_name": "alpha", "name": "pages_total", "metric_type": "counter", "value": 1, "event_id": new_id()},
         ),
     },
-    "api/v1/metrics/query": {"GET": ("401 ok ok ok ok ok ok", {"name": "pages_total"})},
-    "api/v1/traces/<trace_id>": {"GET": ("401 ok ok ok ok ok ok", {})},
+    "api/v1/metrics/query": {"GET": ("401 ok ok ok ok 403 ok", {"name": "pages_total"})},
+    "api/v1/traces/<trace_id>": {"GET": ("401 ok ok ok ok 403 ok", {})},
     "api/v1/feedback": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {
                 "agent_name": "alpha",
                 "workflow_name": "docs",
@@ -281,51 +283,51 @@ MATRIX = {
             },
         ),
     },
-    "api/v1/feedback/stats": {"GET": ("401 ok ok ok ok ok ok", {"workflow_name": "docs", "stage_name": "draft"})},
+    "api/v1/feedback/stats": {"GET": ("401 ok ok ok ok 403 ok", {"workflow_name": "docs", "stage_name": "draft"})},
     "api/v1/feedback/recommendation": {
-        "GET": ("401 ok ok ok ok ok ok", {"workflow_name": "docs", "stage_name": "draft", "current_tier": "cheap"}),
+        "GET": ("401 ok ok ok ok 403 ok", {"workflow_name": "docs", "stage_name": "draft", "current_tier": "cheap"}),
     },
     "api/v1/feedback/templates": {
         "POST": (
-            "401 ok items403 403 ok ok ok",
+            "401 ok items403 403 403 403 ok",
             lambda w: {"agent_name": "alpha", "template_id": "faq-7", "good": True, "event_id": new_id()},
         ),
     },
-    "api/v1/feedback/templates/confidence": {"GET": ("401 ok ok ok ok ok ok", {"template_id": "faq-7"})},
-    "api/v1/reports/<name>": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/agents/active": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/agents/stale": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/agents/<agent_id>/heartbeat/start": {"POST": ("401 ok 403 403 ok ok ok", {"display_name": "Alpha"})},
-    "api/v1/agents/<agent_id>/heartbeat": {"POST": ("401 ok 403 403 ok ok ok", {"status": "running", "progress": 0.5})},
-    "api/v1/agents/<agent_id>/heartbeat/stop": {"POST": ("401 ok 403 403 ok ok ok", {"final_status": "completed"})},
-    "api/v1/agents/<agent_id>": {"GET": ("401 ok ok ok ok ok ok", {})},  # agents' states are no secret
+    "api/v1/feedback/templates/confidence": {"GET": ("401 ok ok ok ok 403 ok", {"template_id": "faq-7"})},
+    "api/v1/reports/<name>": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/agents/active": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/agents/stale": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/agents/<agent_id>/heartbeat/start": {"POST": ("401 ok 403 403 403 403 ok", {"display_name": "Alpha"})},
+    "api/v1/agents/<agent_id>/heartbeat": {"POST": ("401 ok 403 403 403 403 ok", {"status": "running", "progress": 0.5})},
+    "api/v1/agents/<agent_id>/heartbeat/stop": {"POST": ("401 ok 403 403 403 403 ok", {"final_status": "completed"})},
+    "api/v1/agents/<agent_id>": {"GET": ("401 ok ok ok ok 403 ok", {})},  # agents' states are no secret
     "api/v1/signals": {
-        "GET": ("401 ok 403 ok ok ok ok", {"agent_id": "alpha"}),
-        "POST": ("401 ok 403 403 ok ok ok", {"signal_type": "ping", "source_agent": "alpha", "target_agent": "beta"}),
-        "DELETE": ("401 ok 403 403 ok ok ok", {"agent_id": "alpha"}),
+        "GET": ("401 ok 403 ok ok 403 ok", {"agent_id": "alpha"}),
+        "POST": ("401 ok 403 403 403 403 ok", {"signal_type": "ping", "source_agent": "alpha", "target_agent": "beta"}),
+        "DELETE": ("401 ok 403 403 403 403 ok", {"agent_id": "alpha"}),
     },
-    "api/v1/signals/receive": {"POST": ("401 ok 403 403 ok ok ok", {"agent_id": "alpha", "consume": False})},
+    "api/v1/signals/receive": {"POST": ("401 ok 403 403 403 403 ok", {"agent_id": "alpha", "consume": False})},
     "api/v1/approvals": {
         "GET": ("401 ok ok ok ok ok ok", {"agent_id": "alpha"}),  # key B gets its own (none), no leak
-        "POST": ("401 ok 403 403 ok ok ok", {"approval_type": "deploy", "agent_id": "alpha"}),
+        "POST": ("401 ok 403 403 403 403 ok", {"approval_type": "deploy", "agent_id": "alpha"}),
     },
-    "api/v1/approvals/clear-expired": {"POST": ("401 ok ok 403 ok ok ok", {})},  # a key clears its agents' only
+    "api/v1/approvals/clear-expired": {"POST": ("401 ok ok 403 403 403 ok", {})},  # a key clears its agents' only
     "api/v1/approvals/<request_id>": {"GET": ("401 ok 404 ok ok ok ok", {})},
-    "api/v1/approvals/<request_id>/wait": {"POST": ("401 ok 404 403 ok ok ok", {"timeout": 0})},
-    "api/v1/approvals/<request_id>/cancel": {"POST": ("401 ok 404 403 ok ok ok", {})},
+    "api/v1/approvals/<request_id>/wait": {"POST": ("401 ok 404 403 403 403 ok", {"timeout": 0})},
+    "api/v1/approvals/<request_id>/cancel": {"POST": ("401 ok 404 403 403 403 ok", {})},
     "api/v1/approvals/<request_id>/decide": {"POST": ("401 403 403 403 403 ok ok", {"approved": True, "reason": "fine"})},
-    "api/v1/streams": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/streams/consume": {"GET": ("401 ok ok ok ok ok ok", {"types": STREAM, "after": "0"})},
+    "api/v1/streams": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/streams/consume": {"GET": ("401 ok ok ok ok 403 ok", {"types": STREAM, "after": "0"})},
     "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})$": {
-        "GET": ("401 ok ok ok ok ok ok", {}),
-        "POST": ("401 ok ok 403 ok ok ok", {"data": {"n": 2}}),
-        "DELETE": ("401 403 403 403 ok ok ok", {}),  # streams:admin
+        "GET": ("401 ok ok ok ok 403 ok", {}),
+        "POST": ("401 ok ok 403 403 403 ok", {"data": {"n": 2}}),
+        "DELETE": ("401 403 403 403 403 403 ok", {}),  # streams:admin
     },
-    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/info$": {"GET": ("401 ok ok ok ok ok ok", {})},
-    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/trim$": {"POST": ("401 403 403 403 ok ok ok", {"max_length": 100})},
+    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/info$": {"GET": ("401 ok ok ok ok 403 ok", {})},
+    "api/v1/^streams/(?P<event_type>[A-Za-z0-9_.:-]{1,100})/trim$": {"POST": ("401 403 403 403 403 403 ok", {"max_length": 100})},
     "api/schema/": {"GET": ("ok ok ok ok ok ok ok", {})},
     "api/docs/": {"GET": ("ok ok ok ok ok ok ok", {})},
-    "ws/live/": {"GET": ("4401 ok ok ok ok ok ok", {})},
+    "ws/live/": {"GET": ("4401 ok ok ok ok 4403 ok", {})},
     # The admin, besides each model's own pages (ADMIN_MODELS below).
     "admin/": {"GET": ("login login login login ok ok ok", {}), "POST": ("login login login login ok ok ok", {})},
     "admin/login/": {"GET": ("ok ok ok ok index index index", {}), "POST": ("ok ok ok ok ok ok ok", {})},
@@ -367,7 +369,7 @@ MATRIX = {
 }
 
 # What the superuser may do to each model in the admin besides looking. The operator (staff with
-# every view permission) may only look; the approver sees approval requests only.
+# every view permission) may only look; the reviewer sees approval requests only.
 ADMIN_MODELS = {
     "auth.group": {"add", "change", "delete"},
     "auth.user": {"add", "change", "delete"},
@@ -392,8 +394,8 @@ ADMIN_MODELS = {
 }
 
 
-def admin_row(staff: str, approver: str, superuser: str) -> str:
-    return f"login login login login {staff} {approver} {superuser}"
+def admin_row(operator: str, reviewer: str, superuser: str) -> str:
+    return f"login login login login {operator} {reviewer} {superuser}"
 
 
 def admin_model_rows() -> dict[str, dict[str, tuple]]:
@@ -561,7 +563,10 @@ def test_the_live_feed_refuses_bad_keys_keys_without_the_scope_sessions_of_non_s
     revoked, revoked_raw = make_key("old", scopes=["streams:read"])
     revoked.revoked = True
     revoked.save()
-    staff = session_cookie(django_user_model.objects.create_user("operator", is_staff=True))
+    operator = django_user_model.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename="view_eventstream"))
+    staff = session_cookie(operator)
+    unpermitted = session_cookie(django_user_model.objects.create_user("reviewer", is_staff=True))
     visitor = session_cookie(django_user_model.objects.create_user("visitor"))
     prefix, _, secret = good.partition(".")
     cases = {
@@ -571,6 +576,7 @@ def test_the_live_feed_refuses_bad_keys_keys_without_the_scope_sessions_of_non_s
         "a revoked key": key_header(revoked_raw),
         "a key without streams:read": key_header(writer),
         "a session of a user who is not staff": [visitor, OWN_ORIGIN],
+        "a staff session without the permission to read the streams": [unpermitted, OWN_ORIGIN],
         "a staff session from a cross-site page": [staff, CROSS_SITE],
         "a staff session from a sandboxed page": [staff, (b"origin", b"null")],
         "a key from a cross-site page": [*key_header(good), CROSS_SITE],
@@ -585,6 +591,7 @@ def test_the_live_feed_refuses_bad_keys_keys_without_the_scope_sessions_of_non_s
         "a revoked key": "4401",
         "a key without streams:read": "4403",
         "a session of a user who is not staff": "4403",
+        "a staff session without the permission to read the streams": "4403",
         "a staff session from a cross-site page": "refused",
         "a staff session from a sandboxed page": "refused",
         "a key from a cross-site page": "refused",
@@ -928,3 +935,158 @@ def test_admin_actions_with_the_csrf_token_do_their_work(world):
     assert statuses == {"ask": "approved", "cancel": "rejected", "decide": "approved", "link": "pending"}
     assert Delivery.objects.get().status == "pending"  # sent again
     assert Alert.objects.get(pk=alert.pk).closed_at is not None  # alpha is beating
+
+
+# --- model permissions, not is_staff -------------------------------------------------------------
+
+# The admin actions each staff persona is offered, as "app_label.model action"; it is refused every other.
+ADMIN_ACTIONS = {
+    "operator": {"runs.run export_csv", "runs.run export_json"},  # downloads: looking only
+    "reviewer": {"approvals.approvalrequest approve_selected", "approvals.approvalrequest reject_selected"},
+}
+
+
+def test_every_scope_needs_model_permissions_that_exist(db):
+    existing = {f"{p.content_type.app_label}.{p.codename}" for p in Permission.objects.select_related("content_type")}
+    for scope in known():
+        assert permissions_for(scope), scope
+        assert set(permissions_for(scope)) <= existing, scope
+
+
+def test_every_admin_action_declares_the_permission_it_needs():
+    for model, model_admin in admin.site._registry.items():
+        for func, name, _ in model_admin._get_base_actions():
+            assert getattr(func, "allowed_permissions", ()), f"{model._meta.label_lower} {name}: give it permissions=[...]"
+
+
+@pytest.mark.parametrize("persona", ["operator", "reviewer"])
+def test_staff_personas_are_offered_only_the_admin_actions_their_permissions_grant_and_the_rest_change_nothing(
+    persona, world, mailoutbox
+):
+    user = world.users[persona]
+    offered = {f"{model._meta.label_lower} {action}" for model, action in admin_actions(user)}
+    assert offered == ADMIN_ACTIONS[persona]
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    browser.get("/admin/")
+    token = {"csrfmiddlewaretoken": browser.cookies["csrftoken"].value}
+    before = database_text()
+    for model, action in admin_actions(world.users["superuser"]):
+        if f"{model._meta.label_lower} {action}" in offered:
+            continue
+        selected = {"action": action, "_selected_action": [str(admin_object(model).pk)], "post": "yes", **token}
+        extra = {"apply": "1", "field": "status", "value": "cancelled"}  # bulk_edit's form, filled in
+        response = browser.post(changelist(model), {**selected, **extra})
+        # 403: the changelist is closed to this persona; 302: back to it, "No action selected"; 200:
+        # the changelist drawn again (this persona has no action there at all).
+        if response.status_code == 302:
+            assert response["Location"] == changelist(model), (model, action)
+        elif response.status_code == 200:
+            assert "admin/change_list.html" in [t.name for t in response.templates], (model, action)
+        else:
+            assert response.status_code == 403, (model, action, response.status_code)
+    assert database_text() == before, "an action refused to this persona changed something"
+    assert mailoutbox == [], "a test notification was sent"
+
+
+REVIEWER_PERMISSIONS = ["view_approvalrequest", "decide_approvalrequest"]
+HOOK_TOKEN = "T0001/B0001/hook-token-s3cr3t"  # a Slack webhook's URL holds its token in the path
+
+
+def test_on_the_real_server_a_reviewer_and_a_view_only_operator_write_nothing_and_nobody_sees_a_channels_secrets(
+    server_env, django_user_model
+):
+    """Logged in with their passwords (CSRF token sent), a reviewer and an operator with every view
+    permission try the API's writes as any agent, the runs admin's cancel and bulk edit, a test
+    notification and the staff pages: each is refused and nothing stored changes (no run, stream,
+    heartbeat, signal, approval request or channel; nothing reaches the webhook). Neither they nor
+    the superuser see a channel's signing secret or its webhook's token after it was created; the
+    reviewer still decides."""
+    run = make_run("alpha")
+    asked = approvals.create("alpha", "deploy", {}, 600)
+    events.publish_now([events.Event(STREAM, {"n": n}) for n in range(3)])
+    reviewer = django_user_model.objects.create_user("reviewer", password="pw", is_staff=True)
+    reviewer.user_permissions.set(Permission.objects.filter(codename__in=REVIEWER_PERMISSIONS))
+    operator = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    django_user_model.objects.create_superuser("root", password="pw")
+    with http_receiver() as (hook, received), asgi_server({**server_env, **PLAIN_HTTP_COOKIES}) as base:
+        channel = NotificationChannel.objects.create(name="slack", kind="slack", target=f"{hook}/{HOOK_TOKEN}")
+        browsers = {name: httpx.Client(base_url=base) for name in ("reviewer", "operator", "root")}
+        for name, browser in browsers.items():
+            log_in(browser, name, "pw")
+        before = [line for line in database_text().splitlines() if not line.startswith("django_session:")]
+        api_seen, seen, pages = {}, {}, {}
+        for name in ("reviewer", "operator"):
+            browser = browsers[name]
+            csrf = browser.cookies["csrftoken"]
+            api = {"headers": {"X-CSRFToken": csrf}}
+            attempts = {
+                "patch a run": browser.patch(f"/api/v1/runs/{run.event_id}", json={"items_failed": 9}, **api),
+                "record a run as alpha": browser.post("/api/v1/runs", json=run_payload("alpha"), **api),
+                "beat as alpha": browser.post("/api/v1/agents/alpha/heartbeat", json={}, **api),
+                "signal as alpha": browser.post("/api/v1/signals", json={"signal_type": "go", "source_agent": "alpha"}, **api),
+                "trim a stream": browser.post(f"/api/v1/streams/{STREAM}/trim", json={"max_length": 1}, **api),
+                "delete a stream": browser.delete(f"/api/v1/streams/{STREAM}", **api),
+                "ask as alpha": browser.post("/api/v1/approvals", json={"approval_type": "x", "agent_id": "alpha"}, **api),
+                "cancel alpha's request": browser.post(f"/api/v1/approvals/{asked.request_id}/cancel", **api),
+            }
+            api_seen[name] = {case: f"{r.status_code} {r.json()['error']['code']}" for case, r in attempts.items()}
+            picked = {"_selected_action": [str(run.pk)], "csrfmiddlewaretoken": csrf}
+            admin_attempts = {
+                "cancel runs": browser.post("/admin/runs/run/", data={**picked, "action": "mark_cancelled"}),
+                "bulk edit runs": browser.post(
+                    "/admin/runs/run/", data={**picked, "action": "bulk_edit", "apply": "1", "field": "status", "value": "failed"}
+                ),
+                "send a test": browser.post(
+                    "/admin/notifications/notificationchannel/",
+                    data={"_selected_action": [str(channel.pk)], "csrfmiddlewaretoken": csrf, "action": "send_test"},
+                ),
+            }
+            seen[name] = {case: str(r.status_code) for case, r in admin_attempts.items()}
+        for name in ("operator", "root"):
+            pages[name] = [
+                browsers[name].get(f"/admin/notifications/notificationchannel/{path}").text
+                for path in ("", f"{channel.pk}/change/")
+            ]
+        after = [line for line in database_text().splitlines() if not line.startswith("django_session:")]
+        redis_after = {
+            "stream": events.info(STREAM)["length"],
+            "heartbeat": async_to_sync(heartbeats.status)("alpha"),
+            "signals": async_to_sync(signals.pending)("alpha", ""),
+        }
+        for name in ("reviewer", "operator"):  # after: the analytics page brings the day's figures up to date
+            seen[name] |= {path: str(browsers[name].get(path).status_code) for path in ("/analytics/", "/traces/", "/live/")}
+        decided = browsers["reviewer"].post(
+            f"/api/v1/approvals/{asked.request_id}/decide",
+            json={"approved": True},
+            headers={"X-CSRFToken": browsers["reviewer"].cookies["csrftoken"]},
+        )
+        for browser in browsers.values():
+            browser.close()
+    for name in ("reviewer", "operator"):
+        assert api_seen[name] == dict.fromkeys(api_seen[name], "403 missing_permission"), name
+    assert seen["reviewer"] == {
+        "cancel runs": "403",  # the runs' changelist is closed to the reviewer
+        "bulk edit runs": "403",
+        "send a test": "403",
+        "/analytics/": "403",
+        "/traces/": "403",
+        "/live/": "403",
+    }
+    assert seen["operator"] == {
+        "cancel runs": "302",  # back to the changelist: "No action selected"
+        "bulk edit runs": "302",
+        "send a test": "200",  # the changelist drawn again: the operator has no action there
+        "/analytics/": "200",
+        "/traces/": "200",
+        "/live/": "200",
+    }
+    assert after == before, "a refused request changed the database"
+    assert redis_after == {"stream": 3, "heartbeat": None, "signals": []}
+    assert received == [], "a test notification reached the webhook"
+    for name, texts in pages.items():
+        for text in texts:
+            assert "hook-token-s3cr3t" not in text and channel.secret not in text, name
+            assert "slack" in text
+    assert decided.status_code == 200 and decided.json()["status"] == "approved"

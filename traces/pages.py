@@ -1,17 +1,16 @@
-"""The trace pages (staff): the latest traces, and one trace as a waterfall."""
+"""The trace pages (staff who may view spans): the latest traces, and one trace as a waterfall."""
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404
 from django.views.decorators.http import require_GET
 
-from core.views import staff_page
+from core.views import staff_only, staff_page
 from traces import selectors
 
 
 @require_GET
-@staff_member_required
+@staff_only("traces.view_span")
 def traces_page(request):
     """The latest traces (of one agent with ?agent=)."""
     agent = (request.GET.get("agent") or "").strip()[:200]
@@ -19,7 +18,7 @@ def traces_page(request):
 
 
 @require_GET
-@staff_member_required
+@staff_only("traces.view_span")
 def trace_page(request, trace_id: str):
     """One trace as a waterfall: each span under its parent, as a bar on the trace's timeline."""
     bars = selectors.waterfall(trace_id.lower())

@@ -108,6 +108,7 @@ def test_the_admin_queues_a_test_for_the_worker_and_the_delivery_log_shows_the_r
         queued = Delivery.objects.filter(topic="test")
         assert sorted(queued.values_list("channel__name", "status")) == [("dead", "pending"), ("hook", "pending")]
         send(list(queued.values_list("pk", flat=True)))  # what the worker runs
+        assert url not in page  # the webhook's URL is write-only
     assert json.loads(received[0]["body"])["topic"] == "test"
     outcome = dict(queued.values_list("channel__name", "status"))
     assert outcome == {"hook": "delivered", "dead": "pending"}

@@ -21,7 +21,7 @@ from telemetry_client import SpanContext, SpanKind, Tracer
 
 from quality.models import LlmUsage
 from runs.models import Run
-from tests.conftest import logged_in_page, make_key
+from tests.conftest import logged_in_page, make_key, make_operator
 from tests.runs.factories import otlp_json
 from traces.models import Span
 
@@ -140,7 +140,7 @@ def test_otlp_json_and_its_errors(live_asgi):
 def recorded_trace(live_asgi, client, django_user_model) -> str:
     """A staff user and a trace of three steps, made before the browser starts (its event loop
     keeps the ORM out of this thread)."""
-    django_user_model.objects.create_user("analyst", password="pw", is_staff=True)
+    make_operator(django_user_model, "analyst")
     tracer = Tracer("alpha", client)
     root = tracer.start_trace("session")
     for step in ("plan", "code", "test"):

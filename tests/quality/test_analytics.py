@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 
 from quality.analytics import figures, period_of
 from quality.models import FeedbackEntry, LlmUsage
-from tests.conftest import logged_in_page
+from tests.conftest import logged_in_page, make_operator
 from tests.runs.factories import make_run
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +90,7 @@ def test_the_page_is_for_staff_and_exports_the_filtered_runs(client, admin_clien
 def five_days(live_asgi, django_user_model):
     """Runs on each of the last five days and a staff user; made before the browser starts (its
     event loop keeps the ORM out of this thread)."""
-    django_user_model.objects.create_user("analyst", password="pw", is_staff=True)
+    make_operator(django_user_model, "analyst")
     now = timezone.now()
     for day in range(5):
         for index in range(day + 2):

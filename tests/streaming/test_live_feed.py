@@ -18,7 +18,7 @@ from django.test import Client
 from core import events
 from core.events import parse_stream_id
 from telemetry_site.asgi import application
-from tests.conftest import make_key
+from tests.conftest import make_key, make_operator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,7 +107,7 @@ def test_refused_from_a_foreign_origin_and_bad_query(reader):
 
 
 def test_a_staff_session_from_our_own_origin_gets_published_events(django_user_model):
-    django_user_model.objects.create_user("reviewer", password="x", is_staff=True)
+    make_operator(django_user_model, "reviewer", "x")
     browser = Client()
     browser.login(username="reviewer", password="x")
     cookie = (b"cookie", f"sessionid={browser.cookies['sessionid'].value}".encode())

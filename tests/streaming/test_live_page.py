@@ -7,7 +7,7 @@ import pytest
 
 from core import events
 from operations.embedded_redis import free_port
-from tests.conftest import logged_in_page, make_key
+from tests.conftest import logged_in_page, make_key, make_operator
 from tests.services import asgi_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,7 +21,7 @@ def test_the_live_page_needs_a_staff_login(live_asgi):
 @pytest.fixture
 def reviewer(django_user_model):
     """Made before the browser starts: Playwright's sync API runs an event loop in this thread."""
-    return django_user_model.objects.create_user("reviewer", password="pw", is_staff=True)
+    return make_operator(django_user_model, "reviewer")
 
 
 @pytest.fixture
