@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import ResponseError, WatchError
 
+from core import quotas
 from core.authentication import KeyCheck, StaleKey
 from core.fastpaths.pipelined_redis import Script
 from core.redis import get_async_blocking_redis, get_async_redis, get_pipelined_redis, get_redis
@@ -179,6 +180,9 @@ if key_entry ~= '' and redis.sha1hex(redis.call('GET', key_entry) or '') ~= key_
   return redis.error_reply('{STALE_KEY}')
 end
 local answer = run()
+if type(answer) == 'table' and answer.err then
+  return answer
+end
 local count, cap = tonumber(ARGV[#ARGV - 2]), ARGV[#ARGV - 3]
 local added = 0
 for first = #ARGV - 3 - 4 * count, #ARGV - 4, 4 do
@@ -215,6 +219,8 @@ class EventScript(Script):
         except ResponseError as exc:
             if str(exc) == STALE_KEY:
                 raise StaleKey from None
+            if (bound := quotas.bound_of(exc)) is not None:
+                raise quotas.QuotaExceeded(bound) from None
             raise
 
 
