@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import selectors as approvals
-from core import events
+from core import events, quotas
 from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.views import staff_page
@@ -71,7 +71,15 @@ class Stream(APIView):
         if event_type.startswith(events.RESERVED_PREFIXES):
             raise exceptions.PermissionDenied(f"'{event_type}' is the server's own event type.", code="reserved_event_type")
         body = validate(PublishIn, request.data)
-        (entry_id,) = events.publish_now([events.Event(event_type, body.data, body.source or principal_name(request))])
+        event = events.Event(event_type, body.data, body.source or principal_name(request))
+        key = request.auth
+        if key is None or key.has_scope("streams:admin"):
+            (entry_id,) = events.publish_now([event])
+        else:
+            size = sum(len(value.encode()) for value in event.values())
+            if settings.STREAM_ENTRY_MAX_BYTES and size > settings.STREAM_ENTRY_MAX_BYTES:
+                raise quotas.refused("stream_entry_too_large")
+            entry_id = events.publish_for_key(event, key.prefix, settings.STREAM_NEW_TYPES_PER_KEY)
         return Response({"event_id": entry_id}, status=201)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Delete the stream; `deleted`: whether it existed")
