@@ -42,14 +42,14 @@ async def start(request, key, agent_id: str, body: StartIn, key_check) -> dict:
     """(Re)start the agent's heartbeat: its live state begins afresh; publishes agent.started."""
     ensure_may_beat(key, agent_id)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
-    return (await heartbeats.beat(agent_id, {"status": "running", **fields}, key_check, start=True)).to_dict()
+    return (await heartbeats.beat(agent_id, {"status": "running", **fields}, key_check, start=True, agent_key=key)).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"}, {"POST": BeatIn}, key_checked_in_script=frozenset({"POST"}))
 async def beat(request, key, agent_id: str, body: BeatIn, key_check) -> dict:
     """One heartbeat; an agent's first registers it."""
     ensure_may_beat(key, agent_id)
-    return (await heartbeats.beat(agent_id, body.model_dump(), key_check)).to_dict()
+    return (await heartbeats.beat(agent_id, body.model_dump(), key_check, agent_key=key)).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"}, {"POST": StopIn})
