@@ -40,6 +40,7 @@ from core.models import AgentKey
 from core.parsers import parse_json
 from core.permissions import SAFE_ALIASES, is_staff
 from core.redis import REDIS_DOWN
+from core.throttling import count_request
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
 logger = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def async_endpoint(
                 checked_in_script = request.method in key_checked_in_script
                 known = remembered_principal(request, scope) if checked_in_script else None
                 key, key_check = known or (await authorize(request, scope), None)
+                await count_request(key)
                 if key is None and request.method not in SAFE_METHODS:
                     _check_csrf(request)
                 if request.method in bodies:
@@ -248,7 +250,9 @@ def json_body(request, schema: type[Schema]) -> Schema:
 
 def error_response(exc: exceptions.APIException) -> JsonResponse:
     """The API's error reply from an async view (DRF answers its own views)."""
-    return JsonResponse(describe(exc), status=exc.status_code)
+    wait = getattr(exc, "wait", None)
+    headers = {"Retry-After": str(max(1, round(wait)))} if wait else None
+    return JsonResponse(describe(exc), status=exc.status_code, headers=headers)
 
 
 async def authorize(request, scope: str):
