@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from coordination import heartbeats, signals
 from coordination.models import Agent
 from coordination.schemas import BeatIn, ReceiveIn, SignalIn, StartIn, StopIn
+from core import quotas
 from core.api import async_endpoint
 from core.overload import exempt_from_shedding
 from core.permissions import ensure_key_may_act_as, resolve_agent
@@ -109,5 +110,6 @@ async def signal_receive(request, key, body: ReceiveIn) -> dict:
     (at most LONG_WAIT_MAX_SECONDS; call again to wait longer)."""
     agent_id = resolve_agent(key, body.agent_id, "agent_id")
     timeout = min(body.timeout, settings.LONG_WAIT_MAX_SECONDS)
-    found = await signals.receive(agent_id, body.signal_type, body.source_agent, body.consume, timeout)
+    async with quotas.held(key, timeout):
+        found = await signals.receive(agent_id, body.signal_type, body.source_agent, body.consume, timeout)
     return {"signal": found}

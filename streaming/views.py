@@ -120,7 +120,8 @@ async def consume(request: HttpRequest, key) -> dict:
     positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
     count = bounded_int(request.GET, "count", 10, 1, 1000)
     block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
-    found = await events.read(positions, count, block_ms or None)
+    async with quotas.held(key, block_ms / 1000):
+        found = await events.read(positions, count, block_ms or None)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
     return {"events": readable(key, found), "after": positions}
