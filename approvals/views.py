@@ -10,6 +10,7 @@ from rest_framework import exceptions
 from approvals import services
 from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
 from approvals.schemas import ApprovalIn, DecisionIn, WaitIn
+from core import quotas
 from core.api import async_endpoint, bounded_int
 from core.overload import exempt_from_shedding
 from core.permissions import resolve_agent
@@ -30,6 +31,8 @@ async def approval_list(request, key, body: ApprovalIn | None = None):
     if request.method == "POST":
         agent_id = resolve_agent(key, body.agent_id, "agent_id")
         timeout = body.timeout_seconds or settings.APPROVAL_DEFAULT_TIMEOUT
+        # Each request notifies the reviewers (mail, Slack): a key may send so many a minute.
+        await quotas.count_in_window("approval_requests_per_key", key, settings.APPROVAL_REQUESTS_PER_MINUTE, 60)
         created = await sync_to_async(services.create)(agent_id, body.approval_type, body.context, timeout)
         return JsonResponse(created.as_dict(), status=201)
     status = request.GET.get("status", ApprovalStatus.PENDING)
@@ -61,7 +64,8 @@ async def approval_wait(request, key, request_id: str, body: WaitIn) -> dict:
     the request's expiry (`expired`, approved false)."""
     found = await _find(key, request_id)
     timeout = min(body.timeout, settings.LONG_WAIT_MAX_SECONDS)
-    return (await services.wait(found, timeout)).as_dict()
+    async with quotas.held(key, timeout):
+        return (await services.wait(found, timeout)).as_dict()
 
 
 @async_endpoint({"POST": "approvals:request"})

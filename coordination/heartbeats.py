@@ -20,26 +20,35 @@ from django.utils import timezone
 from redis.exceptions import WatchError
 
 from coordination.models import Agent
-from core import events
+from core import events, quotas
 from core.authentication import KeyCheck
 from core.redis import get_async_redis, get_redis
 
 STATE_PREFIX = "telemetry:agent:"
 LAST_BEATS = "telemetry:agents:last-beat"  # sorted set: agent id -> time of its last beat
 REGISTRY_SYNCED_UNTIL = "telemetry:agents:registry-synced-until"
+REGISTERED_PREFIX = "telemetry:quota:agents:"  # + key prefix: the agent ids a glob key registered
 REGISTRY_SYNC_OVERLAP_SECONDS = 1.0
 MARK_TRIES = 3  # transactions one sweep tries on an agent whose state keeps changing under it
 
 
 # KEYS: the agent's state, LAST_BEATS. ARGV: agent id, time of the beat, the state's TTL, 1 to
-# start afresh, the state's fields (a JSON object of strings). Returns the previous state
-# (HGETALL's list).
-BEAT = events.EventScript("""
+# start afresh, the state's fields (a JSON object of strings), and for a glob key the set of agent
+# ids it registered and AGENTS_PER_KEY ('' and 0 otherwise): a new id past that is refused, with
+# nothing written. Returns the previous state (HGETALL's list).
+BEAT = events.EventScript(f"""
+local registered, cap = ARGV[6], tonumber(ARGV[7])
+if cap > 0 and redis.call('SISMEMBER', registered, ARGV[1]) == 0 then
+  if redis.call('SCARD', registered) >= cap then
+    {quotas.lua_refuse("'agents_per_key'")}
+  end
+  redis.call('SADD', registered, ARGV[1])
+end
 local previous = redis.call('HGETALL', KEYS[1])
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[1])
 end
-local state = {}
+local state = {{}}
 for name, value in pairs(cjson.decode(ARGV[5])) do
   state[#state + 1] = name
   state[#state + 1] = value
@@ -104,7 +113,17 @@ class Heartbeat:
         return events.Event(event_type, data)
 
 
-async def beat(agent_id: str, fields: dict[str, Any], key_check: KeyCheck | None = None, start: bool = False) -> Heartbeat:
+def _registered_by(key) -> tuple[str, int]:
+    """For a key with a glob pattern (it could name any number of agents), the set of the agent ids
+    it registered and AGENTS_PER_KEY; ('', 0) for staff and keys that list their agents."""
+    if key is None or not settings.AGENTS_PER_KEY or not any(set(pattern) & set("*?[") for pattern in key.agents):
+        return "", 0
+    return f"{REGISTERED_PREFIX}{key.prefix}", settings.AGENTS_PER_KEY
+
+
+async def beat(
+    agent_id: str, fields: dict[str, Any], key_check: KeyCheck | None = None, start: bool = False, agent_key=None
+) -> Heartbeat:
     """Record a beat (or a start: the state begins afresh). An agent's first beat registers it.
     With `key_check`, for the key the request came with: StaleKey, and nothing recorded, when it
     fails."""
@@ -124,7 +143,7 @@ async def beat(agent_id: str, fields: dict[str, Any], key_check: KeyCheck | None
     else:
         event = events.Event("agent.heartbeat", {**state, "progress": float(state["progress"]), "stale": False,
                                                  "stopped": False, "last_beat": isoformat(now)})  # fmt: skip
-    args = [agent_id, state["last_beat"], settings.AGENT_STATE_TTL, int(start), json.dumps(state)]
+    args = [agent_id, state["last_beat"], settings.AGENT_STATE_TTL, int(start), json.dumps(state), *_registered_by(agent_key)]
     raw = await BEAT(keys=[key, LAST_BEATS], args=args, events=[event], key_check=key_check)
     previous = {name.decode(): value.decode() for name, value in zip(raw[::2], raw[1::2], strict=True)}
     heartbeat = started or Heartbeat.from_state({**previous, **state})
@@ -219,7 +238,9 @@ def sweep() -> list[str]:
     """Record the agents that went stale since the last sweep and announce them (`agent.stale`);
     returns their ids. Each transition is announced once, however many sweeps run at once or die
     half-way (see _mark_silent_stale). An agent whose live state is gone (Redis lost it) is judged
-    by its registry row."""
+    by its registry row. Agents whose live state expired (AGENT_STATE_TTL after their last beat)
+    leave the last-beat set: only their rows remember them."""
+    get_redis().zremrangebyscore(LAST_BEATS, "-inf", time.time() - settings.AGENT_STATE_TTL)
     marked = [h.agent_id for h in stale() if not h.stale and _mark_silent_stale(h)]
     marked_lost = [agent for agent in _silent_without_state() if _mark_stale(agent.agent_id, timezone.now())]
     events.publish(*(events.Event("agent.stale", _row_data(agent)) for agent in marked_lost))

@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from coordination import heartbeats, signals
 from coordination.models import Agent
 from coordination.schemas import BeatIn, ReceiveIn, SignalIn, StartIn, StopIn
+from core import quotas
 from core.api import async_endpoint
 from core.overload import exempt_from_shedding
 from core.permissions import ensure_key_may_act_as, resolve_agent
@@ -42,14 +43,14 @@ async def start(request, key, agent_id: str, body: StartIn, key_check) -> dict:
     """(Re)start the agent's heartbeat: its live state begins afresh; publishes agent.started."""
     ensure_may_beat(key, agent_id)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
-    return (await heartbeats.beat(agent_id, {"status": "running", **fields}, key_check, start=True)).to_dict()
+    return (await heartbeats.beat(agent_id, {"status": "running", **fields}, key_check, start=True, agent_key=key)).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"}, {"POST": BeatIn}, key_checked_in_script=frozenset({"POST"}))
 async def beat(request, key, agent_id: str, body: BeatIn, key_check) -> dict:
     """One heartbeat; an agent's first registers it."""
     ensure_may_beat(key, agent_id)
-    return (await heartbeats.beat(agent_id, body.model_dump(), key_check)).to_dict()
+    return (await heartbeats.beat(agent_id, body.model_dump(), key_check, agent_key=key)).to_dict()
 
 
 @async_endpoint({"POST": "coordination:write"}, {"POST": StopIn})
@@ -109,5 +110,6 @@ async def signal_receive(request, key, body: ReceiveIn) -> dict:
     (at most LONG_WAIT_MAX_SECONDS; call again to wait longer)."""
     agent_id = resolve_agent(key, body.agent_id, "agent_id")
     timeout = min(body.timeout, settings.LONG_WAIT_MAX_SECONDS)
-    found = await signals.receive(agent_id, body.signal_type, body.source_agent, body.consume, timeout)
+    async with quotas.held(key, timeout):
+        found = await signals.receive(agent_id, body.signal_type, body.source_agent, body.consume, timeout)
     return {"signal": found}

@@ -41,6 +41,7 @@ from core.parsers import parse_json
 from core.permissions import SAFE_ALIASES, is_staff, lacks_permissions
 from core.redis import REDIS_DOWN
 from core.scopes import permissions_for
+from core.throttling import count_request
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
 logger = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def async_endpoint(
                 known = remembered_principal(request, scope) if checked_in_script else None
                 needs = session_permissions.get(request.method)
                 key, key_check = known or (await authorize(request, scope, needs), None)
+                await count_request(key)
                 if key is None and request.method not in SAFE_METHODS:
                     _check_csrf(request)
                 if request.method in bodies:
@@ -253,7 +255,9 @@ def json_body(request, schema: type[Schema]) -> Schema:
 
 def error_response(exc: exceptions.APIException) -> JsonResponse:
     """The API's error reply from an async view (DRF answers its own views)."""
-    return JsonResponse(describe(exc), status=exc.status_code)
+    wait = getattr(exc, "wait", None)
+    headers = {"Retry-After": str(max(1, round(wait)))} if wait else None
+    return JsonResponse(describe(exc), status=exc.status_code, headers=headers)
 
 
 async def authorize(request, scope: str, session_permissions: tuple[str, ...] | None = None):

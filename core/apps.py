@@ -9,7 +9,8 @@ class CoreConfig(AppConfig):
 
         from core import authentication, db, websocket  # noqa: F401  (connect their signal receivers)
         from core.converters import IdConverter
-        from core.prometheus import EventMetrics, register
+        from core.prometheus import EventMetrics, QuotaMetrics, register
 
         register(EventMetrics())
+        register(QuotaMetrics())
         register_converter(IdConverter, "id")

@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import ResponseError, WatchError
 
+from core import quotas
 from core.authentication import KeyCheck, StaleKey
 from core.fastpaths.pipelined_redis import Script
 from core.redis import get_async_blocking_redis, get_async_redis, get_pipelined_redis, get_redis
@@ -203,6 +204,9 @@ if key_entry ~= '' and redis.sha1hex(redis.call('GET', key_entry) or '') ~= key_
   return redis.error_reply('{STALE_KEY}')
 end
 local answer = run()
+if type(answer) == 'table' and answer.err then
+  return answer
+end
 local count, cap = tonumber(ARGV[#ARGV - 2]), ARGV[#ARGV - 3]
 local added = 0
 for first = #ARGV - 3 - 4 * count, #ARGV - 4, 4 do
@@ -239,6 +243,8 @@ class EventScript(Script):
         except ResponseError as exc:
             if str(exc) == STALE_KEY:
                 raise StaleKey from None
+            if (bound := quotas.bound_of(exc)) is not None:
+                raise quotas.QuotaExceeded(bound) from None
             raise
 
 
@@ -267,6 +273,45 @@ def _queue_publish(pipe, events: list[Event]) -> None:
         pipe.execute_command("XADD", stream_key(event.event_type), "MAXLEN", "~", cap, "*", *event.fields())
     for event_type, count in Counter(event.event_type for event in events).items():
         pipe.execute_command("HINCRBY", PUBLISHED_KEY, event_type, count)
+
+
+CREATED_TYPES_PREFIX = "telemetry:quota:created-types:"  # + key prefix: the event types it created
+
+# KEYS: the set of types the key created. ARGV: the event's type, timestamp, source, data, the
+# streams' cap, STREAM_NEW_TYPES_PER_KEY (0: none). A type new to the server counts against the
+# key (refused at the bound, nothing written); one it created before, or that exists, does not.
+_PUBLISH_FOR_KEY = f"""
+local event_type, cap = ARGV[1], tonumber(ARGV[6])
+if cap > 0 and redis.call('SISMEMBER', '{TYPES_KEY}', event_type) == 0
+    and redis.call('SISMEMBER', KEYS[1], event_type) == 0 then
+  if redis.call('SCARD', KEYS[1]) >= cap then
+    {quotas.lua_refuse("'new_event_types'")}
+  end
+  redis.call('SADD', KEYS[1], event_type)
+end
+local added = redis.call('SADD', '{TYPES_KEY}', event_type)
+local id = redis.call('XADD', '{STREAM_PREFIX}' .. event_type, 'MAXLEN', '~', ARGV[5], '*', 'event_type', event_type,
+  'timestamp', ARGV[2], 'source', ARGV[3], 'data', ARGV[4])
+redis.call('HINCRBY', '{PUBLISHED_KEY}', event_type, 1)
+if added > 0 then
+  redis.call('XADD', '{NEW_TYPES_KEY}', 'MAXLEN', '~', 100, '*', 'count', added)
+end
+return id
+"""
+
+
+def publish_for_key(event: Event, key_prefix: str, new_types_cap: int) -> str:
+    """Publish one event for an agent key that may create `new_types_cap` event types (0: any
+    number); its stream entry id. QuotaExceeded, and nothing published, past that."""
+    client = get_redis()
+    args = [*event.values(), settings.EVENT_STREAM_MAXLEN, new_types_cap]
+    try:
+        entry_id = client.eval(_PUBLISH_FOR_KEY, 1, CREATED_TYPES_PREFIX + key_prefix, *args)
+    except ResponseError as exc:
+        if (bound := quotas.bound_of(exc)) is not None:
+            raise quotas.QuotaExceeded(bound) from None
+        raise
+    return entry_id.decode()
 
 
 def publish_once(key: str, event: Event) -> bool:

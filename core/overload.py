@@ -6,7 +6,8 @@ saturated, requests queue in front of the application (socket buffers, the loop'
 where no count of requests in progress sees them, but the loop's lateness does.
 
 Views that hold a request open while they wait (signal and approval waits, stream consumes) are
-exempt: a waiter costs a coroutine, not work, and a thousand of them are normal. So is /health,
+exempt: a waiter costs a coroutine, not work, and a thousand of them are normal (one key holds at
+most HELD_WAITS_PER_KEY of them, core.quotas). So is /health,
 so that a busy process is not taken for a dead one.
 """
 

@@ -62,8 +62,11 @@ def may_act_as(request, agent_id: str) -> bool:
 
 
 def agent_checker(request) -> Callable[[str], bool]:
-    """`may_act_as` for one request, remembering each answer (a batch names few agents, many times)."""
-    return functools.cache(functools.partial(may_act_as, request))
+    """`may_act_as` for one request, remembering each answer (a batch names few agents, many times);
+    its `key` is the request's agent key (None for staff), for the bounds a batch counts per key."""
+    checker = functools.cache(functools.partial(may_act_as, request))
+    checker.key = request.auth if isinstance(request.auth, AgentKey) else None
+    return checker
 
 
 def ensure_may_act_as(request, agent_id: str) -> None:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily
 from rest_framework import exceptions
 
+from core import quotas
 from core.api import authorization, describe
 from core.authentication import key_with_scope
 from core.events import published_counts
@@ -54,6 +55,19 @@ class EventMetrics:
         family = CounterMetricFamily("telemetry_events", "Events published to the streams, by type", labels=["event_type"])
         for event_type, count in sorted(published_counts().items()):
             family.add_metric([event_type], count)
+        yield family
+
+
+class QuotaMetrics:
+    """Requests refused by each of a key's bounds (core.quotas), and the bounds' settings."""
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "telemetry_quota_refusals", "Requests refused by a bound on what one key may consume", labels=["bound"]
+        )
+        counts = quotas.refusal_counts()
+        for bound in sorted(quotas.BOUNDS):
+            family.add_metric([bound], counts.get(bound, 0))
         yield family
 
 

@@ -25,6 +25,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_LAGGED = 4008
+CLOSE_TOO_MANY = 4429  # a bound of the key's (core.quotas) or its rate limit
 
 
 class OriginCheck(OriginValidator):
@@ -55,6 +56,8 @@ def close_code(exc: exceptions.APIException) -> int:
         return CLOSE_UNAUTHENTICATED
     if isinstance(exc, exceptions.PermissionDenied):
         return CLOSE_FORBIDDEN
+    if exc.status_code == 429:
+        return CLOSE_TOO_MANY
     return CLOSE_BAD_REQUEST
 
 

@@ -17,6 +17,7 @@ from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import Histogram
 
+from core import quotas
 from core.batch import Batch, MayActAs, Row, purge
 from core.fastpaths.bulk_insert import insert_rows
 from metrics.models import MetricMinute, MetricPoint, MetricSeries, MetricType
@@ -29,7 +30,7 @@ def ingest_metrics(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, MetricIn)
     batch.reject_forbidden_agents(may_act_as)
     with transaction.atomic():
-        series = _series_of(batch)
+        series = _series_of(batch, getattr(may_act_as, "key", None))
 
         def row(item: MetricIn) -> Row:
             found = series[item.series_key]
@@ -41,16 +42,18 @@ def ingest_metrics(items: list, may_act_as: MayActAs) -> Batch:
     return batch
 
 
-def _series_of(batch: Batch) -> dict[tuple[str, str], MetricSeries]:
+def _series_of(batch: Batch, key=None) -> dict[tuple[str, str], MetricSeries]:
     """The series of the batch's valid items, created if new and locked till the transaction
-    ends. Items are rejected whose metric_type differs from their metric's, or that would give a metric
-    more than METRICS_MAX_SERIES series (label sets)."""
+    ends. Items are rejected whose metric_type differs from their metric's, that would give a metric
+    more than METRICS_MAX_SERIES series (label sets), or an agent key more than METRIC_NAMES_PER_KEY
+    new metric names or METRIC_SERIES_PER_KEY new series."""
     wanted = {item.series_key: item for item in batch.valid.values()}
     names = {name for name, _ in wanted}
     existing = MetricSeries.objects.filter(name__in=names)
     kinds = dict(existing.values_list("name", "metric_type").distinct())
     sizes = dict(existing.values("name").annotate(n=Count("id")).values_list("name", "n"))
     known = set(existing.filter(labels_key__in={key for _, key in wanted}).values_list("name", "labels_key"))
+    _reject_past_key_bounds(batch, key, known, set(kinds))
     new = []
     for index, item in list(batch.valid.items()):
         pair = item.series_key
@@ -72,6 +75,25 @@ def _series_of(batch: Batch) -> dict[tuple[str, str], MetricSeries]:
     MetricSeries.objects.bulk_create(sorted(new, key=attrgetter("name", "labels_key")), ignore_conflicts=True)
     locked = MetricSeries.objects.select_for_update().filter(name__in=names, labels_key__in={key for _, key in wanted})
     return {(found.name, found.labels_key): found for found in locked.order_by("id")}
+
+
+def _reject_past_key_bounds(batch: Batch, key, known: set[tuple[str, str]], known_names: set[str]) -> None:
+    """Reject the items that would make `key` create more metric names or series than it may."""
+    items = list(batch.valid.items())
+    new_names = sorted({item.name for _, item in items if item.name not in known_names})
+    names = quotas.admit("metric_names_per_key", key, new_names, settings.METRIC_NAMES_PER_KEY)
+    allowed_names = names | known_names
+    new_series = sorted({_series_id(item) for _, item in items if item.series_key not in known and item.name in allowed_names})
+    series = quotas.admit("metric_series_per_key", key, new_series, settings.METRIC_SERIES_PER_KEY)
+    for index, item in items:
+        if item.name not in allowed_names:
+            batch.reject(index, "metric_names_per_key", str(quotas.QuotaExceeded("metric_names_per_key").detail))
+        elif item.series_key not in known and _series_id(item) not in series:
+            batch.reject(index, "metric_series_per_key", str(quotas.QuotaExceeded("metric_series_per_key").detail))
+
+
+def _series_id(item: MetricIn) -> str:
+    return "\x1f".join(item.series_key)
 
 
 def _empty(metric_type: str) -> list[int]:

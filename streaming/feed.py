@@ -13,10 +13,9 @@ after W live: no gap and no duplicate.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +30,7 @@ READ_COUNT = 1000  # entries per stream per read
 BLOCK_MS = 5000  # an idle reader wakes this often anyway (to notice new event types)
 FRAME_EVENTS = 500  # events per websocket message at most...
 FRAME_BYTES = 256 * 1024  # ...and bytes (clients commonly refuse messages over 1 MiB)
+REPLAY_PAGE = 500  # entries per stream a replay reads at a time
 
 
 def private_to(event_type: str, data) -> frozenset[str] | None:
@@ -246,23 +246,29 @@ class StreamReader:
             await asyncio.sleep((ms - now_ms + 1) / 1000)
 
 
-async def replay(types: Iterable[str] | None, since: StreamId, until: StreamId, wanted: FeedFilter) -> list[FeedEvent]:
-    """Every wanted event in (since, until] from the streams, oldest first."""
+async def replay(
+    types: Iterable[str] | None, since: StreamId, until: StreamId, wanted: FeedFilter, page: int = REPLAY_PAGE
+) -> AsyncIterator[tuple[StreamId, list[FeedEvent]]]:
+    """The wanted events in (since, until] from the streams, in pages, oldest first: each page is
+    (its cutoff, its events), every event up to the cutoff, of every type, read, so the cutoff is
+    a complete resume point. A page reads at most `page` entries of each stream."""
     redis = get_async_redis()
     if types is None:
         types = [member.decode() for member in await redis.smembers(events.TYPES_KEY)]
-    per_stream = []
-    for event_type in types:
-        found: list[FeedEvent] = []
-        low = f"({format_stream_id(since)}"
-        while True:
-            entries = await redis.xrange(events.stream_key(event_type), min=low, max=format_stream_id(until), count=READ_COUNT)
-            found += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
-            if len(entries) < READ_COUNT:
-                break
-            low = f"({entries[-1][0].decode()}"
-        per_stream.append([event for event in found if wanted.wants(event)])
-    return list(heapq.merge(*per_stream, key=lambda event: event.id))
+    types = sorted(types)
+    low = since
+    while low < until:
+        pipe = redis.pipeline(transaction=False)
+        for event_type in types:
+            pipe.xrange(events.stream_key(event_type), min=f"({format_stream_id(low)}", max=format_stream_id(until), count=page)
+        got: list[FeedEvent] = []
+        cutoff = until
+        for event_type, entries in zip(types, await pipe.execute(), strict=True):
+            got += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
+            if len(entries) == page:  # this stream may hold more: the page ends at its last entry read
+                cutoff = min(cutoff, parse_stream_id(entries[-1][0]))
+        yield cutoff, sorted((event for event in got if event.id <= cutoff and wanted.wants(event)), key=lambda e: e.id)
+        low = cutoff
 
 
 _feeds: dict = {}  # by event loop

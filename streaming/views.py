@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import selectors as approvals
-from core import events
+from core import events, quotas
 from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.scopes import permissions_for
@@ -76,7 +76,15 @@ class Stream(APIView):
             raise exceptions.PermissionDenied(f"'{event_type}' is the server's own event type.", code="reserved_event_type")
         body = validate(PublishIn, request.data)
         # The body's `source` is ignored: who published an event is the server's to say.
-        (entry_id,) = events.publish_now([events.Event(event_type, body.data, principal_name(request))])
+        event = events.Event(event_type, body.data, principal_name(request))
+        key = request.auth
+        if key is None or key.has_scope("streams:admin"):
+            (entry_id,) = events.publish_now([event])
+        else:
+            size = sum(len(value.encode()) for value in event.values())
+            if settings.STREAM_ENTRY_MAX_BYTES and size > settings.STREAM_ENTRY_MAX_BYTES:
+                raise quotas.refused("stream_entry_too_large")
+            entry_id = events.publish_for_key(event, key.prefix, settings.STREAM_NEW_TYPES_PER_KEY)
         return Response({"event_id": entry_id}, status=201)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Delete the stream; `deleted`: whether it existed")
@@ -117,7 +125,8 @@ async def consume(request: HttpRequest, key) -> dict:
     positions = dict(zip(types, after * len(types) if len(after) == 1 else after, strict=True))
     count = bounded_int(request.GET, "count", 10, 1, 1000)
     block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
-    found = await events.read(positions, count, block_ms or None)
+    async with quotas.held(key, block_ms / 1000):
+        found = await events.read(positions, count, block_ms or None)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
     return {"events": readable(key, found), "after": positions}

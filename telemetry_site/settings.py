@@ -164,6 +164,20 @@ STALE_SWEEP_SECONDS = env.float("STALE_SWEEP_SECONDS", default=10.0)  # how ofte
 STALE_RUN_GRACE_SECONDS = env.float("STALE_RUN_GRACE_SECONDS", default=300.0)  # stale this long: its running runs time out
 SIGNAL_DEFAULT_TTL = env.int("SIGNAL_DEFAULT_TTL", default=60)  # seconds a signal lives unless it says otherwise
 LONG_WAIT_MAX_SECONDS = env.float("LONG_WAIT_MAX_SECONDS", default=60.0)  # longest one wait request is held
+# Bounds on what one agent key can consume (core.quotas; docs/operations.md). 0: no bound.
+SIGNAL_MAX_PAYLOAD_BYTES = env.int("SIGNAL_MAX_PAYLOAD_BYTES", default=16 * 1024)  # a signal's payload, as JSON: 413
+SIGNALS_PER_SENDER = env.int("SIGNALS_PER_SENDER", default=200)  # live signals an agent has sent: 429
+SIGNALS_PER_INBOX = env.int("SIGNALS_PER_INBOX", default=100)  # live directed signals waiting for one agent: 429
+SIGNAL_BROADCAST_WINDOW = env.int("SIGNAL_BROADCAST_WINDOW", default=100)  # broadcasts one take looks at
+STREAM_ENTRY_MAX_BYTES = env.int("STREAM_ENTRY_MAX_BYTES", default=16 * 1024)  # an event published through the API: 413
+STREAM_NEW_TYPES_PER_KEY = env.int("STREAM_NEW_TYPES_PER_KEY", default=50)  # event types a key without streams:admin creates: 429
+AGENTS_PER_KEY = env.int("AGENTS_PER_KEY", default=1000)  # agent ids a glob key registers: 429
+METRIC_NAMES_PER_KEY = env.int("METRIC_NAMES_PER_KEY", default=200)  # metric names a key creates: its points refused
+METRIC_SERIES_PER_KEY = env.int("METRIC_SERIES_PER_KEY", default=5000)  # metric series (label sets) a key creates
+HELD_WAITS_PER_KEY = env.int("HELD_WAITS_PER_KEY", default=20)  # waits (signals, approvals, consume) a key holds at once: 429
+WEBSOCKETS_PER_KEY = env.int("WEBSOCKETS_PER_KEY", default=10)  # live feeds a key has open at once: refused
+APPROVAL_REQUESTS_PER_MINUTE = env.int("APPROVAL_REQUESTS_PER_MINUTE", default=30)  # per key (each notifies reviewers): 429
+LIVE_REPLAY_MAX_EVENTS = env.int("LIVE_REPLAY_MAX_EVENTS", default=10_000)  # events a live feed replays from `since`
 SITE_URL = env.str("SITE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")  # links in notifications
 # EMAIL_URL: smtp://user:password@host:587/?tls=True (django-environ); by default mail is written to the log.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))

@@ -15,6 +15,7 @@ from core.api import authorization, describe, error_body
 from core.authentication import key_with_scope
 from core.otlp import JSON, PROTOBUF
 from core.parsers import PayloadTooLarge
+from core.throttling import count_request_sync
 from traces import otlp, services
 from traces.models import Span
 from traces.schemas import SpanOut, TraceOut
@@ -48,11 +49,13 @@ def otlp_traces(request):
     partial success; the others are stored."""
     try:
         key = key_with_scope(authorization(request), "runs:write")
+        count_request_sync(key)
         if request.content_type not in (PROTOBUF, JSON):
             raise exceptions.UnsupportedMediaType(request.content_type, f"Send {PROTOBUF} or {JSON}.")
         spans = otlp.decode(_otlp_body(request), request.content_type)
     except exceptions.APIException as exc:
-        return JsonResponse(describe(exc), status=exc.status_code)
+        wait = getattr(exc, "wait", None)
+        return JsonResponse(describe(exc), status=exc.status_code, headers={"Retry-After": str(wait)} if wait else None)
     except otlp.BadRequest as exc:
         return JsonResponse(error_body("invalid", str(exc)), status=400)
     batch = services.ingest_spans(spans, key.may_act_as)
