@@ -120,6 +120,19 @@ def test_the_bulk_insert_reaches_the_db_api_connection_where_django_keeps_it():
     assert not issubclass(psycopg.Cursor, psycopg.ClientCursor), "psycopg: Cursor binds on the client now"
 
 
+def test_httpx_still_sends_through_the_pool_notifications_replaces():
+    """notifications.sending.GuardedTransport replaces httpx.HTTPTransport._pool with a pool on its
+    own network backend (the deadline and the address check): httpx takes no backend otherwise."""
+    import inspect
+
+    import httpcore
+    import httpx
+
+    assert isinstance(getattr(httpx.HTTPTransport(), "_pool", None), httpcore.ConnectionPool), "httpx: HTTPTransport._pool"
+    assert "self._pool.handle_request" in inspect.getsource(httpx.HTTPTransport.handle_request), "httpx: handle_request"
+    assert all(pins(ROOT / path).get(name) for path in ("requirements.in", "requirements.txt") for name in ("httpx", "httpcore"))
+
+
 def pins(path: Path) -> dict[str, str]:
     """`name==version` lines of a requirements file, by normalised name (extras dropped)."""
     found = {}
