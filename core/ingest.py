@@ -29,6 +29,9 @@ from core.batch import Batch, BatchResults, MayActAs
 from core.permissions import agent_checker
 
 Store = Callable[[list, MayActAs], Batch]
+# The scopes of every endpoint that records what agents did or reads it back (runs, events, usage,
+# feedback, metric points, spans, reports): runs:read to read, runs:write to record.
+RECORDS_SCOPES = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
 BATCH_RESPONSES = {
     200: OpenApiResponse(description="every item stored or a duplicate"),
     207: OpenApiResponse(description="some items rejected; see results"),
@@ -127,8 +130,7 @@ class Ingest(BatchView):
     metric points and spans."""
 
     schema = IngestSchema()
-    # As the endpoints of each kind: whatever the kinds are, recording them takes runs:write.
-    required_scopes = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
+    required_scopes = RECORDS_SCOPES
     key = "items"
     ingest = staticmethod(ingest)
 

@@ -5,19 +5,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import validate
-from core.ingest import BATCH_RESPONSES, BatchView
+from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView
 from core.openapi import query_parameters
 from metrics import query, services
 from metrics.schemas import MetricInList, MetricQuery, MetricQueryOut
-
-READ_WRITE = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
 
 
 @extend_schema_view(
     post=extend_schema(request=MetricInList, responses=BATCH_RESPONSES, summary="Record metric points (one or a list)")
 )
 class MetricBatch(BatchView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     key = "metrics"
     allow_single = True
     ingest = staticmethod(services.ingest_metrics)
@@ -26,7 +24,7 @@ class MetricBatch(BatchView):
 class MetricQueryView(APIView):
     """GET /api/v1/metrics/query: a metric over time, from the minute rollups."""
 
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(
         parameters=query_parameters(MetricQuery),

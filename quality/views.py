@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import validate
-from core.ingest import BATCH_RESPONSES, BatchView
+from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView
 from core.openapi import query_parameters
 from quality import reports, services
 from quality.schemas import (
@@ -23,14 +23,12 @@ from quality.schemas import (
     UsageInList,
 )
 
-READ_WRITE = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
-
 
 @extend_schema_view(
     post=extend_schema(request=UsageInList, responses=BATCH_RESPONSES, summary="Record LLM calls (one or a list)")
 )
 class UsageBatch(BatchView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     key = "usage"
     allow_single = True
     ingest = staticmethod(services.ingest_usage)
@@ -40,7 +38,7 @@ class UsageBatch(BatchView):
     post=extend_schema(request=FeedbackInList, responses=BATCH_RESPONSES, summary="Rate responses (one or a list)")
 )
 class FeedbackBatch(BatchView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     key = "feedback"
     allow_single = True
     ingest = staticmethod(services.ingest_feedback)
@@ -50,14 +48,14 @@ class FeedbackBatch(BatchView):
     post=extend_schema(request=TemplateFeedbackInList, responses=BATCH_RESPONSES, summary="Rate templates (one or a list)")
 )
 class TemplateFeedbackBatch(BatchView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     key = "ratings"
     allow_single = True
     ingest = staticmethod(services.ingest_template_feedback)
 
 
 class QualityStatsView(APIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(
         parameters=query_parameters(StageQuery), responses=QualityStats, summary="Quality of a workflow stage's responses"
@@ -73,7 +71,7 @@ class QualityStatsView(APIView):
 
 
 class RecommendationView(APIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(
         parameters=query_parameters(RecommendationQuery), responses=TierRecommendation, summary="Which tier a stage should use"
@@ -84,7 +82,7 @@ class RecommendationView(APIView):
 
 
 class TemplateConfidenceView(APIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(
         parameters=query_parameters(TemplateQuery), responses=TemplateConfidenceOut, summary="good / (good + bad) of a template"
@@ -96,7 +94,7 @@ class TemplateConfidenceView(APIView):
 class ReportView(APIView):
     """GET /api/v1/reports/<name>: the report `python manage.py telemetry <name> --json` prints."""
 
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(
         parameters=[

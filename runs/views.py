@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import LimitOffsetPage, validate
-from core.ingest import BATCH_RESPONSES, BatchView, items_of
+from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView, items_of
 from core.permissions import ensure_may_act_as
 from runs import services
 from runs.filters import RunFilter
@@ -32,8 +32,6 @@ from runs.schemas import (
     run_json,
 )
 
-READ_WRITE = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
-
 
 def writable_run(request, event_id: str) -> Run:
     run = get_object_or_404(Run, event_id=event_id)
@@ -42,7 +40,7 @@ def writable_run(request, event_id: str) -> Run:
 
 
 class RunListCreate(GenericAPIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     queryset = Run.objects.all()
     filter_backends = [DjangoFilterBackend]
     filterset_class = RunFilter
@@ -66,12 +64,12 @@ class RunListCreate(GenericAPIView):
 
 @extend_schema_view(post=extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs"))
 class RunBatch(BatchView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     ingest = staticmethod(services.ingest_runs)
 
 
 class RunDetail(APIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(responses=RunOut)
     def get(self, request, event_id: str):
@@ -88,7 +86,7 @@ class RunDetail(APIView):
 
 
 class AssociateCommit(APIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(request=CommitIn, responses=CommitOut, summary="Link a run to the git commit it produced")
     def post(self, request, event_id: str):
@@ -98,7 +96,7 @@ class AssociateCommit(APIView):
 
 
 class RunEvents(APIView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     max_body_bytes = settings.BATCH_MAX_BODY_BYTES
 
     @extend_schema(responses=EventOutList, summary="Events of a run, oldest first; ?limit= and ?offset=")
@@ -115,6 +113,6 @@ class RunEvents(APIView):
 
 @extend_schema_view(post=extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs"))
 class EventBatch(BatchView):
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
     key = "events"
     ingest = staticmethod(services.ingest_events)

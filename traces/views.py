@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from core.api import authorization, describe, error_body
 from core.authentication import key_with_scope
+from core.ingest import RECORDS_SCOPES
 from core.otlp import JSON, PROTOBUF
 from core.parsers import PayloadTooLarge
 from core.throttling import count_request_sync
@@ -20,13 +21,11 @@ from traces import otlp, services
 from traces.models import Span
 from traces.schemas import SpanOut, TraceOut
 
-READ_WRITE = {"GET": "runs:read", "POST": "runs:write"}
-
 
 class TraceDetail(APIView):
     """GET /api/v1/traces/<trace_id>: a trace's spans, oldest first (404 when none was received)."""
 
-    required_scopes = READ_WRITE
+    required_scopes = RECORDS_SCOPES
 
     @extend_schema(responses=TraceOut, summary="A trace's spans, oldest first")
     def get(self, request, trace_id: str):
