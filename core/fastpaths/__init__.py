@@ -2,7 +2,7 @@
 as too slow. They lean on names the libraries do not promise to keep: those libraries are pinned
 (requirements.in), and tests/core/test_fastpaths.py fails, naming the library and the name, when
 one of those names moves or an installed version differs from its pin. After an upgrade, re-run
-the piece's bench before trusting the figures below (from the README and the commit log).
+the piece's bench before trusting the figures below (from docs/performance.md and the commit log).
 
 pipelined_redis: PipelinedRedis, one pipelined connection per event loop for the quick commands of
     the hot path, and Script, which runs the Lua scripts (beats, signals, events published from
