@@ -1,8 +1,5 @@
-import json
-
-import pydantic
-from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
@@ -10,14 +7,14 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from core import exports
-from core.api import validation_fields
 from runs import services
 from runs.changes import runs_changed
 from runs.exports import RUNS
+from runs.forms import EDITABLE, BulkEditForm, RunChangeForm
 from runs.models import Run, RunEvent, RunStatus
-from runs.schemas import RunPatch
 
 INLINE_EVENTS = 50
+PER_PAGE, PAGE_SIZES = "per_page", [10, 25, 50, 100, 250, 500]
 
 
 class LatestEventsFormSet(BaseInlineFormSet):
@@ -44,32 +41,27 @@ def _download(rows, content_type: str, extension: str) -> StreamingHttpResponse:
     return response
 
 
-class BulkEditForm(forms.Form):
-    """One of the fields PATCH may set, to one value for every selected run."""
+class RunChangeList(ChangeList):
+    """The runs list, its page size chosen by `?per_page=` (10 to 500)."""
 
-    field = forms.ChoiceField(choices=[(name, name.replace("_", " ")) for name in RunPatch.model_fields])
-    value = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Empty clears a text, time or JSON field. Times in ISO 8601; JSON fields take a JSON object.",
-    )
+    page_sizes = PAGE_SIZES
 
-    def clean(self):
-        cleaned = super().clean()
-        field, value = cleaned.get("field"), (cleaned.get("value") or "").strip()
-        if not field:
-            return cleaned
-        if field.endswith("_json") and value:
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise forms.ValidationError({"value": f"Not JSON: {exc}"}) from None
-        try:
-            cleaned["patch"] = RunPatch.model_validate({field: value if value != "" else None})
-        except pydantic.ValidationError as exc:
-            problems = [problem for found in validation_fields(exc).values() for problem in found]
-            raise forms.ValidationError({"value": "; ".join(problems)}) from None
-        return cleaned
+    def __init__(self, request, *args):
+        # ModelAdmin passes list_per_page as the ninth argument, after the request.
+        args = (*args[:7], page_size(request, default=args[7]), *args[8:])
+        super().__init__(request, *args)
+
+    def get_filters_params(self, params=None):
+        params = super().get_filters_params(params)
+        params.pop(PER_PAGE, None)
+        return params
+
+
+def page_size(request, default: int) -> int:
+    try:
+        return max(PAGE_SIZES[0], min(PAGE_SIZES[-1], int(request.GET.get(PER_PAGE, ""))))
+    except ValueError:
+        return default
 
 
 @admin.register(Run)
@@ -81,9 +73,51 @@ class RunAdmin(admin.ModelAdmin):
     list_max_show_all = 1000
     show_full_result_count = False
     ordering = ["-created_at", "-id"]
-    readonly_fields = ["event_id", "run_id", "created_at", "updated_at", "commit_url"]
+    form = RunChangeForm
+    fieldsets = [
+        (None, {"fields": ["event_id", "run_id", "parent_run_id", "agent_name", "agent_owner", "job_type", "trigger_type"]}),
+        ("Outcome (editable: saved as PATCH /api/v1/runs/{event_id} saves it)", {"fields": EDITABLE}),
+        ("Times and counts", {"fields": ["start_time", "created_at", "updated_at", "items_discovered"]}),
+        ("Input", {"fields": ["input_summary", "source_ref", "target_ref", "insight_id"]}),
+        (
+            "Product",
+            {"fields": ["product", "product_family", "platform", "subdomain", "website", "website_section", "item_name"]},
+        ),
+        (
+            "Git",
+            {
+                "fields": [
+                    "git_repo",
+                    "git_branch",
+                    "git_run_tag",
+                    "git_commit_hash",
+                    "git_commit_source",
+                    "git_commit_author",
+                    "git_commit_timestamp",
+                    "commit_url",
+                ]
+            },
+        ),
+        ("Where", {"fields": ["host", "environment"]}),
+    ]
     inlines = [RunEventInline]
     actions = ["mark_cancelled", "bulk_edit", "export_csv", "export_json"]
+
+    def get_readonly_fields(self, request, obj=None):
+        """Everything but what PATCH may set: a run is the agent's record."""
+        return [name for _, options in self.fieldsets for name in options["fields"] if name not in EDITABLE]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # runs come from agents (the API, the SDK, the importers)
+
+    def save_model(self, request, obj, form, change) -> None:
+        """The changed fields, applied to the run as stored now, as PATCH applies them: the
+        duration derived from a new end time, `run.ended` published when it stops running."""
+        with transaction.atomic():
+            services.update_run(Run.objects.select_for_update().get(pk=obj.pk), form.patch)
+
+    def get_changelist(self, request, **kwargs):
+        return RunChangeList
 
     def delete_queryset(self, request, queryset) -> None:
         """Deleted runs' days are announced: their figures change."""

@@ -382,7 +382,7 @@ ADMIN_MODELS = {
     "notifications.notificationchannel": {"add", "change", "delete"},
     "notifications.delivery": {"delete"},  # the log of what was sent
     "coordination.agent": {"change", "delete"},  # agents register themselves
-    "runs.run": {"add", "change", "delete"},
+    "runs.run": {"change", "delete"},  # runs come from agents; the page edits what PATCH may set
     "runs.runevent": {"add", "change", "delete"},
     "quality.modelprice": {"add", "change", "delete"},
     "quality.llmusage": {"delete"},  # records, as the agents sent them

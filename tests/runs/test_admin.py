@@ -101,3 +101,83 @@ def test_bulk_edit_previews_then_sets_one_field_of_every_selected_run(admin_clie
         {"action": "bulk_edit", "_selected_action": selected, "field": "metrics_json", "value": '{"pages": 3}', "apply": "1"},
     )
     assert Run.objects.get(pk=runs[0].pk).metrics_json == {"pages": 3}
+
+
+def change_form(run: Run, **changes) -> dict:
+    """The run's change form as the page shows it, with `changes` typed in."""
+    fields = {
+        "status": run.status,
+        "end_time_0": "",
+        "end_time_1": "",
+        "duration_ms": run.duration_ms,
+        "error_summary": run.error_summary,
+        "error_details": run.error_details,
+        "output_summary": run.output_summary,
+        "items_succeeded": run.items_succeeded,
+        "items_failed": run.items_failed,
+        "items_skipped": run.items_skipped,
+        "metrics_json": "null",
+        "context_json": "null",
+        "events-TOTAL_FORMS": "0",
+        "events-INITIAL_FORMS": "0",
+    }
+    return {**fields, **changes}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_runs_page_edits_what_patch_may_set_with_its_limits_and_events(admin_client, runs):
+    from tests.runs.test_lifecycle_events import published
+
+    running = runs[0]
+    page = admin_client.get(f"{CHANGELIST}{running.pk}/change/").content.decode()
+    assert 'name="error_summary"' in page and 'name="agent_name"' not in page and 'name="job_type"' not in page
+    assert 'maxlength="500"' in page  # error_summary's PATCH limit, not the column's
+
+    url = f"{CHANGELIST}{running.pk}/change/"
+    for bad, problem in [
+        ({"error_summary": "x" * 501}, "at most 500 characters (it has 501)"),
+        ({"items_failed": "-1"}, "greater than or equal to 0"),
+        ({"status": "exploded"}, "Select a valid choice"),
+        ({"metrics_json": "[1, 2]"}, "must be a JSON object"),
+    ]:
+        refused = admin_client.post(url, change_form(running, **bad))
+        assert refused.status_code == 200 and problem in refused.content.decode(), bad
+    assert Run.objects.get(pk=running.pk).status == "running" and published("run.ended") == []
+
+    # A forged field is not taken: only the 11 fields are in the form.
+    done = admin_client.post(
+        url,
+        change_form(
+            running,
+            status="failed",
+            error_summary="disk full",
+            end_time_0="2030-01-01",
+            end_time_1="00:00:05",
+            agent_name="mallory",
+            items_failed="2",
+        ),
+    )
+    assert done.status_code == 302
+    run = Run.objects.get(pk=running.pk)
+    assert (run.status, run.error_summary, run.items_failed, run.agent_name) == ("failed", "disk full", 2, "alpha")
+    assert run.duration_ms > 0  # derived from the new end time, as PATCH derives it
+    (ended,) = published("run.ended")
+    assert (ended["event_id"], ended["status"]) == (running.event_id, "failed")
+
+    admin_client.post(url, change_form(run, output_summary="retried by hand", status="failed"))
+    assert Run.objects.get(pk=running.pk).output_summary == "retried by hand" and len(published("run.ended")) == 1
+
+
+def test_runs_are_not_added_in_the_admin(admin_client):
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
+
+
+def test_the_changelist_page_size_is_chosen_from_10_to_500(admin_client):
+    Run.objects.bulk_create([Run(**run_payload(agent_name="alpha")) for _ in range(30)])
+    rows = lambda page: page.content.decode().count('class="action-select"')  # noqa: E731
+    assert rows(admin_client.get(CHANGELIST, {"per_page": "10"})) == 10
+    page = admin_client.get(CHANGELIST, {"per_page": "25", "agent_name__exact": "alpha"})
+    assert rows(page) == 25 and "per_page=25" in page.content.decode()  # the page links keep it
+    assert '<option value="25" selected>' in page.content.decode()
+    assert rows(admin_client.get(CHANGELIST, {"per_page": "3"})) == 10  # at least 10
+    assert rows(admin_client.get(CHANGELIST, {"per_page": "many"})) == 30  # the default, 100
