@@ -91,3 +91,25 @@ def test_var_the_secret_key_and_the_sqlite_database_are_created_for_their_owner_
     found = modes(var)
     assert {"var", "var/secret_key", "var/db.sqlite3", "var/redis_password"} <= found.keys()
     assert private(found), found
+
+
+def test_a_var_dir_made_before_files_were_private_is_named_with_its_fix(tmp_path):
+    """`manage.py check` (and so `migrate`, `make run` and `doctor`) warns about an old var/ whose
+    secrets others may read, and says how to fix it; once fixed, nothing is said."""
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)
+    (var / "db.sqlite3").write_text("")
+    (var / "db.sqlite3").chmod(0o644)
+    env = {**os.environ, "TELEMETRY_VAR_DIR": str(var)}
+
+    def check() -> str:
+        done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0  # a warning: the server still starts
+        return done.stderr + done.stdout
+
+    said = check()
+    assert "operations.W001" in said and f"chmod -R go= {var}" in said
+    assert str(var / "db.sqlite3") in said and str(var / "secret_key") not in said  # the key was made private
+    subprocess.run(["chmod", "-R", "go=", str(var)], check=True)
+    assert "operations.W001" not in check()
