@@ -10,7 +10,9 @@ class CoreConfig(AppConfig):
         from core import authentication, db, websocket  # noqa: F401  (connect their signal receivers)
         from core.converters import IdConverter
         from core.prometheus import EventMetrics, QuotaMetrics, register
+        from core.selfmetrics import ServerMetrics
 
         register(EventMetrics())
         register(QuotaMetrics())
+        register(ServerMetrics())
         register_converter(IdConverter, "id")

@@ -20,6 +20,7 @@ import json
 from django.urls import Resolver404, resolve
 
 from core.api import error_body
+from core.observing import shed
 
 RETRY_AFTER_SECONDS = 1
 LAG_PROBE_SECONDS = 0.05
@@ -64,7 +65,10 @@ class LoadShedder:
         if self.max_lag and self._probed_loop is not loop:  # (a new loop: a test's, say)
             self._probed_loop, self.lag = loop, 0.0
             self._probe = loop.create_task(self._measure_lag())
-        if (self.limit and self.in_flight >= self.limit) or (self.max_lag and self.lag > self.max_lag):
+        full = "in_flight" if self.limit and self.in_flight >= self.limit else None
+        late = "loop_lag" if self.max_lag and self.lag > self.max_lag else None
+        if full or late:
+            shed(full or late)
             await _refuse(send)
             return
         self.in_flight += 1

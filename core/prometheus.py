@@ -1,7 +1,8 @@
 """GET /metrics: Prometheus text, from collectors each app registers in its AppConfig.ready().
 
 Every figure is read at scrape time from the database or Redis, which all processes share, so
-any web process answers for all of them (no per-process counters to merge).
+any web process answers for all of them. The server's own counts, kept by each process in
+memory, reach Redis within a second (core.selfmetrics).
 
 Who may scrape: a staff session, an agent key with the `metrics:read` scope (Prometheus sends it
 as `Authorization: Bearer <key>`), or an address in METRICS_ALLOWED_IPS (addresses or networks;

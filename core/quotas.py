@@ -19,6 +19,7 @@ from django.conf import settings
 from rest_framework import exceptions
 
 from core.fastpaths.pipelined_redis import Script
+from core.observing import holding
 from core.redis import REDIS_DOWN, get_pipelined_redis, get_redis
 
 logger = logging.getLogger(__name__)
@@ -188,15 +189,16 @@ class Slot:
 @asynccontextmanager
 async def held(key, seconds: float):
     """One of the HELD_WAITS_PER_KEY waits a key may hold at once, for a wait of `seconds` (and a
-    margin). A staff session (None), or no wait: no slot."""
-    cap = settings.HELD_WAITS_PER_KEY
-    if key is None or seconds <= 0 or not cap:
+    margin). A staff session (None): no slot. No wait: no slot, and not held (core.observing)."""
+    if seconds <= 0:
         yield
         return
-    slot = Slot("held_waits_per_key", key, cap)
-    taken = await slot.take(seconds + 10)
+    cap = settings.HELD_WAITS_PER_KEY
+    slot = Slot("held_waits_per_key", key, cap) if key is not None and cap else None
+    taken = slot is not None and await slot.take(seconds + 10)
     try:
-        yield
+        with holding():
+            yield
     finally:
         if taken:
             await slot.give_back()

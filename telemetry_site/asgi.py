@@ -3,7 +3,8 @@
 Requests to the API that carry an agent key go to a second Django handler, without the
 middleware browsers need and without a thread per request (core.fastpaths.agent_handler, which
 says why). Everything else, the admin and the API with a staff session, goes through Django's own
-handler and the whole middleware list.
+handler and the whole middleware list. Outermost, core.observing gives every request its id and
+counts it for the server's own metrics.
 """
 
 import os
@@ -19,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from core.authentication import key_from_header  # noqa: E402
 from core.fastpaths.agent_handler import AgentApiHandler  # noqa: E402
+from core.observing import ObservedHttp, ObservedWebsocket  # noqa: E402
 from core.overload import LoadShedder  # noqa: E402
 from core.request_body import BodyLimit  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
@@ -44,10 +46,12 @@ async def http_application(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimit(
-            LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000),
-            settings.HTTP_MAX_BODY_BYTES,
+        "http": ObservedHttp(
+            BodyLimit(
+                LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000),
+                settings.HTTP_MAX_BODY_BYTES,
+            )
         ),
-        "websocket": origin_checked(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": ObservedWebsocket(origin_checked(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )

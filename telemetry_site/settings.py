@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.request_context.route_middleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -314,13 +315,26 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.add_async_endpoints"],
 }
 
+# plain, or json: one JSON object a line (timestamp, level, logger, message, request_id), uvicorn's
+# own lines and, in the worker and beat, Celery's included (core.logs).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "console": {"()": "core.logs.JsonFormatter"}
+        if LOG_FORMAT == "json"
+        else {"format": "%(levelname)s %(name)s: %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "console"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Every few seconds beat sends a sweep and the worker runs it; a line each would bury the log.
     # Failures still show (they are warnings and errors).
     "loggers": {name: {"level": "WARNING"} for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy", "httpx")},
 }
+if LOG_FORMAT == "json":
+    # uvicorn's loggers have handlers of their own (its plain format); Celery would replace the root's.
+    LOGGING["loggers"] |= {name: {"handlers": ["console"], "propagate": False} for name in ("uvicorn", "uvicorn.access")}
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False

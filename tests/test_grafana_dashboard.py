@@ -7,9 +7,11 @@ import json
 import re
 
 import pytest
+from asgiref.sync import async_to_sync
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import events
+from core import events, selfmetrics
+from core.tasks import record_worker_heartbeat
 from quality.models import LlmUsage
 from tests.runs.factories import make_run
 from tests.services import ROOT
@@ -228,11 +230,18 @@ def test_every_metric_the_dashboard_queries_is_served(agent, admin_client):
     exprs = panel_exprs(json.loads(DASHBOARD.read_text())["panels"])
     assert exprs and all(metric_names(expr) for expr in exprs)  # every query selects some metric
     used = set().union(*map(metric_names, exprs))
+    server_row = ["telemetry_server_requests_total", "telemetry_server_request_duration_seconds_bucket"]
+    server_row += ["telemetry_server_shed_total", "telemetry_server_waits_held", "telemetry_server_websocket_clients"]
+    server_row += ["telemetry_server_celery_queue_length", "telemetry_server_celery_task_failures_total"]
+    assert set(server_row) <= used
     sent = agent.post("/api/v1/metrics", [{**item, "event_id": f"g{i}"} for i, item in enumerate(KNOWN)], format="json")
     assert sent.status_code == 200, sent.json()
     make_run("alpha", status="success")
     LlmUsage.objects.create(event_id="u1", agent_name="alpha", model="m", tier="cheap", cost="0.1", input_tokens=10)
     events.publish_now([events.Event("signal.sent", {})])
+    selfmetrics.count_request("heartbeat", 200, 0.002)  # as the web server's middleware counts a request
+    async_to_sync(selfmetrics.flush)()
+    record_worker_heartbeat.apply(args=["unexpected"])  # a failed task
     response = admin_client.get("/metrics")
     assert response.status_code == 200
     missing = used - served_names(response.content.decode())

@@ -19,6 +19,7 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from core.db import opened_connection, start_request
+from core.request_context import note_route
 
 
 class AgentApiHandler(ASGIHandler):
@@ -37,6 +38,7 @@ class AgentApiHandler(ASGIHandler):
             request.auser = anonymous_user
             request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it: DisallowedHost is a 400
             response = security.process_request(request) or await view(request)
+            note_route(request)
             if not response.streaming and not response.has_header("Content-Length"):
                 response.headers["Content-Length"] = str(len(response.content))
             return security.process_response(request, response)
