@@ -60,8 +60,8 @@ class Command(BaseCommand):
 
 
 def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.Event) -> None:
-    """Agent demo-1 goes silent now and then; demo-2 asks for approval before each report; each
-    agent signals the next when it finishes a run."""
+    """Agent demo-1 fails its first run and goes silent now and then; demo-2 asks for approval
+    before each report; each agent signals the next when it finishes a run."""
     from telemetry_client import (
         ApprovalGate,
         CoordinationSignals,
@@ -104,7 +104,8 @@ def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.E
                 break
         if number == 2 and not stop.is_set():
             heartbeat.beat(status="waiting for approval", progress=1.0, current_task="publish the report")
-            gate.request_approval("publish_report", {"run_id": run_id, "pages": steps}, timeout=30)
+            with tracer.span("wait for approval", parent=trace):
+                gate.request_approval("publish_report", {"run_id": run_id, "pages": steps}, timeout=30)
         failed = (number == 1 and runs == 1) or rng.random() < 0.15
         error = "the source site answered 503" if failed else ""
         tracer.end_span(trace, "error" if failed else "ok", error)
