@@ -112,7 +112,7 @@
       cells.row.classList.toggle("stopped", Boolean(agent.stopped));
       cells.name.textContent = agent.display_name || agent.agent_id;
       cells.id.textContent = agent.display_name && agent.display_name !== agent.agent_id ? agent.agent_id : "";
-      cells.badge.textContent = stale ? "stale" : agent.stopped ? "stopped" : agent.status || "running";
+      cells.badge.textContent = stale ? "stale" : agent.status || (agent.stopped ? "stopped" : "");
       cells.bar.value = percent(agent.progress || 0);
       cells.percent.textContent = Math.round(cells.bar.value) + "%";
       cells.task.textContent = agent.current_task || "";
