@@ -108,7 +108,7 @@ def test_heartbeats_fold_into_the_agents_table_the_feed_filters_by_type_and_agen
     page.locator("#feed li[data-type='signal.sent']").wait_for()
     # Heartbeats: in the agents table (its task and last beat), not in the feed unless asked for.
     page.locator("#agents tr[data-agent=alpha] td.task", has_text="crawl docs").wait_for()
-    assert page.inner_text("#agents tr[data-agent=beta] td.last-beat") in {"0 s ago", "1 s ago"}
+    assert int(page.inner_text("#agents tr[data-agent=beta] td.last-beat").removesuffix(" s ago")) <= 3
     assert feed_types(page) == ["build.failed", "deploy.finished", "deploy.finished", "signal.sent"]
     assert page.inner_text("#folded") == "2 heartbeats not listed"
     page.check("#show-heartbeats")
