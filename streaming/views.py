@@ -7,6 +7,7 @@ import re
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
@@ -135,11 +136,27 @@ async def consume(request: HttpRequest, key) -> dict:
 @staff_only(*permissions_for("streams:read"))
 def live_page(request: HttpRequest):
     """/live/: agents, events and pending approvals as they happen (static/streaming/live.js); for
-    staff who may read the streams, as the feed it reads (/ws/live/) checks again."""
+    staff who may read the streams, as the feed it reads (/ws/live/) checks again. The agents table
+    is for those who may view agents, as the API it loads them from (/api/v1/agents/active) checks."""
     return staff_page(
         request,
         "streaming/live.html",
         feed_url="/ws/live/",
         stale_seconds=settings.HEARTBEAT_STALE_SECONDS,
         pending_approvals=approvals.waiting_count(),
+        show_agents=request.user.has_perm("coordination.view_agent"),
+        agent_links=agent_links(request.user),
+        event_types=events.event_types(),
     )
+
+
+def agent_links(user) -> list[dict[str, str]]:
+    """The pages of an agent's records that `user` may open, each a URL to append the agent's id to."""
+    approvals_url = reverse("admin:approvals_approvalrequest_changelist")
+    links = [
+        ("runs", "runs.view_run", reverse("admin:runs_run_changelist") + "?agent_name__exact="),
+        ("traces", "traces.view_span", reverse("traces") + "?agent="),
+        ("signals", "coordination.view_agent", reverse("signals") + "?agent_id="),
+        ("approvals", "approvals.view_approvalrequest", approvals_url + "?agent_id__exact="),
+    ]
+    return [{"label": label, "url": url} for label, permission, url in links if user.has_perm(permission)]

@@ -99,7 +99,11 @@ def test_the_pages_of_a_first_start_with_the_demo_running(server_env, fortnight,
             page.wait_for_selector("#connection.connected")
             page.wait_for_function("document.querySelectorAll('#agents tr[data-agent]').length >= 5", timeout=30_000)
             page.wait_for_function("document.querySelectorAll('#feed li[data-type]').length >= 12", timeout=30_000)
-            page.screenshot(path=str(pictures / "live.png"))
+            # Runs ended (some seconds of events for the chart), heartbeats folded into the agents table.
+            page.wait_for_function("document.querySelectorAll('#feed li[data-type=\"run.ended\"]').length >= 5", timeout=45_000)
+            assert page.locator("#feed li[data-type='agent.heartbeat']").count() == 0
+            assert float(page.inner_text("#rate")) > 0
+            page.screenshot(path=str(pictures / "live.png"), animations="disabled")  # (no new event's flash)
 
             # demo-2 asks for approval after each of its runs; its request, as a reviewer opens it.
             deadline = time.monotonic() + 45

@@ -1,8 +1,10 @@
 """`python manage.py demo` (`make demo`): a handful of simulated agents against a running server, so
 the live page (/live/) has something to show: heartbeats with progress, runs with events through
-the SDK, LLM calls and quality ratings (for the reports), stream events, signals passed from agent
-to agent, an agent that asks for approval (decide it in the admin) and one that goes silent (stale)
-and comes back."""
+the SDK, a trace of spans per run (/traces/), LLM calls and quality ratings (for the reports), stream
+events, signals passed from agent to agent, an agent that asks for approval (decide it in the admin)
+and one that goes silent (stale) and comes back. demo-1's first run fails, and the rule the demo
+sets up (`demo: failed runs`) opens an alert when beat next evaluates the rules; a later successful
+run of that job closes it."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import time
 import httpx
 from django.core.management.base import BaseCommand
 
+from alerts.models import AlertRule
 from core.models import AgentKey
 
+FAILED_RUNS_RULE = {"name": "demo: failed runs", "kind": AlertRule.Kind.RUN_FAILED, "agents": "demo-*"}
 TASKS = ["fetch sources", "chunk documents", "embed chunks", "summarise", "review diff", "write report"]
 
 
@@ -38,6 +42,7 @@ class Command(BaseCommand):
         key = AgentKey(name=f"demo-{int(time.time())}", agents=["demo-*"], scopes=scopes)
         raw_key = AgentKey.objects.assign_key(key)
         key.save()
+        AlertRule.objects.get_or_create(name=FAILED_RUNS_RULE["name"], defaults=FAILED_RUNS_RULE)
         self.stdout.write(f"{agents} demo agents on {url} for {seconds:.0f} s; watch {url}/live/ (Ctrl-C stops)")
         stop = threading.Event()
         threads = [
@@ -55,8 +60,8 @@ class Command(BaseCommand):
 
 
 def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.Event) -> None:
-    """Agent demo-1 goes silent now and then; demo-2 asks for approval before each report; each
-    agent signals the next when it finishes a run."""
+    """Agent demo-1 fails its first run and goes silent now and then; demo-2 asks for approval
+    before each report; each agent signals the next when it finishes a run."""
     from telemetry_client import (
         ApprovalGate,
         CoordinationSignals,
@@ -64,6 +69,7 @@ def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.E
         FeedbackLoop,
         HeartbeatCoordinator,
         TelemetryClient,
+        Tracer,
     )
 
     agent_id, next_agent = f"demo-{number}", f"demo-{number % agents + 1}"
@@ -71,7 +77,7 @@ def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.E
     client = TelemetryClient(api_url=url, api_key=raw_key, spool_dir=tempfile.mkdtemp(prefix=f"telemetry-demo-{agent_id}-"))
     heartbeat, streams = HeartbeatCoordinator(client), EventStreamer(client)
     signals, gate = CoordinationSignals(client, agent_id=agent_id), ApprovalGate(client, agent_id=agent_id)
-    feedback = FeedbackLoop(client)
+    feedback, tracer = FeedbackLoop(client), Tracer(agent_id, client)
     # A thread keeps beating every 5 s (through the approval wait too), except for demo-1, which goes silent.
     interval = None if number == 1 else 5
     name = agent_id.replace("-", " ").title()
@@ -81,23 +87,35 @@ def simulate(url: str, raw_key: str, number: int, agents: int, stop: threading.E
         runs += 1
         job = rng.choice(["ingest", "review", "report"])
         run_id = client.start_run(agent_id, job)
+        trace = tracer.start_trace(f"{job} run", attributes={"job": job}, run_id=run_id)
         steps = rng.randint(4, 10)
         for step in range(steps):
             task = rng.choice(TASKS)
             heartbeat.beat(status="running", progress=(step + 1) / steps, current_task=task)
             client.log_event(run_id, "step", {"task": task, "step": step + 1})
-            call_a_model(client, feedback, rng, agent_id, run_id, job, task)
-            if rng.random() < 0.2:
-                streams.publish_event("demo.insight", {"agent_id": agent_id, "note": f"{task} looks fine"})
-            if signals.check_signal("handoff"):
-                heartbeat.beat(status="running", progress=(step + 1) / steps, current_task="picking up a handoff")
-            if stop.wait(rng.uniform(0.5, 2.0)):
+            with tracer.span(task, parent=trace, attributes={"step": step + 1}):
+                call_a_model(client, feedback, rng, agent_id, run_id, job, task)
+                if rng.random() < 0.2:
+                    streams.publish_event("demo.insight", {"agent_id": agent_id, "note": f"{task} looks fine"})
+                if signals.check_signal("handoff"):
+                    heartbeat.beat(status="running", progress=(step + 1) / steps, current_task="picking up a handoff")
+                stopping = stop.wait(rng.uniform(0.5, 2.0))
+            if stopping:
                 break
         if number == 2 and not stop.is_set():
             heartbeat.beat(status="waiting for approval", progress=1.0, current_task="publish the report")
-            gate.request_approval("publish_report", {"run_id": run_id, "pages": steps}, timeout=30)
-        failed = rng.random() < 0.15
-        client.end_run(run_id, "failure" if failed else "success", items_discovered=steps, items_succeeded=steps - failed)
+            with tracer.span("wait for approval", parent=trace):
+                gate.request_approval("publish_report", {"run_id": run_id, "pages": steps}, timeout=30)
+        failed = (number == 1 and runs == 1) or rng.random() < 0.15
+        error = "the source site answered 503" if failed else ""
+        tracer.end_span(trace, "error" if failed else "ok", error)
+        client.end_run(
+            run_id,
+            "failure" if failed else "success",
+            items_discovered=steps,
+            items_succeeded=steps - failed,
+            error_summary=error,
+        )
         signals.signal("handoff", target_agent=next_agent, payload={"from_run": run_id}, ttl_seconds=30)
         if number == 1 and runs % 3 == 0:
             stop.wait(20)  # past its 15 s threshold: stale on the page, recovered on the next beat
