@@ -135,11 +135,17 @@ async def consume(request: HttpRequest, key) -> dict:
 @staff_only(*permissions_for("streams:read"))
 def live_page(request: HttpRequest):
     """/live/: agents, events and pending approvals as they happen (static/streaming/live.js); for
-    staff who may read the streams, as the feed it reads (/ws/live/) checks again."""
+    staff who may read the streams, as the feed it reads (/ws/live/) checks again. The agents'
+    table is for those who may read the agents' state (coordination:read), the pending count for
+    those who may view approval requests (approvals:read), as the API the page asks checks again:
+    without them the page has the feed alone."""
+    may_see_agents = request.user.has_perms(permissions_for("coordination:read"))
+    may_see_approvals = request.user.has_perms(permissions_for("approvals:read"))
     return staff_page(
         request,
         "streaming/live.html",
         feed_url="/ws/live/",
         stale_seconds=settings.HEARTBEAT_STALE_SECONDS,
-        pending_approvals=approvals.waiting_count(),
+        may_see_agents=may_see_agents,
+        pending_approvals=approvals.waiting_count() if may_see_approvals else None,
     )

@@ -128,3 +128,18 @@ def test_bulk_approval_asks_first_and_decides_exactly_the_requests_it_listed(adm
     assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "approved"
     assert ApprovalRequest.objects.get(pk=requests[2].pk).status == "cancelled"
     assert ApprovalRequest.objects.get(pk=newcomer.pk).status == "pending"
+
+
+def test_the_admin_index_shows_the_pending_count_only_to_whom_may_view_approval_requests(client, django_user_model, requests):
+    """Any staff member opens the admin index; the count of pending requests is the approval
+    requests' to show (approvals.view_approvalrequest)."""
+    operator = django_user_model.objects.create_user("runs-operator", password="x", is_staff=True)
+    operator.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client.force_login(operator)
+    index = client.get("/admin/")
+    assert index.status_code == 200
+    assert 'id="pending-approvals"' not in index.content.decode() and "approval request" not in index.content.decode()
+    viewer = django_user_model.objects.create_user("approvals-viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_approvalrequest"))
+    client.force_login(viewer)
+    assert "<b>2</b> approval requests waiting for a decision" in client.get("/admin/").content.decode()

@@ -4,7 +4,9 @@
   "use strict";
   const root = document.getElementById("live");
   const staleSeconds = parseFloat(root.dataset.staleSeconds);
+  // The agents' table and the pending count are on the page only for those who may read them.
   const agentRows = document.querySelector("#agents tbody");
+  const pendingCount = document.querySelector("#pending-approvals b");
   const feed = document.getElementById("feed");
   const connection = document.getElementById("connection");
   const agents = new Map();
@@ -33,6 +35,7 @@
   }
 
   function renderAgents() {
+    if (!agentRows) return;
     agentRows.replaceChildren();
     if (agents.size === 0) {
       const row = agentRows.insertRow();
@@ -87,13 +90,14 @@
 
   async function countApprovals() {
     // Asked of the server, not counted from events: events missed while disconnected cannot skew it.
+    if (!pendingCount) return;
     const response = await fetch(root.dataset.approvalsUrl, { credentials: "same-origin" });
-    if (response.ok) document.querySelector("#pending-approvals b").textContent = (await response.json()).length;
+    if (response.ok) pendingCount.textContent = (await response.json()).length;
   }
 
   function handle(event) {
     lastEventId = event.event_id;
-    if (event.event_type.startsWith("agent.")) updateAgent(event);
+    if (agentRows && event.event_type.startsWith("agent.")) updateAgent(event);
     if (event.event_type.startsWith("approval.")) countApprovals();
     showEvent(event);
   }
@@ -104,6 +108,7 @@
   }
 
   async function loadAgents() {
+    if (!agentRows) return;
     for (const url of [root.dataset.activeUrl, root.dataset.staleUrl]) {
       const response = await fetch(url, { credentials: "same-origin" });
       if (!response.ok) continue;
