@@ -207,6 +207,33 @@ def test_a_glob_key_registers_a_bounded_number_of_agent_ids(server_env):
     assert counted["agents_per_key"] == 2
 
 
+def test_a_glob_keys_signal_senders_count_as_its_agent_ids(server_env):
+    """A glob key names any number of agents: without counting the senders it signals as, it
+    would multiply SIGNALS_PER_SENDER by as many names as it likes. Its senders and its beating
+    agents share AGENTS_PER_KEY, so its live signals are at most AGENTS_PER_KEY x SIGNALS_PER_SENDER."""
+    with server(server_env, AGENTS_PER_KEY="3", SIGNALS_PER_SENDER="2") as base:
+        bystander = Bystander(base)
+        quiet = bystander.served()
+        swarm = httpx.Client(base_url=base, headers=api_key(make_key("swarm", agents=["swarm-*"])[1]), timeout=30)
+
+        def send(source: str, **fields) -> httpx.Response:
+            return swarm.post("/api/v1/signals", json={"signal_type": "spam", "source_agent": source, **fields})
+
+        assert swarm.post("/api/v1/agents/swarm-0/heartbeat", json={}).status_code == 200
+        assert [send(f"swarm-{n}", target_agent="victim").status_code for n in range(3) for _ in range(2)] == [201] * 6
+        refused(send("swarm-3", target_agent="victim"), 429, "agents_per_key")
+        refused(send("swarm-4"), 429, "agents_per_key")  # a broadcast as well
+        refused(swarm.post("/api/v1/agents/swarm-5/heartbeat", json={}), 429, "agents_per_key")
+        refused(send("swarm-0", target_agent="victim"), 429, "signals_per_sender")  # known senders keep their bound
+        victim = httpx.Client(base_url=base, headers=api_key(make_key("victim")[1]), timeout=30)
+        assert len(victim.get("/api/v1/signals").json()) == 6
+        assert not get_redis().exists("telemetry:signals:sent:swarm-3", "telemetry:signals:sent:swarm-4")
+        busy = bystander.served()
+        counted = refusals(base)
+    report("signal senders", quiet, busy)
+    assert counted["agents_per_key"] == 3 and counted["signals_per_sender"] == 1
+
+
 def test_a_key_creates_a_bounded_number_of_metric_names_and_series(server_env):
     from metrics.models import MetricSeries
 
@@ -283,6 +310,22 @@ def test_the_rate_limit_counts_async_endpoints_traces_and_the_live_feed(server_e
         assert quiet_client.post("/api/v1/agents/bystander/heartbeat", json={}).status_code == 200
         counted = refusals(base)
     assert counted["throttled"] >= 5
+
+
+def test_a_keys_scrapes_of_metrics_count_under_the_rate_limit(server_env):
+    """/metrics reads every collector (database and Redis) on each scrape: a key scraping in a
+    loop is refused past API_RATE_LIMIT as on any endpoint, and others are served."""
+    with server(server_env, API_RATE_LIMIT="3/min") as base:
+        scraper = httpx.Client(base_url=base, headers=api_key(make_key("scraper", scopes=["metrics:read"])[1]), timeout=30)
+        assert [scraper.get("/metrics").status_code for _ in range(3)] == [200] * 3
+        response = scraper.get("/metrics")
+        refused(response, 429, "throttled")
+        assert 0 < int(response.headers["Retry-After"]) <= 60
+        other = httpx.Client(base_url=base, headers=api_key(make_key("bystander")[1]), timeout=30)
+        assert other.post("/api/v1/agents/bystander/heartbeat", json={}).status_code == 200
+        assert other.post("/api/v1/signals", json={"signal_type": "x", "target_agent": "peer"}).status_code == 201
+        counted = refusals(base)
+    assert counted["throttled"] == 1
 
 
 def test_a_key_holds_a_bounded_number_of_waits_and_others_are_served(server_env, tmp_path):
