@@ -328,6 +328,33 @@ def test_a_keys_scrapes_of_metrics_count_under_the_rate_limit(server_env):
     assert counted["throttled"] == 1
 
 
+def test_requests_racing_on_drf_views_cannot_pass_the_rate_limit_together(server_env):
+    """DRF's throttle reads the request times, then writes them back: requests of one key arriving
+    together (on two processes, or on threads of one) all read the same history and all passed.
+    The count is one script, as for the async endpoints."""
+    with asgi_server({**server_env, "API_RATE_LIMIT": "4/min"}, workers=2) as base:
+        raw = make_key("racer")[1]
+        start = threading.Barrier(16)
+        answers: list[int] = []
+
+        def call():
+            with httpx.Client(base_url=base, headers=api_key(raw), timeout=30) as client:
+                client.get("/health")  # connected before the race
+                start.wait()
+                answers.append(client.get("/api/v1/runs").status_code)
+
+        racers = [threading.Thread(target=call) for _ in range(16)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+        other = httpx.Client(base_url=base, headers=api_key(make_key("bystander")[1]), timeout=30)
+        assert other.get("/api/v1/runs").status_code == 200
+        counted = refusals(base)
+    assert sorted(answers) == [200] * 4 + [429] * 12
+    assert counted["throttled"] == 12
+
+
 def test_a_key_holds_a_bounded_number_of_waits_and_others_are_served(server_env, tmp_path):
     log = tmp_path / "web.log"
     with server(server_env, log=log, HELD_WAITS_PER_KEY="3", LOG_LEVEL="DEBUG") as base:
