@@ -299,6 +299,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The rate limit counts a client without a key or session by REMOTE_ADDR: the address uvicorn
+    # saw, or the one a trusted proxy forwarded (--proxy-headers --forwarded-allow-ips). Without
+    # this, DRF would take the X-Forwarded-For header itself, which any client writes.
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent telemetry and coordination API",

@@ -355,6 +355,20 @@ def test_requests_racing_on_drf_views_cannot_pass_the_rate_limit_together(server
     assert counted["throttled"] == 12
 
 
+def test_a_client_without_a_key_cannot_dodge_the_rate_limit_with_x_forwarded_for(server_env):
+    """Requests without a key or session (the OpenAPI schema, built anew for each) are counted by
+    address. The address is the one uvicorn saw (X-Forwarded-For is trusted from the proxy alone,
+    --forwarded-allow-ips), never a header the client wrote: a new X-Forwarded-For each time
+    is still the same client."""
+    # The trusted proxy is elsewhere (192.0.2.1): the test's requests come straight from a client.
+    with server(server_env, API_RATE_LIMIT="2/min", FORWARDED_ALLOW_IPS="192.0.2.1") as base:
+        answers = [httpx.get(f"{base}/api/schema/", headers={"X-Forwarded-For": f"198.51.100.{n}"}, timeout=30) for n in range(3)]
+        assert [response.status_code for response in answers] == [200, 200, 429]  # (the schema view answers in YAML)
+        assert "throttled" in answers[2].text and 0 < int(answers[2].headers["Retry-After"]) <= 60
+        other = httpx.Client(base_url=base, headers=api_key(make_key("bystander")[1]), timeout=30)
+        assert other.post("/api/v1/agents/bystander/heartbeat", json={}).status_code == 200
+
+
 def test_a_key_holds_a_bounded_number_of_waits_and_others_are_served(server_env, tmp_path):
     log = tmp_path / "web.log"
     with server(server_env, log=log, HELD_WAITS_PER_KEY="3", LOG_LEVEL="DEBUG") as base:
