@@ -86,10 +86,10 @@ def stream_reader(django_user_model):
 def test_without_the_agents_and_approvals_permissions_the_live_page_shows_the_feed_alone_without_error(
     server_env, stream_reader, alpha_key, browser
 ):
-    """The agents' table needs coordination.view_agent and the pending count
-    approvals.view_approvalrequest: a staff member with only the streams' permission gets neither
-    (not even filled from the feed's agent.* events), and the page still connects and shows the
-    events, with no script error."""
+    """The agents' table needs coordination.view_agent and the pending count (and the approval
+    requests' events) approvals.view_approvalrequest: a staff member with only the streams'
+    permission gets neither (the table not even filled from the feed's agent.* events), and the
+    page still connects and shows the other events, with no script error."""
     headers = {"Authorization": f"Api-Key {alpha_key}"}
     with asgi_server(server_env) as base:
         page = logged_in_page(browser, f"{base}/live/", "watcher")
@@ -99,9 +99,12 @@ def test_without_the_agents_and_approvals_permissions_the_live_page_shows_the_fe
         page.wait_for_selector("#connection.connected")
         assert httpx.post(f"{base}/api/v1/agents/alpha/heartbeat/start", json={}, headers=headers).status_code == 200
         assert httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "deploy"}, headers=headers).status_code == 201
-        page.locator("#feed li[data-type='approval.requested']").wait_for()
+        events.publish_now([events.Event("deploy.finished", {"service": "after"})])  # after the others
+        page.locator("#feed li[data-type='deploy.finished']").wait_for()
         page.locator("#feed li[data-type='agent.started']").wait_for()
         page.wait_for_timeout(1200)  # a render tick of the page (every second)
+        # The request's event carries its context: the approval requests' to show.
+        assert page.locator("#feed li[data-type='approval.requested']").count() == 0
         assert page.locator("#agents").count() == 0
         assert page.locator("#pending-approvals").count() == 0
         assert "Pending approvals" not in page.content()
