@@ -448,6 +448,29 @@ def test_a_key_sends_a_bounded_number_of_approval_requests_a_minute(server_env):
     assert counted["approval_requests_per_key"] == 1
 
 
+def test_an_approval_requests_context_is_bounded_in_size(server_env):
+    """A request's context goes into each of its events (four streams of EVENT_STREAM_MAXLEN
+    entries, every live feed, forwarding) and each notification: up to the API's body limit
+    (256 KiB) it made one key's requests, within their rate, gigabytes of Redis. It is bounded as a
+    signal's payload is; nothing is stored, mailed or published for a refused one."""
+    from approvals.models import ApprovalRequest
+
+    with server(server_env, APPROVAL_CONTEXT_MAX_BYTES="4096") as base:
+        bystander = Bystander(base)
+        quiet = bystander.served()
+        agent = httpx.Client(base_url=base, headers=api_key(make_key("asker")[1]), timeout=30)
+        big = agent.post("/api/v1/approvals", json={"approval_type": "deploy", "context": {"diff": "x" * 4096}})
+        assert "APPROVAL_CONTEXT_MAX_BYTES" in refused(big, 413, "approval_context_too_large")["message"]
+        assert events.info("approval.requested")["length"] == 0
+        fits = agent.post("/api/v1/approvals", json={"approval_type": "deploy", "context": {"diff": "x" * 4000}})
+        assert fits.status_code == 201
+        busy = bystander.served()
+        counted = refusals(base)
+    report("approval context", quiet, busy)
+    assert list(ApprovalRequest.objects.values_list("request_id", flat=True)) == [fits.json()["request_id"]]
+    assert counted["approval_context_too_large"] == 1
+
+
 # --- 3. the live feed's replay ------------------------------------------------------------
 
 
