@@ -113,9 +113,10 @@ class Heartbeat:
         return events.Event(event_type, data)
 
 
-def _registered_by(key) -> tuple[str, int]:
+def registered_by(key) -> tuple[str, int]:
     """For a key with a glob pattern (it could name any number of agents), the set of the agent ids
-    it registered and AGENTS_PER_KEY; ('', 0) for staff and keys that list their agents."""
+    it registered (by heartbeat, or as the sender of a signal: coordination.signals) and
+    AGENTS_PER_KEY; ('', 0) for staff and keys that list their agents."""
     if key is None or not settings.AGENTS_PER_KEY or not any(set(pattern) & set("*?[") for pattern in key.agents):
         return "", 0
     return f"{REGISTERED_PREFIX}{key.prefix}", settings.AGENTS_PER_KEY
@@ -143,7 +144,7 @@ async def beat(
     else:
         event = events.Event("agent.heartbeat", {**state, "progress": float(state["progress"]), "stale": False,
                                                  "stopped": False, "last_beat": isoformat(now)})  # fmt: skip
-    args = [agent_id, state["last_beat"], settings.AGENT_STATE_TTL, int(start), json.dumps(state), *_registered_by(agent_key)]
+    args = [agent_id, state["last_beat"], settings.AGENT_STATE_TTL, int(start), json.dumps(state), *registered_by(agent_key)]
     raw = await BEAT(keys=[key, LAST_BEATS], args=args, events=[event], key_check=key_check)
     previous = {name.decode(): value.decode() for name, value in zip(raw[::2], raw[1::2], strict=True)}
     heartbeat = started or Heartbeat.from_state({**previous, **state})

@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from coordination import heartbeats
 from core import events, quotas, wakeups
 from core.authentication import KeyCheck
 from core.fastpaths.pipelined_redis import Script
@@ -62,17 +63,25 @@ local function expire_broadcasts(now)
 end
 """
 
-# KEYS: the target's inbox ('' for a broadcast), the sender's live signals. ARGV: the signal
-# (JSON), its id, its type, its TTL in ms, the wake-up channel to notify, SIGNALS_PER_SENDER,
-# SIGNALS_PER_INBOX (0: no bound). Refuses (counted, nothing written) a sender or an inbox at its bound. The
-# keys live as long as their last signal. One round trip, which also publishes signal.sent: the
-# wait wakes as soon as it returns.
+# KEYS: the target's inbox ('' for a broadcast), the sender's live signals, and for a glob key the
+# set of agent ids it registered ('' otherwise: coordination.heartbeats.registered_by). ARGV: the
+# signal (JSON), its id, its type, its TTL in ms, the wake-up channel to notify, SIGNALS_PER_SENDER,
+# SIGNALS_PER_INBOX, AGENTS_PER_KEY (0: no bound). Refuses (counted, nothing written) a sender or
+# an inbox at its bound, and a sender new to a glob key that has registered AGENTS_PER_KEY agent
+# ids: the live signals of one key are at most AGENTS_PER_KEY x SIGNALS_PER_SENDER, however many
+# names its pattern allows. The keys live as long as their last signal. One round trip, which also
+# publishes signal.sent: the wait wakes as soon as it returns.
 SEND = events.EventScript(
     _EXPIRE_BROADCASTS
     + f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local signal, id, signal_type, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local registered, agents_cap = KEYS[3], tonumber(ARGV[8])
+local new_sender = registered ~= '' and agents_cap > 0 and redis.call('SISMEMBER', registered, ARGV[9]) == 0
+if new_sender and redis.call('SCARD', registered) >= agents_cap then
+  {quotas.lua_refuse("'agents_per_key'")}
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if tonumber(ARGV[6]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then
   {quotas.lua_refuse("'signals_per_sender'")}
@@ -93,6 +102,9 @@ else
   redis.call('ZADD', '{BROADCAST_EXPIRY}', now + ttl, id)
   redis.call('ZADD', '{BROADCAST_ORDER}', seq, id)
   redis.call('ZADD', '{BROADCAST_ORDER}' .. signal_type, seq, id)
+end
+if new_sender then
+  redis.call('SADD', registered, ARGV[9])
 end
 redis.call('ZADD', KEYS[2], now + ttl, id)
 if redis.call('PTTL', KEYS[2]) < ttl then
@@ -211,9 +223,11 @@ async def send(
     payload: dict[str, Any],
     ttl_seconds: int | None,
     key_check: KeyCheck | None = None,
+    agent_key=None,
 ) -> dict[str, Any]:
     """Send a signal to `target_agent`, or to every agent when it is None; returns the signal.
-    With `key_check`, for the key the request came with: StaleKey, and nothing sent, when it fails."""
+    With `key_check`, for the key the request came with: StaleKey, and nothing sent, when it fails.
+    `agent_key` (None: staff) is the key sending it: a glob key's senders count as its agent ids."""
     if settings.SIGNAL_MAX_PAYLOAD_BYTES and len(json.dumps(payload)) > settings.SIGNAL_MAX_PAYLOAD_BYTES:  # (ASCII)
         raise await quotas.refused_async("signal_payload_too_large")
     signal = {
@@ -235,7 +249,9 @@ async def send(
         settings.SIGNALS_PER_SENDER,
         settings.SIGNALS_PER_INBOX,
     ]
-    keys = [inbox, SENT_PREFIX + source_agent]
+    registered, agents_cap = heartbeats.registered_by(agent_key)
+    args += [agents_cap, source_agent]
+    keys = [inbox, SENT_PREFIX + source_agent, registered]
     await SEND(keys=keys, args=args, events=[events.Event("signal.sent", signal)], key_check=key_check)
     return signal
 

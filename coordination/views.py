@@ -94,7 +94,9 @@ async def signal_list(request, key, body: SignalIn | None = None, key_check=None
     `target_agent` or, when that is null, to every agent. DELETE: drop an agent's signals."""
     if request.method == "POST":
         source = resolve_agent(key, body.source_agent, "source_agent")
-        sent = await signals.send(body.signal_type, source, body.target_agent, body.payload, body.ttl_seconds, key_check)
+        sent = await signals.send(
+            body.signal_type, source, body.target_agent, body.payload, body.ttl_seconds, key_check, agent_key=key
+        )
         return JsonResponse(sent, status=201)
     agent_id = resolve_agent(key, request.GET.get("agent_id"), "agent_id")
     signal_type = request.GET.get("signal_type", "")

@@ -15,17 +15,18 @@ import ipaddress
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from rest_framework import exceptions
 
 from core import quotas
-from core.api import authorization, describe
+from core.api import authorization, error_response
 from core.authentication import key_with_scope
 from core.events import published_counts
 from core.permissions import is_staff, lacks_permissions, missing_permissions
+from core.throttling import count_request_sync
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 SCOPE = "metrics:read"
@@ -87,7 +88,8 @@ def _check_access(request: HttpRequest) -> None:
         if missing := missing_permissions(request.user, SCOPE):
             raise lacks_permissions(missing)
         return
-    key_with_scope(authorization(request), SCOPE)
+    # A key's scrape reads every collector (the database and Redis): under API_RATE_LIMIT as any request.
+    count_request_sync(key_with_scope(authorization(request), SCOPE))
 
 
 @require_GET
@@ -95,5 +97,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
     try:
         _check_access(request)
     except exceptions.APIException as exc:
-        return JsonResponse(describe(exc), status=exc.status_code)
+        return error_response(exc)
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

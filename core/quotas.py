@@ -48,6 +48,7 @@ BOUNDS = {
     "held_waits_per_key": (429, "HELD_WAITS_PER_KEY", "This key holds {} waits already; retry later"),
     "websockets_per_key": (429, "WEBSOCKETS_PER_KEY", "This key has {} live feeds open already"),
     "approval_requests_per_key": (429, "APPROVAL_REQUESTS_PER_MINUTE", "This key sent {} approval requests in the last minute"),
+    "approval_context_too_large": (413, "APPROVAL_CONTEXT_MAX_BYTES", "The request's context is larger than {} bytes as JSON"),
     "replay_limit": (413, "LIVE_REPLAY_MAX_EVENTS", "The live feed replays at most {} events (or LIVE_CLIENT_BUFFER bytes)"),
     "throttled": (429, "API_RATE_LIMIT", "Request was throttled: more than {} requests"),
 }

@@ -14,22 +14,32 @@ logger = logging.getLogger(__name__)
 
 class KeyRateThrottle(SimpleRateThrottle):
     """API_RATE_LIMIT (e.g. "600/min") per agent key, per staff user otherwise; off when unset.
-    Counted in Redis (the Django cache), so every web process shares the budget. Without Redis
-    the limit lets requests through: keys are checked against the database then, and a request
-    that needs no Redis (ingest) should not fail for want of a counter. The async endpoints, the
-    OTLP receiver and the live feed's handshake count in the same entry (count_request)."""
+    Counted in Redis (the Django cache's entry), so every web process shares the budget, by one
+    script that reads and writes the request times: DRF's own read-then-write let requests that
+    arrived together all pass. Without Redis the limit lets requests through: keys are checked
+    against the database then, and a request that needs no Redis (ingest) should not fail for
+    want of a counter. The async endpoints, the OTLP receiver, /metrics and the live feed's
+    handshake count in the same entry (count_request)."""
 
     scope = "api"
+    seconds_to_wait: float | None = None
 
     def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        entry = cache.make_key(self.get_cache_key(request, view))
         try:
-            allowed = super().allow_request(request, view)
+            wait = get_redis().eval(_THROTTLE_LUA, 1, entry, self.duration, self.num_requests)
         except REDIS_DOWN as exc:
             logger.warning("rate limit: Redis is unavailable (%s); the request is let through", exc)
             return True
-        if not allowed:
-            quotas.refused("throttled")  # (counted for /metrics with the other refusals)
-        return allowed
+        if wait:  # (the script counted the refusal for /metrics)
+            self.seconds_to_wait = float(wait)
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return self.seconds_to_wait
 
     def get_rate(self) -> str | None:
         return settings.API_RATE_LIMIT
@@ -48,8 +58,8 @@ def key_ident(key: AgentKey) -> str:
     return f"key:{key.prefix}"
 
 
-# What KeyRateThrottle does, in one script on the same cache entry (a JSON list of the request
-# times in the window, newest first; the cache's JSON serializer reads and writes it as is).
+# The rate limit, in one script on the cache entry (a JSON list of the request times in the
+# window, newest first, as DRF's SimpleRateThrottle keeps them).
 # KEYS: the entry. ARGV: the window (s), the requests it allows. Returns 0, or the seconds to wait.
 _THROTTLE_LUA = f"""
 local t = redis.call('TIME')

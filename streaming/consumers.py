@@ -38,7 +38,7 @@ from core.websocket import (
     close_code,
     key_group,
 )
-from streaming.feed import FeedFilter, frames, get_feed, replay
+from streaming.feed import FeedFilter, frames, get_feed, replay, session_reader_async
 
 # Seconds a websocket's slot (WEBSOCKETS_PER_KEY) is leased for; renewed a third of it before
 # its end, so a process killed with feeds open frees their slots within this.
@@ -81,7 +81,8 @@ class LiveFeedConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         try:
             self.key = await authorize_websocket(self.scope, "streams:read")
-            self.filter, since = parse_query(self.scope["query_string"], self.key)
+            reader = self.key if self.key is not None else await session_reader_async(self.scope["user"])
+            self.filter, since = parse_query(self.scope["query_string"], reader)
             await count_request(self.key)
             if self.key is not None and settings.WEBSOCKETS_PER_KEY:
                 slot = quotas.Slot("websockets_per_key", self.key, settings.WEBSOCKETS_PER_KEY)

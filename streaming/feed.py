@@ -22,6 +22,7 @@ from typing import Protocol
 from core import events
 from core.events import StreamId, format_stream_id, parse_stream_id
 from core.redis import for_event_loop, get_async_blocking_redis, get_async_redis
+from core.scopes import permissions_for
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,46 @@ def private_to(event_type: str, data) -> frozenset[str] | None:
     return None
 
 
-def may_read(key, readers: frozenset[str] | None) -> bool:
-    """Whether `key` (None: staff) may read an event private to `readers` (see private_to)."""
-    return key is None or readers is None or any(key.may_act_as(agent) for agent in readers)
+@dataclass(frozen=True, slots=True)
+class SessionReader:
+    """A staff session that may read the streams but not every private event's subject: a directed
+    signal needs the permissions behind coordination:read (Can view agent), an approval request's
+    events and alerts about one those behind approvals:read (Can view approval request), as the
+    API asks for the signals and the requests themselves."""
+
+    signals: bool
+    approvals: bool
+
+    def may_read(self, event_type: str) -> bool:
+        return self.signals if event_type.startswith("signal.") else self.approvals
+
+
+def session_reader(has_perms) -> SessionReader | None:
+    """The reader for a staff session whose user's `has_perms` answers for its permissions; None
+    when it may read every event (staff with both permissions)."""
+    reader = SessionReader(
+        signals=has_perms(permissions_for("coordination:read")), approvals=has_perms(permissions_for("approvals:read"))
+    )
+    return None if reader.signals and reader.approvals else reader
+
+
+async def session_reader_async(user) -> SessionReader | None:
+    reader = SessionReader(
+        signals=await user.ahas_perms(permissions_for("coordination:read")),
+        approvals=await user.ahas_perms(permissions_for("approvals:read")),
+    )
+    return None if reader.signals and reader.approvals else reader
+
+
+def may_read(reader, readers: frozenset[str] | None, event_type: str) -> bool:
+    """Whether `reader` may read an event of `event_type` private to `readers` (see private_to):
+    an agent key acting as one of them, a staff session holding the permission for its kind
+    (SessionReader), or None: staff who may read everything."""
+    if reader is None or readers is None:
+        return True
+    if isinstance(reader, SessionReader):
+        return reader.may_read(event_type)
+    return any(reader.may_act_as(agent) for agent in readers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +112,9 @@ class FeedEvent:
 
 @dataclass(frozen=True)
 class FeedFilter:
-    """Which events a client wants (some types and/or some agents; None: all), and may read: an
-    agent key (`key`) only events not private to other agents (None: staff, everything)."""
+    """Which events a client wants (some types and/or some agents; None: all), and may read
+    (`key`, see may_read): an agent key only events not private to other agents, a staff session
+    without some permissions (SessionReader) no private events of their kinds, None everything."""
 
     types: frozenset[str] | None = None
     agents: frozenset[str] | None = None
@@ -90,7 +129,7 @@ class FeedFilter:
         return (
             (self.types is None or event.event_type in self.types)
             and (self.agents is None or event.agent in self.agents)
-            and may_read(self.key, event.readers)
+            and may_read(self.key, event.readers, event.event_type)
         )
 
 

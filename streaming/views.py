@@ -20,7 +20,7 @@ from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.scopes import permissions_for
 from core.views import staff_only, staff_page
-from streaming.feed import may_read, private_to
+from streaming.feed import may_read, private_to, session_reader, session_reader_async
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
 CONSUME_MAX_BLOCK_MS = 30_000
@@ -33,9 +33,15 @@ def valid_stream_id(raw: str) -> bool:
     return match is not None and all(int(part) < 2**64 for part in match.groups() if part)
 
 
-def readable(key, found: list[dict]) -> list[dict]:
-    """The events of `found` that `key` (None: staff) may read: not those private to other agents."""
-    return [event for event in found if may_read(key, private_to(event["event_type"], event["data"]))]
+def readable(reader, found: list[dict]) -> list[dict]:
+    """The events of `found` that `reader` may read (streaming.feed.may_read): not those private
+    to other agents, nor for a staff session those whose subject its permissions do not show."""
+    return [event for event in found if may_read(reader, private_to(event["event_type"], event["data"]), event["event_type"])]
+
+
+def reader_of(request):
+    """Who reads, for may_read: the request's agent key, or its staff session's SessionReader."""
+    return request.auth if request.auth is not None else session_reader(request.user.has_perms)
 
 
 def principal_name(request) -> str:
@@ -65,7 +71,7 @@ class Stream(APIView):
         for name, value in bounds.items():
             if value not in ("-", "+") and not valid_stream_id(value.removeprefix("(")):  # "(": excluding that id
                 raise exceptions.ValidationError({name: ["A stream id such as 1700000000000-0, or - or +."]})
-        return Response(readable(request.auth, events.recent(event_type, count, bounds["start"], bounds["end"])))
+        return Response(readable(reader_of(request), events.recent(event_type, count, bounds["start"], bounds["end"])))
 
     @extend_schema(
         request=PublishIn,
@@ -130,21 +136,25 @@ async def consume(request: HttpRequest, key) -> dict:
         found = await events.read(positions, count, block_ms or None)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
-    return {"events": readable(key, found), "after": positions}
+    reader = key if key is not None else await session_reader_async(await request.auser())
+    return {"events": readable(reader, found), "after": positions}
 
 
 @staff_only(*permissions_for("streams:read"))
 def live_page(request: HttpRequest):
     """/live/: agents, events and pending approvals as they happen (static/streaming/live.js); for
-    staff who may read the streams, as the feed it reads (/ws/live/) checks again. The agents table
-    is for those who may view agents, as the API it loads them from (/api/v1/agents/active) checks."""
+    staff who may read the streams, as the feed it reads (/ws/live/) checks again. The agents'
+    table is for those who may read the agents' state (coordination:read), the pending count for
+    those who may view approval requests (approvals:read), as the API the page asks checks again:
+    without them the page has the feed alone."""
+    may_see_approvals = request.user.has_perms(permissions_for("approvals:read"))
     return staff_page(
         request,
         "streaming/live.html",
         feed_url="/ws/live/",
         stale_seconds=settings.HEARTBEAT_STALE_SECONDS,
-        pending_approvals=approvals.waiting_count(),
-        show_agents=request.user.has_perm("coordination.view_agent"),
+        pending_approvals=approvals.waiting_count() if may_see_approvals else None,
+        show_agents=request.user.has_perms(permissions_for("coordination:read")),
         agent_links=agent_links(request.user),
         event_types=events.event_types(),
     )

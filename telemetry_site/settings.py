@@ -178,6 +178,7 @@ METRIC_SERIES_PER_KEY = env.int("METRIC_SERIES_PER_KEY", default=5000)  # metric
 HELD_WAITS_PER_KEY = env.int("HELD_WAITS_PER_KEY", default=20)  # waits (signals, approvals, consume) a key holds at once: 429
 WEBSOCKETS_PER_KEY = env.int("WEBSOCKETS_PER_KEY", default=10)  # live feeds a key has open at once: refused
 APPROVAL_REQUESTS_PER_MINUTE = env.int("APPROVAL_REQUESTS_PER_MINUTE", default=30)  # per key (each notifies reviewers): 429
+APPROVAL_CONTEXT_MAX_BYTES = env.int("APPROVAL_CONTEXT_MAX_BYTES", default=64 * 1024)  # a request's context, as JSON: 413
 LIVE_REPLAY_MAX_EVENTS = env.int("LIVE_REPLAY_MAX_EVENTS", default=10_000)  # events a live feed replays from `since`
 SITE_URL = env.str("SITE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")  # links in notifications
 # EMAIL_URL: smtp://user:password@host:587/?tls=True (django-environ); by default mail is written to the log.
@@ -300,6 +301,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The rate limit counts a client without a key or session by REMOTE_ADDR: the address uvicorn
+    # saw, or the one a trusted proxy forwarded (--proxy-headers --forwarded-allow-ips). Without
+    # this, DRF would take the X-Forwarded-For header itself, which any client writes.
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent telemetry and coordination API",

@@ -207,6 +207,33 @@ def test_a_glob_key_registers_a_bounded_number_of_agent_ids(server_env):
     assert counted["agents_per_key"] == 2
 
 
+def test_a_glob_keys_signal_senders_count_as_its_agent_ids(server_env):
+    """A glob key names any number of agents: without counting the senders it signals as, it
+    would multiply SIGNALS_PER_SENDER by as many names as it likes. Its senders and its beating
+    agents share AGENTS_PER_KEY, so its live signals are at most AGENTS_PER_KEY x SIGNALS_PER_SENDER."""
+    with server(server_env, AGENTS_PER_KEY="3", SIGNALS_PER_SENDER="2") as base:
+        bystander = Bystander(base)
+        quiet = bystander.served()
+        swarm = httpx.Client(base_url=base, headers=api_key(make_key("swarm", agents=["swarm-*"])[1]), timeout=30)
+
+        def send(source: str, **fields) -> httpx.Response:
+            return swarm.post("/api/v1/signals", json={"signal_type": "spam", "source_agent": source, **fields})
+
+        assert swarm.post("/api/v1/agents/swarm-0/heartbeat", json={}).status_code == 200
+        assert [send(f"swarm-{n}", target_agent="victim").status_code for n in range(3) for _ in range(2)] == [201] * 6
+        refused(send("swarm-3", target_agent="victim"), 429, "agents_per_key")
+        refused(send("swarm-4"), 429, "agents_per_key")  # a broadcast as well
+        refused(swarm.post("/api/v1/agents/swarm-5/heartbeat", json={}), 429, "agents_per_key")
+        refused(send("swarm-0", target_agent="victim"), 429, "signals_per_sender")  # known senders keep their bound
+        victim = httpx.Client(base_url=base, headers=api_key(make_key("victim")[1]), timeout=30)
+        assert len(victim.get("/api/v1/signals").json()) == 6
+        assert not get_redis().exists("telemetry:signals:sent:swarm-3", "telemetry:signals:sent:swarm-4")
+        busy = bystander.served()
+        counted = refusals(base)
+    report("signal senders", quiet, busy)
+    assert counted["agents_per_key"] == 3 and counted["signals_per_sender"] == 1
+
+
 def test_a_key_creates_a_bounded_number_of_metric_names_and_series(server_env):
     from metrics.models import MetricSeries
 
@@ -283,6 +310,63 @@ def test_the_rate_limit_counts_async_endpoints_traces_and_the_live_feed(server_e
         assert quiet_client.post("/api/v1/agents/bystander/heartbeat", json={}).status_code == 200
         counted = refusals(base)
     assert counted["throttled"] >= 5
+
+
+def test_a_keys_scrapes_of_metrics_count_under_the_rate_limit(server_env):
+    """/metrics reads every collector (database and Redis) on each scrape: a key scraping in a
+    loop is refused past API_RATE_LIMIT as on any endpoint, and others are served."""
+    with server(server_env, API_RATE_LIMIT="3/min") as base:
+        scraper = httpx.Client(base_url=base, headers=api_key(make_key("scraper", scopes=["metrics:read"])[1]), timeout=30)
+        assert [scraper.get("/metrics").status_code for _ in range(3)] == [200] * 3
+        response = scraper.get("/metrics")
+        refused(response, 429, "throttled")
+        assert 0 < int(response.headers["Retry-After"]) <= 60
+        other = httpx.Client(base_url=base, headers=api_key(make_key("bystander")[1]), timeout=30)
+        assert other.post("/api/v1/agents/bystander/heartbeat", json={}).status_code == 200
+        assert other.post("/api/v1/signals", json={"signal_type": "x", "target_agent": "peer"}).status_code == 201
+        counted = refusals(base)
+    assert counted["throttled"] == 1
+
+
+def test_requests_racing_on_drf_views_cannot_pass_the_rate_limit_together(server_env):
+    """DRF's throttle reads the request times, then writes them back: requests of one key arriving
+    together (on two processes, or on threads of one) all read the same history and all passed.
+    The count is one script, as for the async endpoints."""
+    with asgi_server({**server_env, "API_RATE_LIMIT": "4/min"}, workers=2) as base:
+        raw = make_key("racer")[1]
+        start = threading.Barrier(16)
+        answers: list[int] = []
+
+        def call():
+            with httpx.Client(base_url=base, headers=api_key(raw), timeout=30) as client:
+                client.get("/health")  # connected before the race
+                start.wait()
+                answers.append(client.get("/api/v1/runs").status_code)
+
+        racers = [threading.Thread(target=call) for _ in range(16)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+        other = httpx.Client(base_url=base, headers=api_key(make_key("bystander")[1]), timeout=30)
+        assert other.get("/api/v1/runs").status_code == 200
+        counted = refusals(base)
+    assert sorted(answers) == [200] * 4 + [429] * 12
+    assert counted["throttled"] == 12
+
+
+def test_a_client_without_a_key_cannot_dodge_the_rate_limit_with_x_forwarded_for(server_env):
+    """Requests without a key or session (the OpenAPI schema, built anew for each) are counted by
+    address. The address is the one uvicorn saw (X-Forwarded-For is trusted from the proxy alone,
+    --forwarded-allow-ips), never a header the client wrote: a new X-Forwarded-For each time
+    is still the same client."""
+    # The trusted proxy is elsewhere (192.0.2.1): the test's requests come straight from a client.
+    with server(server_env, API_RATE_LIMIT="2/min", FORWARDED_ALLOW_IPS="192.0.2.1") as base:
+        answers = [httpx.get(f"{base}/api/schema/", headers={"X-Forwarded-For": f"198.51.100.{n}"}, timeout=30) for n in range(3)]
+        assert [response.status_code for response in answers] == [200, 200, 429]  # (the schema view answers in YAML)
+        assert "throttled" in answers[2].text and 0 < int(answers[2].headers["Retry-After"]) <= 60
+        other = httpx.Client(base_url=base, headers=api_key(make_key("bystander")[1]), timeout=30)
+        assert other.post("/api/v1/agents/bystander/heartbeat", json={}).status_code == 200
 
 
 def test_a_key_holds_a_bounded_number_of_waits_and_others_are_served(server_env, tmp_path):
@@ -362,6 +446,29 @@ def test_a_key_sends_a_bounded_number_of_approval_requests_a_minute(server_env):
         counted = refusals(base)
     assert ApprovalRequest.objects.filter(agent_id="asker").count() == 3
     assert counted["approval_requests_per_key"] == 1
+
+
+def test_an_approval_requests_context_is_bounded_in_size(server_env):
+    """A request's context goes into each of its events (four streams of EVENT_STREAM_MAXLEN
+    entries, every live feed, forwarding) and each notification: up to the API's body limit
+    (256 KiB) it made one key's requests, within their rate, gigabytes of Redis. It is bounded as a
+    signal's payload is; nothing is stored, mailed or published for a refused one."""
+    from approvals.models import ApprovalRequest
+
+    with server(server_env, APPROVAL_CONTEXT_MAX_BYTES="4096") as base:
+        bystander = Bystander(base)
+        quiet = bystander.served()
+        agent = httpx.Client(base_url=base, headers=api_key(make_key("asker")[1]), timeout=30)
+        big = agent.post("/api/v1/approvals", json={"approval_type": "deploy", "context": {"diff": "x" * 4096}})
+        assert "APPROVAL_CONTEXT_MAX_BYTES" in refused(big, 413, "approval_context_too_large")["message"]
+        assert events.info("approval.requested")["length"] == 0
+        fits = agent.post("/api/v1/approvals", json={"approval_type": "deploy", "context": {"diff": "x" * 4000}})
+        assert fits.status_code == 201
+        busy = bystander.served()
+        counted = refusals(base)
+    report("approval context", quiet, busy)
+    assert list(ApprovalRequest.objects.values_list("request_id", flat=True)) == [fits.json()["request_id"]]
+    assert counted["approval_context_too_large"] == 1
 
 
 # --- 3. the live feed's replay ------------------------------------------------------------

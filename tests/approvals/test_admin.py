@@ -3,11 +3,17 @@ permission matrix."""
 
 from __future__ import annotations
 
+import re
+
+import httpx
 import pytest
 from django.contrib.auth.models import Permission
 
 from approvals import services
 from approvals.models import ApprovalRequest
+from tests.conftest import make_key
+from tests.services import asgi_server
+from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
 
 pytestmark = pytest.mark.django_db
 
@@ -104,27 +110,73 @@ def test_the_decision_needs_the_csrf_token(requests, admin_user):
     assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "pending"
 
 
-def test_bulk_approval_asks_first_and_decides_exactly_the_requests_it_listed(admin_client, requests):
-    """All selected over a filter ("select all"), then a request arrives while the reviewer reads the
-    list: the confirmation decides the listed ones still pending, never the newcomer."""
-    every = {"action": "approve_selected", "select_across": "1", "index": "0", "_selected_action": [requests[1].pk]}
-    confirmation = admin_client.post(CHANGELIST + "?status__exact=pending", every)
-    page = confirmation.content.decode()
-    assert confirmation.status_code == 200 and "Approve these 2 pending request(s)?" in page
-    assert all(r.request_id in page for r in requests[1:]) and requests[0].request_id not in page
-    assert sorted(ApprovalRequest.objects.values_list("status", flat=True)) == ["approved", "pending", "pending"]
+def hidden_fields(html: str) -> list[tuple[str, str]]:
+    """The hidden inputs of a page's form, as a browser submits them."""
+    return re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html)
 
-    newcomer = services.create("gamma", "deploy", {}, 600)
-    services.cancel(requests[2])  # withdrawn by its agent meanwhile
-    assert [f'name="_selected_action" value="{r.pk}"' in page for r in requests] == [False, True, True]
-    confirm = {
-        "action": "approve_selected",
-        "select_across": "0",
-        "confirmed": "yes",
-        "_selected_action": [r.pk for r in requests[1:]],
-    }
-    done = admin_client.post(CHANGELIST + "?status__exact=pending", confirm, follow=True).content.decode()
-    assert "Approved 1 request(s)." in done
+
+def test_on_the_real_server_bulk_approval_asks_first_and_decides_exactly_the_requests_it_listed(
+    server_env, django_user_model, requests
+):
+    """A reviewer (view and decide, nothing else) logged in with their password selects all
+    pending requests over a filter ("select all"); while they read the confirmation, an agent asks
+    a new request and another withdraws one, through the API. Submitting the confirmation as the
+    browser would decides the listed requests still pending, never the newcomer; meanwhile the
+    agents are served (a heartbeat, a signal, the new request's wait)."""
+    reviewer = django_user_model.objects.create_user("bulk-reviewer", password="pw", is_staff=True)
+    reviewer.user_permissions.set(Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
+    gamma = {"Authorization": f"Api-Key {make_key('gamma')[1]}"}
+    beta = {"Authorization": f"Api-Key {make_key('beta')[1]}"}
+    with asgi_server({**server_env, **PLAIN_HTTP_COOKIES}) as base, httpx.Client(base_url=base, timeout=30) as browser:
+        log_in(browser, "bulk-reviewer", "pw")
+        listing = browser.get(CHANGELIST, params={"status__exact": "pending"})
+        assert listing.status_code == 200 and "approve_selected" in listing.text
+        every = {"action": "approve_selected", "select_across": "1", "index": "0", "_selected_action": [str(requests[1].pk)]}
+        confirmation = browser.post(
+            f"{CHANGELIST}?status__exact=pending", data={**every, "csrfmiddlewaretoken": csrf_token(listing.text)}
+        )
+        page = confirmation.text
+        assert confirmation.status_code == 200 and "Approve these 2 pending request(s)?" in page
+        assert all(r.request_id in page for r in requests[1:]) and requests[0].request_id not in page
+        assert sorted(ApprovalRequest.objects.values_list("status", flat=True)) == ["approved", "pending", "pending"]
+
+        asked = httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "deploy"}, headers=gamma)
+        assert asked.status_code == 201
+        withdrawn = httpx.post(f"{base}/api/v1/approvals/{requests[2].request_id}/cancel", headers=beta)
+        assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "cancelled"
+        assert httpx.post(f"{base}/api/v1/agents/gamma/heartbeat", json={}, headers=gamma).status_code == 200
+        signal = {"signal_type": "go", "target_agent": "beta"}
+        assert httpx.post(f"{base}/api/v1/signals", json=signal, headers=gamma).status_code == 201
+
+        form = hidden_fields(page)
+        assert ("select_across", "0") in form and ("confirmed", "yes") in form
+        assert sorted(value for name, value in form if name == "_selected_action") == sorted(str(r.pk) for r in requests[1:])
+        submitted: dict[str, list[str]] = {}
+        for name, value in form:
+            submitted.setdefault(name, []).append(value)
+        done = browser.post(f"{CHANGELIST}?status__exact=pending", data=submitted, follow_redirects=True)
+        # (the withdrawn one is no longer in the filtered list it was confirmed from)
+        assert done.status_code == 200 and '<li class="info">Approved 1 request(s).</li>' in done.text
+        waited = httpx.post(
+            f"{base}/api/v1/approvals/{asked.json()['request_id']}/wait", json={"timeout": 0.2}, headers=gamma, timeout=30
+        )
+        assert waited.status_code == 200 and waited.json()["status"] == "pending"
     assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "approved"
+    assert ApprovalRequest.objects.get(pk=requests[1].pk).responder_name == "bulk-reviewer"
     assert ApprovalRequest.objects.get(pk=requests[2].pk).status == "cancelled"
-    assert ApprovalRequest.objects.get(pk=newcomer.pk).status == "pending"
+    assert ApprovalRequest.objects.get(request_id=asked.json()["request_id"]).status == "pending"
+
+
+def test_the_admin_index_shows_the_pending_count_only_to_whom_may_view_approval_requests(client, django_user_model, requests):
+    """Any staff member opens the admin index; the count of pending requests is the approval
+    requests' to show (approvals.view_approvalrequest)."""
+    operator = django_user_model.objects.create_user("runs-operator", password="x", is_staff=True)
+    operator.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client.force_login(operator)
+    index = client.get("/admin/")
+    assert index.status_code == 200
+    assert 'id="pending-approvals"' not in index.content.decode() and "approval request" not in index.content.decode()
+    viewer = django_user_model.objects.create_user("approvals-viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_approvalrequest"))
+    client.force_login(viewer)
+    assert "<b>2</b> approval requests waiting for a decision" in client.get("/admin/").content.decode()

@@ -11,14 +11,17 @@ import time
 
 import httpx
 import pytest
+from django.contrib.auth.models import Permission
 from django.core import mail, signing
 
 from approvals import services
 from approvals.models import ApprovalRequest
 from notifications.models import Delivery, NotificationChannel
-from notifications.sending import send
 from tests.conftest import make_key
-from tests.services import celery_processes, http_receiver
+from tests.services import asgi_server, celery_processes, http_receiver
+from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
+
+CHANNELS = "/admin/notifications/notificationchannel/"
 
 
 def channels(url: str) -> dict[str, NotificationChannel]:
@@ -96,22 +99,56 @@ def test_a_failing_webhook_is_retried_by_the_worker_and_beat_and_never_holds_up_
         assert len({r["body"] for r in received}) == 1
 
 
-@pytest.mark.django_db
-def test_the_admin_queues_a_test_for_the_worker_and_the_delivery_log_shows_the_result(admin_client):
-    with http_receiver() as (url, received):
-        working = NotificationChannel.objects.create(name="hook", kind="webhook", target=url)
+def test_on_the_real_server_the_admin_queues_a_test_for_the_worker_and_the_delivery_log_shows_the_result(
+    server_env, django_user_model
+):
+    """A staff member who may change channels, logged in with their password, sends a test to a
+    working receiver and to a dead address: the admin's answer comes at once with nothing sent
+    (no worker runs yet, and the receiver holds its answers); a real worker then delivers one and
+    logs the other's failure. No page shows the webhook's URL; an agent is served meanwhile."""
+    user = django_user_model.objects.create_user("channel-admin", password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_notificationchannel", "change_notificationchannel", "view_delivery"])
+    )
+    agent = {"Authorization": f"Api-Key {make_key('alpha')[1]}"}
+    answered = threading.Event()
+    with (
+        http_receiver(hold=answered) as (url, received),
+        asgi_server({**server_env, **PLAIN_HTTP_COOKIES}) as base,
+        httpx.Client(base_url=base, timeout=30) as browser,
+    ):
+        hook_url = f"{url}/T0001/hook-token-s3cr3t"
+        working = NotificationChannel.objects.create(name="hook", kind="webhook", target=hook_url)
         dead = NotificationChannel.objects.create(name="dead", kind="webhook", target="http://127.0.0.1:9/hook")
-        test = {"action": "send_test", "_selected_action": [working.pk, dead.pk]}
-        page = admin_client.post("/admin/notifications/notificationchannel/", test, follow=True).content.decode()
-        assert "Test notification queued for dead, hook" in page
-        assert received == []  # not sent in the admin's request: the worker does it
+        log_in(browser, "channel-admin", "pw")
+        listing = browser.get(CHANNELS)
+        assert listing.status_code == 200 and "send_test" in listing.text
+        test = {"action": "send_test", "_selected_action": [str(working.pk), str(dead.pk)]}
+        started = time.monotonic()
+        page = browser.post(CHANNELS, data={**test, "csrfmiddlewaretoken": csrf_token(listing.text)}, follow_redirects=True)
+        took = time.monotonic() - started
+        assert page.status_code == 200 and "Test notification queued for dead, hook" in page.text
+        assert took < 5, f"the admin's request took {took:.1f} s"  # (the dead address and the held receiver take longer)
+        assert received == []
         queued = Delivery.objects.filter(topic="test")
         assert sorted(queued.values_list("channel__name", "status")) == [("dead", "pending"), ("hook", "pending")]
-        send(list(queued.values_list("pk", flat=True)))  # what the worker runs
-        assert url not in page  # the webhook's URL is write-only
-    assert json.loads(received[0]["body"])["topic"] == "test"
-    outcome = dict(queued.values_list("channel__name", "status"))
-    assert outcome == {"hook": "delivered", "dead": "pending"}
+        assert httpx.post(f"{base}/api/v1/agents/alpha/heartbeat", json={}, headers=agent).status_code == 200
+
+        answered.set()
+        with celery_processes(server_env, beat=False):
+            deadline = time.monotonic() + 30
+            while (
+                dict(queued.values_list("channel__name", "status")).get("hook") != "delivered"
+                or not queued.get(channel=dead).last_error
+            ):
+                assert time.monotonic() < deadline, list(queued.values_list("channel__name", "status", "last_error"))
+                time.sleep(0.2)
+        log = browser.get("/admin/notifications/delivery/")
+        assert log.status_code == 200 and "ConnectError" in log.text
+        shown = page.text + log.text + browser.get(f"{CHANNELS}{working.pk}/change/").text
+    assert json.loads(received[0]["body"])["topic"] == "test" and received[0]["path"].endswith("/T0001/hook-token-s3cr3t")
+    assert "hook-token-s3cr3t" not in shown  # the webhook's URL is write-only
+    assert dict(queued.values_list("channel__name", "status")) == {"hook": "delivered", "dead": "pending"}
     assert "ConnectError" in queued.get(channel=dead).last_error
 
 

@@ -234,3 +234,69 @@ def test_each_agent_links_to_its_records_on_the_pages_the_user_may_open(
     beat(live_asgi, alpha_key, "alpha", current_task="still here")
     page.locator("#agent-filter option[value=alpha]").wait_for(state="attached")
     assert page.locator("#agents").count() == 0
+
+
+def staff_with(django_user_model, username: str, *scopes: str):
+    """A staff user holding the model permissions behind `scopes` (core.scopes.permissions_for), and no other."""
+    from django.contrib.auth.models import Permission
+
+    from core.scopes import permissions_for
+
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    wanted = {perm.split(".")[1] for scope in scopes for perm in permissions_for(scope)}
+    user.user_permissions.set(Permission.objects.filter(codename__in=wanted))
+    return user
+
+
+@pytest.fixture
+def stream_reader(django_user_model):
+    """Staff who may read the streams, not the agents' state nor the approval requests."""
+    return staff_with(django_user_model, "watcher", "streams:read")
+
+
+def test_without_the_agents_and_approvals_permissions_the_live_page_shows_the_feed_alone_without_error(
+    server_env, stream_reader, alpha_key, browser
+):
+    """The agents' table needs coordination.view_agent and the pending count (and the approval
+    requests' events) approvals.view_approvalrequest: a staff member with only the streams'
+    permission gets neither (the table not even filled from the feed's agent.* events), and the
+    page still connects and shows the other events, with no script error."""
+    headers = {"Authorization": f"Api-Key {alpha_key}"}
+    with asgi_server(server_env) as base:
+        page = logged_in_page(browser, f"{base}/live/", "watcher")
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.wait_for_url(f"{base}/live/")
+        page.wait_for_selector("#connection.connected")
+        assert httpx.post(f"{base}/api/v1/agents/alpha/heartbeat/start", json={}, headers=headers).status_code == 200
+        assert httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "deploy"}, headers=headers).status_code == 201
+        events.publish_now([events.Event("deploy.finished", {"service": "after"})])  # after the others
+        page.locator("#feed li[data-type='deploy.finished']").wait_for()
+        page.locator("#feed li[data-type='agent.started']").wait_for()
+        page.wait_for_timeout(1200)  # a render tick of the page (every second)
+        # The request's event carries its context: the approval requests' to show.
+        assert page.locator("#feed li[data-type='approval.requested']").count() == 0
+        assert page.locator("#agents").count() == 0
+        assert page.locator("#pending-approvals").count() == 0
+        assert "Pending approvals" not in page.content()
+        assert page.locator("#connection.connected").count() == 1
+    assert errors == []
+
+
+def test_the_live_page_shows_the_agents_and_the_pending_count_each_to_whom_may_view_them(client, django_user_model):
+    make_key("alpha")
+    from approvals import services
+
+    services.create("alpha", "deploy", {}, 600)
+    seen = {}
+    for name, scopes in {
+        "feed only": ("streams:read",),
+        "agents": ("streams:read", "coordination:read"),
+        "approvals": ("streams:read", "approvals:read"),
+    }.items():
+        client.force_login(staff_with(django_user_model, name.replace(" ", "-"), *scopes))
+        page = client.get("/live/")
+        assert page.status_code == 200, name
+        text = page.content.decode()
+        seen[name] = ('id="agents"' in text, 'id="pending-approvals"' in text)
+    assert seen == {"feed only": (False, False), "agents": (True, False), "approvals": (False, True)}

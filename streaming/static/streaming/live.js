@@ -238,8 +238,10 @@
 
   async function countApprovals() {
     // Asked of the server, not counted from events: events missed while disconnected cannot skew it.
+    const pendingCount = document.querySelector("#pending-approvals b"); // only for those who may view approvals
+    if (!pendingCount) return;
     const response = await fetch(root.dataset.approvalsUrl, { credentials: "same-origin" });
-    if (response.ok) document.querySelector("#pending-approvals b").textContent = (await response.json()).length;
+    if (response.ok) pendingCount.textContent = (await response.json()).length;
   }
 
   function handle(event) {
