@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core import events
 from quality.models import LlmUsage
 from tests.runs.factories import make_run
-from tests.services import ROOT
+from tests.services import PROMETHEUS_ACCEPT, ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -233,7 +233,7 @@ def test_every_metric_the_dashboard_queries_is_served(agent, admin_client):
     make_run("alpha", status="success")
     LlmUsage.objects.create(event_id="u1", agent_name="alpha", model="m", tier="cheap", cost="0.1", input_tokens=10)
     events.publish_now([events.Event("signal.sent", {})])
-    response = admin_client.get("/metrics")
+    response = admin_client.get("/metrics", HTTP_ACCEPT=PROMETHEUS_ACCEPT)
     assert response.status_code == 200
     missing = used - served_names(response.content.decode())
     assert not missing, f"the dashboard queries metrics /metrics does not serve: {sorted(missing)}"

@@ -18,7 +18,7 @@ from metrics.models import MetricSeries
 from quality.models import LlmUsage
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run
-from tests.services import asgi_server
+from tests.services import PROMETHEUS_ACCEPT, asgi_server
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +127,7 @@ def test_any_label_value_and_name_comes_back_as_sent(agent, admin_client):
         metric("wait_seconds", "histogram", 0.3, "t3"),  # a histogram without labels
     ]
     assert agent.post("/api/v1/metrics", items, format="json").json()["inserted"] == 3
-    found = scrape(admin_client.get("/metrics").content.decode())
+    found = scrape(admin_client.get("/metrics", HTTP_ACCEPT=PROMETHEUS_ACCEPT).content.decode())
     assert found[("jobs_done_total", frozenset({"queue": tricky}.items()))] == 2
     assert found[("load", frozenset())] == 0.5
     assert found[("wait_seconds_count", frozenset())] == 1 and found[("wait_seconds_sum", frozenset())] == 0.3
@@ -136,7 +136,7 @@ def test_any_label_value_and_name_comes_back_as_sent(agent, admin_client):
 
 
 def test_metrics_shows_known_values(known_state, admin_client):
-    response = admin_client.get("/metrics")
+    response = admin_client.get("/metrics", HTTP_ACCEPT=PROMETHEUS_ACCEPT)
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
     found = scrape(response.content.decode())
     coder = frozenset({"agent_type": "coder", "phase": "plan"}.items())
@@ -172,7 +172,8 @@ def test_every_web_process_serves_the_same_figures(server_env):
         sent = httpx.post(f"{first}/api/v1/metrics", json=KNOWN, headers={"Authorization": f"Api-Key {raw_key}"})
         assert sent.status_code == 200
         scraped = [
-            scrape(httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {scraper}"}).text) for base in (first, second)
+            scrape(httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {scraper}", "Accept": PROMETHEUS_ACCEPT}).text)
+            for base in (first, second)
         ]
     assert scraped[0] == scraped[1]
     assert (
