@@ -153,6 +153,19 @@ def test_metrics_shows_known_values(known_state, admin_client):
     assert found[("telemetry_agents_active", frozenset())] == 1
 
 
+def test_a_client_that_does_not_ask_for_prometheus_formats_gets_local_telemetrys_counters(admin_client):
+    make_run("alpha")
+    make_run("alpha")
+    make_run("beta", created_at=timezone.now() - timedelta(days=2))
+    for accept in ({}, {"HTTP_ACCEPT": "*/*"}, {"HTTP_ACCEPT": "application/json"}):
+        response = admin_client.get("/metrics", **accept)
+        assert response["Content-Type"] == "application/json" and "Accept" in response["Vary"]
+        assert response.json() == {"total_runs": 3, "agents": {"alpha": 2, "beta": 1}, "recent_24h": 2}
+    for accept in (PROMETHEUS_ACCEPT, "text/plain", "application/openmetrics-text; version=1.0.0"):
+        response = admin_client.get("/metrics", HTTP_ACCEPT=accept)
+        assert response["Content-Type"].startswith("text/plain") and "Accept" in response["Vary"]
+
+
 def test_who_may_scrape(anonymous, agent, settings):
     assert anonymous.get("/metrics").status_code == 401
     refused = agent.get("/metrics")
