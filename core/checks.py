@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 from core.addresses import networks
 
 ADDRESS_SETTINGS = ("METRICS_ALLOWED_IPS", "KEYLESS_WRITES_FROM")
 
 
-@register
+@register(Tags.security)
 def unkeyed_addresses(app_configs, **kwargs) -> list:
     problems = [error for name in ADDRESS_SETTINGS if (error := _unreadable(name))]
     if problems:
