@@ -8,7 +8,8 @@ from rest_framework.test import APIClient
 from core.checks import unkeyed_addresses
 from runs.models import Run
 from tests.conftest import key_client, make_key
-from tests.runs.factories import run_payload
+from tests.runs.factories import otlp_json, run_payload
+from traces.models import Span
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +45,13 @@ def test_a_request_without_a_key_from_a_listed_address_acts_as_the_named_key(key
     assert anonymous.post("/api/v1/agents/alpha/heartbeat/start", {}, format="json").status_code == 403
     key.refresh_from_db()
     assert key.last_used_at is not None
+
+
+def test_an_opentelemetry_export_without_a_key_records_the_named_keys_agents_spans(keyless):
+    response = APIClient().post("/v1/traces", otlp_json("a" * 32, "hugo-translator"), format="json")
+    assert response.status_code == 200 and Span.objects.get().agent_name == "hugo-translator"
+    foreign = APIClient().post("/v1/traces", otlp_json("b" * 32, "alpha"), format="json").json()
+    assert "may not act as" in foreign["partialSuccess"]["errorMessage"] and Span.objects.count() == 1
 
 
 def test_the_named_keys_scopes_bound_what_key_less_requests_do(keyless):
