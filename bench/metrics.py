@@ -191,7 +191,10 @@ def run(db: str) -> dict:
             spans = load.run("/api/v1/ingest", traces, {200})
             loaded = fill(rng)
             settle()
-            scrape_headers = {"Authorization": headers["Authorization"]}
+            scrape_headers = {
+                "Authorization": headers["Authorization"],
+                "Accept": "text/plain;version=0.0.4",
+            }  # Prometheus's text
             with httpx.Client(base_url=base, headers=scrape_headers, timeout=60) as client:
                 body = client.get("/metrics").text
                 scrape = timed(lambda: client.get("/metrics").raise_for_status())

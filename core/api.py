@@ -34,6 +34,8 @@ from core.authentication import (
     authenticate_key_async,
     forget_known,
     key_from_header,
+    keyless,
+    keyless_key_async,
     remembered_key,
 )
 from core.models import AgentKey
@@ -262,8 +264,14 @@ def error_response(exc: exceptions.APIException) -> JsonResponse:
 
 async def authorize(request, scope: str, session_permissions: tuple[str, ...] | None = None):
     """For async views: a staff session with the permissions for `scope` (or
-    `session_permissions`), or an agent key holding `scope` (returned)."""
-    return await authorize_principal(authorization(request), request.auser, scope, session_permissions)
+    `session_permissions`), or an agent key holding `scope` (returned): the Authorization header's,
+    or for a request without one from an address in KEYLESS_WRITES_FROM, the key-less one."""
+    try:
+        return await authorize_principal(authorization(request), request.auser, scope, session_permissions)
+    except exceptions.NotAuthenticated:
+        if not keyless(request):
+            raise
+        return _with_scope(await keyless_key_async(), scope)
 
 
 async def authorize_principal(

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from core.addresses import client_in
 from core.db import close_connections
 from core.models import AgentKey
 from core.redis import get_pipelined_redis, get_redis
@@ -160,16 +162,52 @@ def checked_key(raw_key: str) -> AgentKey:
     return key
 
 
-def key_with_scope(authorization: str, scope: str) -> AgentKey:
-    """For plain Django views: the key of an Authorization header, if it holds `scope`; DRF's
-    NotAuthenticated or PermissionDenied (answer them with core.api.describe) otherwise."""
-    raw_key = key_from_header(authorization)
-    if raw_key is None:
+def key_with_scope(request, scope: str) -> AgentKey:
+    """For plain Django views: the request's key (its Authorization header's, or the key-less one),
+    if it holds `scope`; DRF's NotAuthenticated or PermissionDenied (answer them with
+    core.api.describe) otherwise."""
+    raw_key = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
+    if raw_key is not None:
+        key = checked_key(raw_key)
+    elif keyless(request):
+        key = keyless_key()
+    else:
         raise exceptions.NotAuthenticated(f"Send an agent key with the {scope} scope (Authorization: Bearer <key>).")
-    key = checked_key(raw_key)
     if not key.has_scope(scope):
         raise exceptions.PermissionDenied(f"This key lacks the {scope} scope.", code="missing_scope")
     return key
+
+
+def keyless(request) -> bool:
+    """Whether the request acts as the key KEYLESS_KEY names: it has no Authorization header and
+    comes from an address in KEYLESS_WRITES_FROM (none by default)."""
+    return not request.META.get("HTTP_AUTHORIZATION") and client_in(request, settings.KEYLESS_WRITES_FROM)
+
+
+def keyless_key() -> AgentKey:
+    """The key KEYLESS_KEY names, with its agents, scopes and bounds; AuthenticationFailed when no
+    usable key has that name, several have, or it has expired. One query a request (no cache)."""
+    keys = list(AgentKey.objects.filter(name=settings.KEYLESS_KEY, revoked=False)[:2])
+    if len(keys) != 1:
+        problem = "several agent keys are" if keys else "no agent key (not revoked) is"
+        raise exceptions.AuthenticationFailed(
+            f"Key-less requests act as KEYLESS_KEY, but {problem} named {settings.KEYLESS_KEY!r}.", code="keyless_key"
+        )
+    _refuse_expired(keys[0])
+    keys[0].touch()
+    return keys[0]
+
+
+async def keyless_key_async() -> AgentKey:
+    """`keyless_key` for async views, giving the thread's database connection back (as authenticate_key)."""
+
+    def checked() -> AgentKey:
+        try:
+            return keyless_key()
+        finally:
+            close_connections()
+
+    return await sync_to_async(checked)()
 
 
 def _refuse_expired(key: AgentKey) -> None:
@@ -261,6 +299,17 @@ class AgentKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Api-Key realm="api"'
+
+
+class KeylessAuthentication(authentication.BaseAuthentication):
+    """After the session's: a request without an Authorization header, from an address in
+    KEYLESS_WRITES_FROM, acts as the key KEYLESS_KEY names (its agents, scopes, rate limit and bounds)."""
+
+    def authenticate(self, request):
+        if not keyless(request):
+            return None
+        key = keyless_key()
+        return KeyUser(key), key
 
 
 class AgentKeyScheme(OpenApiAuthenticationExtension):

@@ -54,10 +54,6 @@ class BatchResults:
             body["updated"] = updated
         return body
 
-    @property
-    def status_code(self) -> int:
-        return 207 if self.failed else 200
-
 
 class Batch(BatchResults):
     """Validates each item against `schema`; the valid ones wait in `valid` to be stored."""

@@ -33,9 +33,10 @@ Store = Callable[[list, MayActAs], Batch]
 # feedback, metric points, spans, reports): runs:read to read, runs:write to record.
 RECORDS_SCOPES = {"GET": "runs:read", "POST": "runs:write", "PATCH": "runs:write"}
 BATCH_RESPONSES = {
-    200: OpenApiResponse(description="every item stored or a duplicate"),
-    207: OpenApiResponse(description="some items rejected; see results"),
+    200: OpenApiResponse(description="the batch was read; rejected items are counted in `failed` and listed in `errors`"),
+    207: OpenApiResponse(description="with `Prefer: multi-status`: some items rejected; see results"),
 }
+MULTI_STATUS = "multi-status"  # the preference (RFC 7240) that asks for 207 when some items are rejected
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,25 @@ def items_of(data, *, allow_single: bool = False, key: str = "runs") -> list:
     return data
 
 
+def prefers_multi_status(request) -> bool:
+    """Whether the request sent `Prefer: multi-status` (among other preferences, perhaps)."""
+    preferences = request.META.get("HTTP_PREFER", "").split(",")
+    return any(p.partition(";")[0].partition("=")[0].strip().lower() == MULTI_STATUS for p in preferences)
+
+
+def batch_response(request, results: BatchResults) -> Response:
+    """200 with per-item results, the rejected ones counted in `failed` and listed in `errors`:
+    local-telemetry's client takes any other status for a failure and sends the batch again. 207
+    when some items were rejected and the request asked for it with `Prefer: multi-status`."""
+    if not prefers_multi_status(request):
+        return Response(results.body())
+    status = 207 if results.failed else 200
+    return Response(results.body(), status=status, headers={"Preference-Applied": MULTI_STATUS})
+
+
 class BatchView(APIView):
-    """POST a batch (a JSON array, or {"<key>": [...]}) to `ingest`; per-item results, 200 or 207."""
+    """POST a batch (a JSON array, or {"<key>": [...]}) to `ingest`; per-item results: 200, or 207
+    when some items are rejected and the request sent `Prefer: multi-status`."""
 
     max_body_bytes = settings.BATCH_MAX_BODY_BYTES
     key = "runs"
@@ -76,7 +94,7 @@ class BatchView(APIView):
 
     def post(self, request):
         results = self.ingest(items_of(request.data, allow_single=self.allow_single, key=self.key), agent_checker(request))
-        return Response(results.body(), status=results.status_code)
+        return batch_response(request, results)
 
 
 def _kind(item) -> str | None:

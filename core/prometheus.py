@@ -1,28 +1,32 @@
-"""GET /metrics: Prometheus text, from collectors each app registers in its AppConfig.ready().
+"""GET /metrics: Prometheus text, from collectors each app registers in its AppConfig.ready(); for a
+client that does not ask for Prometheus's formats, local-telemetry's JSON counters instead.
 
 Every figure is read at scrape time from the database or Redis, which all processes share, so
 any web process answers for all of them. The server's own counts, kept by each process in
 memory, reach Redis within a second (core.selfmetrics).
 
+Prometheus always names its formats in `Accept`; local-telemetry's client (like curl) sends `*/*`.
+
 Who may scrape: a staff session, an agent key with the `metrics:read` scope (Prometheus sends it
-as `Authorization: Bearer <key>`), or an address in METRICS_ALLOWED_IPS (addresses or networks;
-none by default: behind a reverse proxy every request comes from the proxy's address).
+as `Authorization: Bearer <key>`; a key-less request from KEYLESS_WRITES_FROM is KEYLESS_KEY's), or
+an address in METRICS_ALLOWED_IPS (core.addresses; none by default).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from rest_framework import exceptions
 
 from core import quotas
-from core.api import authorization, error_response
+from core.addresses import client_in
+from core.api import error_response
 from core.authentication import key_with_scope
 from core.events import published_counts
 from core.permissions import is_staff, lacks_permissions, missing_permissions
@@ -30,9 +34,12 @@ from core.throttling import count_request_sync
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 SCOPE = "metrics:read"
+# The Accept media types of Prometheus's formats (text, OpenMetrics, protobuf): any of them gets the text.
+PROMETHEUS_MEDIA_TYPES = ("text/plain", "application/openmetrics-text", "application/vnd.google.protobuf")
 
 
 TEXT_SOURCES: list[Callable[[], str]] = []  # functions that write their families' text themselves
+JSON_SOURCES: list[Callable[[], dict]] = []  # functions that give counters to the JSON form
 
 
 def register(collector) -> None:
@@ -44,6 +51,11 @@ def register_text(source: Callable[[], str]) -> None:
     """Add a function returning families already in the text format (for many series, where
     prometheus_client's per-sample exposition costs too much)."""
     TEXT_SOURCES.append(source)
+
+
+def register_json(source: Callable[[], dict]) -> None:
+    """Add a function returning counters (JSON-ready) to the JSON form of /metrics."""
+    JSON_SOURCES.append(source)
 
 
 def exposition() -> bytes:
@@ -73,23 +85,20 @@ class QuotaMetrics:
         yield family
 
 
-def _allowed_address(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(allowed, strict=False) for allowed in settings.METRICS_ALLOWED_IPS)
-
-
 def _check_access(request: HttpRequest) -> None:
-    if _allowed_address(request.META.get("REMOTE_ADDR", "")):
+    if client_in(request, settings.METRICS_ALLOWED_IPS):
         return
     if is_staff(request.user):
         if missing := missing_permissions(request.user, SCOPE):
             raise lacks_permissions(missing)
         return
     # A key's scrape reads every collector (the database and Redis): under API_RATE_LIMIT as any request.
-    count_request_sync(key_with_scope(authorization(request), SCOPE))
+    count_request_sync(key_with_scope(request, SCOPE))
+
+
+def wants_prometheus_text(request: HttpRequest) -> bool:
+    accept = request.META.get("HTTP_ACCEPT", "").lower()
+    return any(media_type in accept for media_type in PROMETHEUS_MEDIA_TYPES)
 
 
 @require_GET
@@ -98,4 +107,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
         _check_access(request)
     except exceptions.APIException as exc:
         return error_response(exc)
-    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    if wants_prometheus_text(request):
+        response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    else:
+        response = JsonResponse({name: value for source in JSON_SOURCES for name, value in source().items()})
+    patch_vary_headers(response, ["Accept"])
+    return response

@@ -6,8 +6,10 @@ class RunsConfig(AppConfig):
 
     def ready(self) -> None:
         from core import ingest
-        from runs import schemas, services
+        from core.prometheus import register_json
+        from runs import schemas, selectors, services
 
+        register_json(selectors.run_counters)
         for kind, store, schema in (
             ("run", services.ingest_runs, schemas.RunItem),
             ("event", services.ingest_events, schemas.EventItem),

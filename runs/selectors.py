@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Min, Q, QuerySet
+from django.utils import timezone
 
 from runs.models import Run, RunEvent, RunStatus
 
@@ -32,6 +33,22 @@ def ended_run_counts(ended_since: datetime) -> QuerySet[Any]:
     """Per agent: its runs that ended since `ended_since` (`total`) and those that failed (`failed`)."""
     ended = Run.objects.filter(end_time__gte=ended_since).exclude(status=RunStatus.RUNNING)
     return ended.values("agent_name").annotate(total=Count("id"), failed=Count("id", filter=Q(status__in=FAILED)))
+
+
+def run_counters() -> dict:
+    """local-telemetry's /metrics counters: runs kept (`total_runs`), by agent (`agents`), and those
+    created in the last 24 hours (`recent_24h`). One grouped query, on the (agent_name, created_at) index."""
+    since = timezone.now() - timedelta(hours=24)
+    rows = list(
+        Run.objects.values_list("agent_name")
+        .annotate(runs=Count("agent_name"), recent=Count("created_at", filter=Q(created_at__gte=since)))
+        .order_by("agent_name")
+    )
+    return {
+        "total_runs": sum(runs for _, runs, _ in rows),
+        "agents": {agent: runs for agent, runs, _ in rows},
+        "recent_24h": sum(recent for _, _, recent in rows),
+    }
 
 
 def by_event_id(event_ids: set[str]) -> dict[str, Run]:

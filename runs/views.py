@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import LimitOffsetPage, validate
-from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView, items_of
+from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView, batch_response, items_of
 from core.permissions import ensure_may_act_as
 from runs import services
 from runs.filters import RunFilter
@@ -108,7 +108,7 @@ class RunEvents(APIView):
     @extend_schema(request=EventInList, responses=BATCH_RESPONSES, summary="Record one event or a list of events")
     def post(self, request, event_id: str):
         batch = services.record_events(writable_run(request, event_id), items_of(request.data, allow_single=True, key="events"))
-        return Response(batch.body(), status=batch.status_code)
+        return batch_response(request, batch)
 
 
 @extend_schema_view(post=extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs"))

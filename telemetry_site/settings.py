@@ -199,6 +199,10 @@ WEBHOOK_DEADLINE_SECONDS = env.float("WEBHOOK_DEADLINE_SECONDS", default=30.0)
 # network where the people who create channels should not reach its neighbours).
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=True)
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
+# Requests without an Authorization header from these addresses or networks act as the agent key
+# named KEYLESS_KEY (for clients that send no key, such as local-telemetry's); none by default.
+KEYLESS_WRITES_FROM = env.list("KEYLESS_WRITES_FROM", default=[])
+KEYLESS_KEY = env.str("KEYLESS_KEY", default="")
 METRICS_RETENTION_DAYS = env.float("METRICS_RETENTION_DAYS", default=30)  # raw metric points
 TRACES_RETENTION_DAYS = env.float("TRACES_RETENTION_DAYS", default=7)  # spans, with their events
 AGGREGATES_RETENTION_DAYS = env.float("AGGREGATES_RETENTION_DAYS", default=90)  # metric minute rollups
@@ -292,6 +296,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.authentication.AgentKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        "core.authentication.KeylessAuthentication",  # after the session: a browser's login comes first
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.HasScope"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.BoundedJSONParser"],
@@ -314,6 +319,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # The schemes clients use; key-less requests (KeylessAuthentication) are an operator's setting.
+    "AUTHENTICATION_WHITELIST": REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"][:2],
     # Swagger UI from our own static files: the machines it runs on may have no internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

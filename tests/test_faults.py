@@ -33,7 +33,7 @@ from telemetry_client import TelemetryClient, TelemetryConfig
 from operations.embedded_redis import EmbeddedRedis, free_port
 from runs.models import Run, RunEvent
 from tests.conftest import make_key
-from tests.services import ROOT, ThrowawayPostgres, asgi_server, celery_processes, postgres_bin_dir
+from tests.services import PROMETHEUS_ACCEPT, ROOT, ThrowawayPostgres, asgi_server, celery_processes, postgres_bin_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -203,7 +203,8 @@ def test_redis_paused_then_restarted_empty_loses_no_acknowledged_run_and_everyth
             timeout=30,
         )
         assert_unavailable(heartbeat, "Redis")
-        scrape = httpx.get(f"{base}/metrics", timeout=30)  # a plain Django view: the middleware's 503
+        # A plain Django view: the middleware's 503 (the text reads Redis; the JSON only the database).
+        scrape = httpx.get(f"{base}/metrics", headers={"Accept": PROMETHEUS_ACCEPT}, timeout=30)
         assert (scrape.status_code, scrape.text) == (503, "Redis is unavailable; retry later.")
         assert int(scrape.headers["Retry-After"]) > 0
         time.sleep(2)  # the ingest threads meet a Redis that refuses connections

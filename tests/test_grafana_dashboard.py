@@ -14,7 +14,7 @@ from core import events, selfmetrics
 from core.tasks import record_worker_heartbeat
 from quality.models import LlmUsage
 from tests.runs.factories import make_run
-from tests.services import ROOT
+from tests.services import PROMETHEUS_ACCEPT, ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -242,7 +242,7 @@ def test_every_metric_the_dashboard_queries_is_served(agent, admin_client):
     selfmetrics.count_request("heartbeat", 200, 0.002)  # as the web server's middleware counts a request
     async_to_sync(selfmetrics.flush)()
     record_worker_heartbeat.apply(args=["unexpected"])  # a failed task
-    response = admin_client.get("/metrics")
+    response = admin_client.get("/metrics", HTTP_ACCEPT=PROMETHEUS_ACCEPT)
     assert response.status_code == 200
     missing = used - served_names(response.content.decode())
     assert not missing, f"the dashboard queries metrics /metrics does not serve: {sorted(missing)}"

@@ -22,7 +22,7 @@ from coordination.models import Agent
 from core import events
 from core.redis import get_redis
 from tests.conftest import make_key
-from tests.services import asgi_server, wait_until_held
+from tests.services import PROMETHEUS_ACCEPT, asgi_server, wait_until_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +83,7 @@ def refused(response: httpx.Response, status: int, code: str) -> dict:
 def refusals(base: str) -> dict[str, float]:
     """telemetry_quota_refusals_total by bound, as /metrics serves it."""
     scraper = make_key(f"prometheus-{uuid.uuid4().hex[:6]}", scopes=["metrics:read"])[1]
-    text = httpx.get(f"{base}/metrics", headers=api_key(scraper)).text
+    text = httpx.get(f"{base}/metrics", headers={**api_key(scraper), "Accept": PROMETHEUS_ACCEPT}).text
     found = {}
     for line in text.splitlines():
         if line.startswith("telemetry_quota_refusals_total{"):

@@ -218,10 +218,9 @@ def new_id() -> str:
 # route: {method: (the outcome for each of PERSONAS, the request's query or body)}. Alpha's things
 # are asked for, so key B's column is the cross-agent one. Outcomes: ok (2xx, or a redirect
 # elsewhere than below), login (sent to the admin's login page), index (sent to the admin's
-# index, as for an object that does not exist), an error status (207: some items of a batch
-# failed), items403 (a batch answered, every item refused as another agent's), leak (key B's
-# reply shows alpha's approval context or signal payload); for the websocket, ok (it said ready)
-# or the code it closed with.
+# index, as for an object that does not exist), an error status, items403 (a batch answered,
+# every item refused as another agent's), leak (key B's reply shows alpha's approval context or
+# signal payload); for the websocket, ok (it said ready) or the code it closed with.
 #       anonymous  key A  key B  read-only key  operator  reviewer  superuser
 MATRIX = {
     "health": {"GET": ("ok ok ok ok ok ok ok", {})},
@@ -444,7 +443,7 @@ def outcome(response, persona: str) -> str:
         return "login"
     if status == 302 and response["Location"] == "/admin/":
         return "index"
-    if response.get("Content-Type", "").startswith("application/json") and status in (200, 207):
+    if response.get("Content-Type", "").startswith("application/json") and status == 200:
         body = json.loads(content)
         results = body.get("results") if isinstance(body, dict) else None
         if results and all(r["status"] == "rejected" and r["error"]["code"] == "agent_forbidden" for r in results):
@@ -452,7 +451,7 @@ def outcome(response, persona: str) -> str:
         refused_spans = body.get("partialSuccess", {}) if isinstance(body, dict) else {}  # OTLP's partial success
         if refused_spans:
             return "items403" if "may not act as" in refused_spans.get("errorMessage", "") else "partial"
-    return "ok" if 200 <= status < 400 and status != 207 else str(status)
+    return "ok" if 200 <= status < 400 else str(status)
 
 
 def walk(persona: str, world: SimpleNamespace) -> dict[str, str]:

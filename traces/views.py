@@ -11,7 +11,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import authorization, describe, error_body
+from core.api import describe, error_body
 from core.authentication import key_with_scope
 from core.ingest import RECORDS_SCOPES
 from core.otlp import JSON, PROTOBUF
@@ -47,7 +47,7 @@ def otlp_traces(request):
     <key>"). Spans the key may not record, or that are malformed, are counted in the response's
     partial success; the others are stored."""
     try:
-        key = key_with_scope(authorization(request), "runs:write")
+        key = key_with_scope(request, "runs:write")
         count_request_sync(key)
         if request.content_type not in (PROTOBUF, JSON):
             raise exceptions.UnsupportedMediaType(request.content_type, f"Send {PROTOBUF} or {JSON}.")

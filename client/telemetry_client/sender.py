@@ -138,7 +138,8 @@ class Sender(threading.Thread):
         """True when the server answered for every line (stored, duplicate or rejected)."""
         body = b'{"items":[' + b",".join(line.rstrip(b"\n") for line in lines) + b"]}"
         try:
-            response = self.http.post("/api/v1/ingest", content=body)
+            # With Prefer, the server answers 207 when it rejects some records (200 if it stores them all).
+            response = self.http.post("/api/v1/ingest", content=body, headers={"Prefer": "multi-status"})
         except httpx.HTTPError as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
         code = response.status_code

@@ -10,6 +10,7 @@ from telemetry_client import MetricsRecorder
 
 from metrics.models import MetricPoint
 from tests.conftest import make_key
+from tests.services import PROMETHEUS_ACCEPT
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_agent_metrics_reach_prometheus(live_asgi, client):
     metrics.set_task_queue_size("high", 7)
     assert client.flush(timeout=10)
     scraper = make_key("prometheus", scopes=["metrics:read"])[1]
-    text = httpx.get(f"{live_asgi}/metrics", headers={"Authorization": f"Bearer {scraper}"}).text
+    text = httpx.get(f"{live_asgi}/metrics", headers={"Authorization": f"Bearer {scraper}", "Accept": PROMETHEUS_ACCEPT}).text
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

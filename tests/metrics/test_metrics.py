@@ -18,7 +18,7 @@ from metrics.models import MetricSeries
 from quality.models import LlmUsage
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run
-from tests.services import asgi_server
+from tests.services import PROMETHEUS_ACCEPT, asgi_server
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +127,7 @@ def test_any_label_value_and_name_comes_back_as_sent(agent, admin_client):
         metric("wait_seconds", "histogram", 0.3, "t3"),  # a histogram without labels
     ]
     assert agent.post("/api/v1/metrics", items, format="json").json()["inserted"] == 3
-    found = scrape(admin_client.get("/metrics").content.decode())
+    found = scrape(admin_client.get("/metrics", HTTP_ACCEPT=PROMETHEUS_ACCEPT).content.decode())
     assert found[("jobs_done_total", frozenset({"queue": tricky}.items()))] == 2
     assert found[("load", frozenset())] == 0.5
     assert found[("wait_seconds_count", frozenset())] == 1 and found[("wait_seconds_sum", frozenset())] == 0.3
@@ -136,7 +136,7 @@ def test_any_label_value_and_name_comes_back_as_sent(agent, admin_client):
 
 
 def test_metrics_shows_known_values(known_state, admin_client):
-    response = admin_client.get("/metrics")
+    response = admin_client.get("/metrics", HTTP_ACCEPT=PROMETHEUS_ACCEPT)
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
     found = scrape(response.content.decode())
     coder = frozenset({"agent_type": "coder", "phase": "plan"}.items())
@@ -151,6 +151,19 @@ def test_metrics_shows_known_values(known_state, admin_client):
     assert found[("telemetry_approvals_pending", frozenset())] == 1
     assert 89 < found[("telemetry_approvals_oldest_pending_age_seconds", frozenset())] < 120
     assert found[("telemetry_agents_active", frozenset())] == 1
+
+
+def test_a_client_that_does_not_ask_for_prometheus_formats_gets_local_telemetrys_counters(admin_client):
+    make_run("alpha")
+    make_run("alpha")
+    make_run("beta", created_at=timezone.now() - timedelta(days=2))
+    for accept in ({}, {"HTTP_ACCEPT": "*/*"}, {"HTTP_ACCEPT": "application/json"}):
+        response = admin_client.get("/metrics", **accept)
+        assert response["Content-Type"] == "application/json" and "Accept" in response["Vary"]
+        assert response.json() == {"total_runs": 3, "agents": {"alpha": 2, "beta": 1}, "recent_24h": 2}
+    for accept in (PROMETHEUS_ACCEPT, "text/plain", "application/openmetrics-text; version=1.0.0"):
+        response = admin_client.get("/metrics", HTTP_ACCEPT=accept)
+        assert response["Content-Type"].startswith("text/plain") and "Accept" in response["Vary"]
 
 
 def test_who_may_scrape(anonymous, agent, settings):
@@ -172,7 +185,8 @@ def test_every_web_process_serves_the_same_figures(server_env):
         sent = httpx.post(f"{first}/api/v1/metrics", json=KNOWN, headers={"Authorization": f"Api-Key {raw_key}"})
         assert sent.status_code == 200
         scraped = [
-            scrape(httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {scraper}"}).text) for base in (first, second)
+            scrape(httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {scraper}", "Accept": PROMETHEUS_ACCEPT}).text)
+            for base in (first, second)
         ]
     assert scraped[0] == scraped[1]
     assert (

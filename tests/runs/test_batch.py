@@ -18,19 +18,30 @@ def test_a_batch_stores_every_valid_run(agent):
     assert Run.objects.count() == 5
 
 
-def test_partial_failure_is_a_207_with_per_item_results_and_the_valid_runs_stored(agent):
+def test_partial_failure_is_a_200_with_the_rejects_in_errors_and_the_valid_runs_stored(agent):
     good = run_payload()
     bad = run_payload(items_failed=-3)
     foreign = run_payload(agent_name="beta")
     response = agent.post(URL, [good, bad, foreign, "not an object"], format="json")
-    assert response.status_code == 207
-    results = response.json()["results"]
+    assert response.status_code == 200 and "Preference-Applied" not in response
+    body = response.json()
+    assert (body["total"], body["inserted"], body["failed"], len(body["errors"])) == (4, 1, 3, 3)
+    results = body["results"]
     assert results[0] == {"index": 0, "event_id": good["event_id"], "status": "created"}
     assert results[1]["status"] == "rejected" and "items_failed" in results[1]["error"]["fields"]
     assert results[2]["status"] == "rejected" and results[2]["error"]["code"] == "agent_forbidden"
     assert results[3]["status"] == "rejected" and results[3]["event_id"] is None
     assert len(response.json()["errors"]) == 3
     assert list(Run.objects.values_list("event_id", flat=True)) == [good["event_id"]]
+
+
+@pytest.mark.parametrize("prefer", ["multi-status", "respond-async, Multi-Status", "wait=5, multi-status; strict"])
+def test_a_caller_that_prefers_multi_status_gets_a_207_when_some_items_are_rejected(agent, prefer):
+    response = agent.post(URL, [run_payload(), run_payload(items_failed=-3)], format="json", headers={"Prefer": prefer})
+    assert response.status_code == 207 and response["Preference-Applied"] == "multi-status"
+    assert [r["status"] for r in response.json()["results"]] == ["created", "rejected"]
+    clean = agent.post(URL, [run_payload()], format="json", headers={"Prefer": prefer})
+    assert clean.status_code == 200 and clean["Preference-Applied"] == "multi-status"
 
 
 def test_duplicates_within_and_across_batches_are_stored_once(agent):

@@ -66,7 +66,7 @@ def test_bad_items_are_rejected_one_by_one(agent, other_agent):
         {"kind": "end", "event_id": mine["event_id"], "agent_name": "beta"},
         {"kind": "event", "run_event_id": mine["event_id"], "event_type": "ok"},
     ]
-    response = agent.post(URL, items, format="json")
+    response = agent.post(URL, items, format="json", headers={"Prefer": "multi-status"})  # as the SDK sends it
     assert response.status_code == 207
     results = response.json()["results"]
     assert [r["status"] for r in results] == [
