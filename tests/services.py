@@ -217,7 +217,7 @@ def wait_until_held(log: Path, channel: str, count: int = 1, seconds: float = 30
 
 @contextmanager
 def celery_processes(env: dict, worker: bool = True, beat: bool = True, log: Path | None = None):
-    """A real Celery worker and beat (as `make run` starts them) on the broker and database of
+    """A real Celery worker and beat (as production runs them: deploy/) on the broker and database of
     `env`; stopped at the end. Beat wakes every second, so short schedules run on time. Yields
     their processes (the worker's first), for tests that kill them. With `log`, their output goes
     to that file, at the env's LOG_LEVEL."""
