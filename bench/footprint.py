@@ -61,10 +61,18 @@ def run(db: str) -> dict:
             found = processes(psutil.Process(make.pid))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    names = sorted({process["process"] for process in found})
     return {
         "database": "sqlite",
         "idle_seconds": IDLE_SECONDS,
         "processes": found,
+        "by_process": {
+            name: {
+                "rss_mb": sum(process["rss_mb"] for process in found if process["process"] == name),
+                "pss_mb": sum(process["pss_mb"] for process in found if process["process"] == name),
+            }
+            for name in names
+        },
         "rss_mb": sum(process["rss_mb"] for process in found),
         "pss_mb": sum(process["pss_mb"] for process in found),
         "target_rss_mb": TARGET_RSS_MB,
@@ -78,9 +86,10 @@ def report(result: dict) -> str:
         f"  {row['process']:9s} {row['pid']:7d} {row['rss_mb']:7.1f} {row['pss_mb']:7.1f}  {row['command'][:90]}"
         for row in sorted(result["processes"], key=lambda row: (row["process"], row["pid"]))
     ]
+    lines += [f"  {name:17s} {row['rss_mb']:7.1f} {row['pss_mb']:7.1f}  in all" for name, row in result["by_process"].items()]
     verdict = "under" if result["rss_mb"] < result["target_rss_mb"] else "OVER"
     lines.append(
-        f"  total               {result['rss_mb']:7.1f} {result['pss_mb']:7.1f}  "
+        f"  {'total':17s} {result['rss_mb']:7.1f} {result['pss_mb']:7.1f}  "
         f"RSS {verdict} the target of {result['target_rss_mb']} MB"
     )
     return "\n".join(lines)
