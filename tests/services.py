@@ -260,8 +260,8 @@ def make_run(var_dir: Path, log: Path, **env: str):
     processes) with its embedded Redis and SQLite database in `var_dir`, web on a free loopback
     port, its output in `log`; yields (its make process, the web server's URL, its environment,
     for manage.py commands on the same server) once /health answers that worker and beat ran
-    their tick. `env` overrides settings. Stopped as Ctrl-C
-    stops it: SIGINT to its process group. Uses the checkout's .venv as it is (-o: no install)."""
+    their tick. `env` overrides settings. Stopped as Ctrl-C stops it: SIGINT to its process
+    group. Uses the checkout's .venv as it is (-o: no install)."""
     port = free_port()
     environment = {key: value for key, value in os.environ.items() if key not in NOT_FOR_MAKE_RUN}
     environment |= {"TELEMETRY_VAR_DIR": str(var_dir), "PORT": str(port), "EMBEDDED_REDIS_PORT": str(free_port()), **env}
