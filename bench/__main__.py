@@ -11,8 +11,8 @@ import sys
 
 from tests.services import postgres_bin_dir
 
-BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals", "reports", "metrics", "delivery", "load"]
-NO_DATABASE = {"live"}  # measured once, on the first database
+BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals", "reports", "metrics", "delivery", "load", "footprint"]
+NO_DATABASE = {"live", "footprint"}  # measured once, on the first database (footprint: on make run's SQLite)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""Load and soak: a realistic mix at fixed offered rates against the server as `make run` runs it
-(uvicorn x2, a Celery worker and beat), from one asyncio loop over bare keep-alive connections
-(harness.Connection), loopback only.
+"""Load and soak: a realistic mix at fixed offered rates against the server as production runs it
+(uvicorn x2, a prefork Celery worker and a beat process), from one asyncio loop over bare
+keep-alive connections (harness.Connection), loopback only.
 
 The mix, each stream open loop (a request goes out when it is due, answered or not, so that
 overload shows as 429s and latency rather than as a slower generator), at --scale times:

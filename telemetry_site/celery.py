@@ -2,8 +2,9 @@ import functools
 import logging
 import os
 
+import click
 import redis.exceptions
-from celery import Celery, signals
+from celery import Celery, beat, bootsteps, signals
 from django.db import close_old_connections
 from kombu.transport import redis as redis_transport
 
@@ -14,6 +15,29 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 logger = logging.getLogger(__name__)
+
+
+class BeatThread(bootsteps.StartStopStep):
+    """`celery worker --beat-thread`: beat runs in a thread of this worker, where Celery's own
+    `--beat` forks a process for it (as large as the worker). For `make run`'s one worker on one
+    machine; never on two workers at once (each would send every periodic task): production runs
+    beat as a process of its own, exactly one (deploy/)."""
+
+    label = "Beat thread"
+    conditional = True
+
+    def __init__(self, worker, beat_thread: bool = False, **kwargs):
+        self.enabled = beat_thread
+        super().__init__(worker, **kwargs)
+
+    def create(self, worker):
+        return beat.EmbeddedService(
+            worker.app, thread=True, scheduler_cls=worker.scheduler, schedule_filename=worker.schedule_filename
+        )
+
+
+app.user_options["worker"].add(click.Option(["--beat-thread"], is_flag=True, help="Run beat in a thread of this worker."))
+app.steps["worker"].add(BeatThread)
 
 
 @signals.beat_init.connect

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -222,7 +222,7 @@ def wait_until_held(log: Path, channel: str, count: int = 1, seconds: float = 30
 
 @contextmanager
 def celery_processes(env: dict, worker: bool = True, beat: bool = True, log: Path | None = None):
-    """A real Celery worker and beat (as `make run` starts them) on the broker and database of
+    """A real Celery worker and beat (as production runs them: deploy/) on the broker and database of
     `env`; stopped at the end. Beat wakes every second, so short schedules run on time. Yields
     their processes (the worker's first), for tests that kill them. With `log`, their output goes
     to that file, at the env's LOG_LEVEL."""
@@ -252,6 +252,59 @@ def celery_processes(env: dict, worker: bool = True, beat: bool = True, log: Pat
                 process.wait()
         if output:
             output.close()
+
+
+# What `make run` must not inherit from a caller: a server of the caller's (make run then starts its
+# own Redis and SQLite database), its settings module, and a calling make's flags and variables.
+NOT_FOR_MAKE_RUN = {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+
+
+@contextmanager
+def make_run(var_dir: Path, log: Path, **env: str):
+    """`make run` itself (migrate, collectstatic, ensure_admin, then honcho with the Procfile's
+    processes) with its embedded Redis and SQLite database in `var_dir`, web on a free loopback
+    port, its output in `log`; yields (its make process, the web server's URL, its environment,
+    for manage.py commands on the same server) once /health answers that worker and beat ran
+    their tick. `env` overrides settings. Stopped as Ctrl-C stops it: SIGINT to its process
+    group. Uses the checkout's .venv as it is (-o: no install)."""
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if key not in NOT_FOR_MAKE_RUN}
+    environment |= {"TELEMETRY_VAR_DIR": str(var_dir), "PORT": str(port), "EMBEDDED_REDIS_PORT": str(free_port()), **env}
+    with open(log, "ab") as output:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while not _ticked(base):
+                if time.monotonic() > deadline or make.poll() is not None:
+                    raise RuntimeError(f"make run did not come up: see {log}")
+                time.sleep(0.5)
+            yield make, base, environment
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(make.pid, signal.SIGINT)
+            try:
+                make.wait(timeout=60)
+            finally:
+                with suppress(ProcessLookupError):  # whatever outlived make (nothing should)
+                    os.killpg(make.pid, signal.SIGKILL)
+                make.wait()
+
+
+def _ticked(base: str) -> bool:
+    """Whether /health answers ok, with worker and beat's tick run."""
+    try:
+        health = httpx.get(f"{base}/health", timeout=2).json()
+    except (httpx.TransportError, ValueError):
+        return False
+    return health["status"] == "ok" and health["worker_and_beat"]["status"] == "ok"
 
 
 @contextmanager

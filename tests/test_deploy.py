@@ -1,6 +1,7 @@
 """The Docker deployment, checked without Docker (these machines have no daemon): the build context
 holds every app and every file the image's commands need, and compose runs the Procfile's
-processes the way `make run` does."""
+processes the way `make run` does, but for beat: a process of its own there, inside the one
+worker under `make run`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from tests.services import ROOT
 DEPLOY = ROOT / "deploy"
 # Options each process may set differently in a container: where it listens and whom it trusts.
 CONTAINER_OPTIONS = {"--host", "--port", "--proxy-headers", "--forwarded-allow-ips"}
+# Options of `make run`'s one worker that production's workers leave out: beat in a thread of it,
+# and a pool of threads (production: the default prefork pool, and beat as its own service).
+SINGLE_MACHINE_OPTIONS = {"--beat-thread", "--pool"}
 
 
 def ignored(path: Path) -> bool:
@@ -85,6 +89,9 @@ def test_compose_runs_the_procfile_processes_with_the_same_options():
         container = compose[name]["command"]
         program = Path(local[0]).name
         assert container[0] == program and positional(container) == positional(local), (name, container, local)
-        assert options(container) == options(local), (name, container, local)
+        assert options(container) == options(local) - SINGLE_MACHINE_OPTIONS, (name, container, local)
     assert {"postgres", "redis", "migrate", "web", "worker", "beat"} <= set(compose)
+    assert "--beat-thread" in procfile()["worker"]
+    worker, beat = procfile()["worker"], compose["beat"]["command"]
+    assert beat == [Path(worker[0]).name, *worker[1:3], "beat", "--loglevel=INFO"], beat
     assert "*" not in compose["web"]["command"]  # X-Forwarded-* trusted from the proxy only
