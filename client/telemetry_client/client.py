@@ -102,7 +102,7 @@ class TelemetryClient:
         for root in (self.config.spool_dir, Path(tempfile.gettempdir()) / f"telemetry-client{user}"):
             try:
                 return Spool.claim(Path(root), self.config.spool_max_bytes)
-            except (OSError, ValueError) as exc:  # ValueError: a path the system cannot take (a NUL)
+            except Exception as exc:  # noqa: BLE001 - an OSError, a NUL in the path, no locking: never the agent's problem
                 logger.warning("telemetry: cannot use the spool dir %s (%s)", root, exc)
         logger.error("telemetry: no usable spool dir: records are dropped (the agent continues)")
         return None
