@@ -6,6 +6,7 @@ before it too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ logger = logging.getLogger("telemetry_client")
 INIT_CLOSE_TIMEOUT = 1.0  # what init() waits for the replaced client's records; the rest stay in its spool
 
 _client: TelemetryClient | None = None
+_inherited: TelemetryConfig | None = None  # in a forked child: its parent's client's settings
 _lock = threading.Lock()
 _warned_foreign = False
 
@@ -44,13 +46,14 @@ def init(
 
 
 def get_client() -> TelemetryClient:
-    """The process's client, made from the environment on first use."""
+    """The process's client, made from the environment on first use (in a forked child: from its
+    parent's client's settings)."""
     global _client
     client = _client
     if client is None:
         with _lock:
             if _client is None:
-                _client = TelemetryClient()
+                _client = TelemetryClient(dataclasses.replace(_inherited) if _inherited else None)
             client = _client
     return client
 
@@ -58,7 +61,8 @@ def get_client() -> TelemetryClient:
 def _forget_in_child() -> None:
     # A forked child must not write through its parent's spool slot and thread-less sender, nor
     # wait on a lock a parent's thread held at the fork.
-    global _client, _lock
+    global _client, _inherited, _lock
+    _inherited = _client.config if _client is not None else None
     _client, _lock = None, threading.Lock()
 
 

@@ -135,7 +135,8 @@ def test_disabled_telemetry_is_a_cheap_no_op(monkeypatch, tmp_path):
     helpers["heartbeat"].beat(status="busy")
     assert helpers["signals"].wait_for_signal("go", timeout=10) is None
     assert helpers["signals"].signal("go") == "" and helpers["signals"].get_pending_signals() == []
-    assert helpers["gate"].request_approval("deploy", timeout=60).approved is False
+    refused = helpers["gate"].request_approval("deploy", timeout=60)
+    assert (refused.approved, refused.reason) == (False, "Not approved: telemetry is disabled (TELEMETRY_ENABLED=false).")
     assert helpers["streamer"].publish_event("deploys", {}) == "" and list(helpers["streamer"].consume_events(["x"])) == []
     assert helpers["feedback"].record_feedback("docs", "draft", "cheap", 0.5) == ""
     assert helpers["feedback"].get_quality_stats("docs", "draft") is None
@@ -163,6 +164,16 @@ def test_disabled_log_event_costs_next_to_nothing(monkeypatch):
         client.log_event(run_id, "step", {"n": 1})
         times.append(time.perf_counter() - started)
     assert sorted(times)[len(times) // 2] < 20e-6
+
+
+def test_a_forked_child_makes_a_process_client_of_its_own(tmp_path):
+    parent = telemetry_client.init(api_url="", spool_dir=tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the child: its client must not write through the parent's slot
+        child = telemetry_client.get_client()
+        os._exit(0 if child is not parent and child.spool.path.name == "slot-1" else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert telemetry_client.get_client() is parent
 
 
 def test_local_telemetrys_variables_are_read_when_ours_are_unset(live_asgi, agent_key, monkeypatch):
