@@ -50,13 +50,6 @@ class TelemetryClient:
         spool_dir: str | Path | None = None,
         enabled: bool | None = None,
     ):
-        self.config = config or TelemetryConfig.from_env()
-        for name, value in (("api_url", api_url), ("api_key", api_key), ("enabled", enabled)):
-            if value is not None:
-                setattr(self.config, name, value)
-        if spool_dir is not None:
-            self.config.spool_dir = Path(spool_dir)
-        self.enabled = bool(self.config.enabled)
         self.stats = Stats()
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}
@@ -68,9 +61,21 @@ class TelemetryClient:
         self._closed = False
         self.spool: Spool | None = None
         self.sender: Sender | None = None
+        try:
+            self.config = config or TelemetryConfig.from_env()
+            for name, value in (("api_url", api_url), ("api_key", api_key), ("enabled", enabled)):
+                if value is not None:
+                    setattr(self.config, name, value)
+            if spool_dir is not None:
+                self.config.spool_dir = Path(spool_dir)
+            problems = self.config.problems() if self.config.enabled else []
+        except Exception:
+            logger.exception("telemetry: unusable settings: telemetry is off (the agent continues)")
+            self.config, problems = TelemetryConfig(enabled=False), []
+        self.enabled = bool(self.config.enabled)
         if not self.enabled:
             return
-        for problem in self.config.problems():
+        for problem in problems:
             logger.warning("telemetry: %s", problem)
         self.spool = self._claim_spool()
         self.sender = self._start_sender() if self.spool and self.config.api_url else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,12 @@ TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def _default_spool_dir() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state:
+        try:
+            state = Path.home() / ".local" / "state"
+        except (RuntimeError, KeyError):  # no HOME, and a uid without a passwd entry (containers)
+            state = tempfile.gettempdir()
     return Path(state) / "telemetry-client"
 
 

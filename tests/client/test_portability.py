@@ -7,8 +7,10 @@ import errno
 import os
 import subprocess
 import sys
+import tempfile
 import tomllib
 import types
+from pathlib import Path
 
 import pytest
 from telemetry_client import HelpTracker, TelemetryClient, TelemetryConfig, UsageTracker
@@ -137,3 +139,17 @@ def test_the_package_ships_its_types_licence_and_urls():
     assert (client / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()  # the copy is the repository's
     assert (client / "telemetry_client" / "py.typed").exists() and "Typing :: Typed" in project["classifiers"]
     assert set(project["urls"]) == {"Homepage", "Documentation", "Source", "Issues"}
+
+
+def test_settings_that_cannot_work_turn_telemetry_off_instead_of_raising(monkeypatch, sdk_logs):
+    client = TelemetryClient("not a config")
+    assert client.enabled is False and client.start_run("alpha", "x") and client.flush(timeout=0)
+    assert "unusable settings: telemetry is off" in sdk_logs.text
+
+    def homeless():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.delenv("TELEMETRY_SPOOL_DIR")
+    monkeypatch.setattr(Path, "home", homeless)
+    assert TelemetryConfig.from_env().spool_dir.parent == Path(tempfile.gettempdir())
