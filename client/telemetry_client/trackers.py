@@ -1,5 +1,5 @@
 """Local, privacy-first trackers (UsageTracker and HelpTracker): append-only JSONL files
-on the agent's machine, readable without a server, optionally also sent to it.
+on the agent's machine, readable without a server, and sent to it through the client.
 
 Privacy: user ids are stored only as a salted SHA-256 (the salt lives next to the files, so the
 same user hashes alike here and nowhere else); no prompt or response text is ever stored, only
