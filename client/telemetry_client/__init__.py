@@ -1,8 +1,8 @@
 """The SDK of the agent telemetry and coordination server.
 
-from telemetry_client import TelemetryClient
+import telemetry_client
 
-client = TelemetryClient()          # TELEMETRY_API_URL and TELEMETRY_API_KEY from the environment
+client = telemetry_client.get_client()  # the process's one client: TELEMETRY_API_URL, TELEMETRY_API_KEY...
 with client.track_run("my_agent", "process_files") as ctx:
     ctx.log_event("start", {"input": "data.csv"})
     ctx.set_metrics(items_discovered=10, items_succeeded=10)
@@ -15,6 +15,7 @@ from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, Co
 from telemetry_client.features import FeatureInfo, FeatureStatus, TelemetryFeatures
 from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
 from telemetry_client.metrics import MetricsRecorder
+from telemetry_client.process import get_client, init
 from telemetry_client.streams import EventStreamer, StreamEvent
 from telemetry_client.tracing import Span, SpanContext, SpanKind, SpanStatusCode, Tracer
 from telemetry_client.trackers import HelpTracker, UsageTracker
@@ -49,4 +50,6 @@ __all__ = [
     "TierRecommendation",
     "Tracer",
     "UsageTracker",
+    "get_client",
+    "init",
 ]

@@ -4,35 +4,36 @@ into the agent. A failed call is logged and returns the caller's empty answer.""
 
 from __future__ import annotations
 
-import http.client
-import json
-import logging
-import select
-import socket
-import threading
-import urllib.parse
-import urllib.request
-from base64 import b64encode
 from typing import Any
 
-import httpx
-
-from telemetry_client.client import TelemetryClient, to_json
-from telemetry_client.config import TelemetryConfig
-
-logger = logging.getLogger("telemetry_client")
+from telemetry_client.client import TelemetryClient
+from telemetry_client.process import UsesClient
+from telemetry_client.transport import Connections
 
 
-class ServerApi:
-    """The server and key of `memory` (a TelemetryClient; None: one configured from the
-    environment), under the API path `prefix`."""
+class ServerApi(UsesClient):
+    """The server and key of `memory` (a TelemetryClient; None: the process's client), under the
+    API path `prefix`, on connections of this helper's own (kept while it lives)."""
 
     def __init__(self, memory: TelemetryClient | None, prefix: str, timeout: float | None = None):
-        config = memory.config if memory is not None else TelemetryConfig.from_env()
-        headers = {"Authorization": f"Api-Key {config.api_key}"} if config.api_key else {}
+        super().__init__(memory)
         self.prefix = prefix
-        self.timeout = timeout or config.request_timeout
-        self.server = Connections(config.api_url, headers) if config.api_url else None
+        self.timeout = timeout
+        self._connected: tuple[TelemetryClient, Connections | None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.memory.enabled
+
+    @property
+    def server(self) -> Connections | None:
+        return self._connection()[1]
+
+    def _connection(self) -> tuple[TelemetryClient, Connections | None]:
+        client = self.memory
+        if self._connected is None or self._connected[0] is not client:  # init() made another client
+            self._connected = (client, client._connect())
+        return self._connected
 
     def call(self, method: str, path: str, empty: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """The JSON answer to `method prefix+path`, or `empty` when there is none."""
@@ -40,136 +41,6 @@ class ServerApi:
 
     def answer(self, method: str, path: str, timeout: float | None = None, body: Any = None, params: dict | None = None) -> Any:
         """The JSON answer to `body` (sent as JSON), or None when the server could not be reached or
-        refused (logged)."""
-        target = urllib.parse.quote(f"{self.prefix}{path}", safe=PATH_SAFE) + query_string(params)
-        if self.server is None:
-            logger.warning("telemetry: TELEMETRY_API_URL is not set; %s %s not sent", method, target)
-            return None
-        try:
-            sent = None if body is None else to_json(body)
-            status, content = self.server.request(method, target, sent, timeout or self.timeout)
-            if not 200 <= status < 300:
-                logger.warning("telemetry: %s %s failed: %s", method, target, _reason(status, content))
-                return None
-            return json.loads(content)
-        except Exception as exc:  # noqa: BLE001 - the SDK never raises into the agent
-            logger.warning("telemetry: %s %s failed: %s", method, target, str(exc) or type(exc).__name__)
-            return None
-
-
-class Connections:
-    """Keep-alive HTTP/1.1 connections to the server at `api_url`, one per thread, on the standard
-    library's http.client. Not httpx, which the background sender uses: a question here is one
-    small request the agent waits on (a signal wait's wake-up), and httpx spent ~0.8 ms of CPU on
-    each, against ~0.2 ms here."""
-
-    def __init__(self, api_url: str, headers: dict[str, str]):
-        self.api_url, self.headers = api_url, headers
-        self.local = threading.local()
-        self.route: Route | None = None  # on first use: a bad URL fails calls, not the constructor
-
-    def request(self, method: str, target: str, body: bytes | None, timeout: float) -> tuple[int, bytes]:
-        """The status and body of the answer to `method target`; raises OSError, HTTPException or
-        ValueError (a bad URL)."""
-        route = self.route = self.route or Route(self.api_url, self.headers)
-        kept = getattr(self.local, "kept", None)
-        if kept is None:
-            kept = self.local.kept = Kept(route.connection())
-        connection = kept.connection
-        connection.timeout = timeout  # for a new connection's connect
-        if connection.sock is not None:
-            if _readable(connection.sock):  # the server closed it while it was idle
-                connection.close()
-            else:
-                connection.sock.settimeout(timeout)
-        headers = route.headers if body is None else route.json_headers
-        try:
-            connection.request(method, route.prefix + target, body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        except BaseException:
-            connection.close()  # a late answer must not be read as the next request's
-            raise
-
-
-class Kept:
-    """A thread's connection, closed when the thread ends or the Connections go (their thread's
-    value of `local` goes with them)."""
-
-    def __init__(self, connection: http.client.HTTPConnection):
-        self.connection = connection
-
-    def __del__(self):
-        self.connection.close()
-
-
-class Route:
-    """How requests reach the server at `api_url`: directly, or through the proxy the environment
-    names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, as httpx reads them; an http:// proxy).
-    Certificates are checked as httpx checks them (certifi's, or SSL_CERT_FILE's)."""
-
-    def __init__(self, api_url: str, headers: dict[str, str]):
-        url = urllib.parse.urlsplit(api_url.rstrip("/"))
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"TELEMETRY_API_URL {api_url!r} is not the http(s) URL of a server")
-        self.scheme, self.host, self.port, self.prefix = url.scheme, url.hostname, url.port, url.path
-        self.tunnel = None
-        headers = {**headers, "Accept": "application/json"}
-        proxies = urllib.request.getproxies_environment()
-        bypass = urllib.request.proxy_bypass_environment(url.hostname, proxies)
-        proxy = None if bypass else proxies.get(url.scheme) or proxies.get("all")
-        if proxy:
-            proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-            if proxy_url.scheme != "http" or not proxy_url.hostname:  # (not shown: it may hold a password)
-                raise ValueError(f"the {url.scheme} proxy set in the environment is not an http://host:port URL")
-            proxy_headers = {}
-            if proxy_url.username:
-                login = f"{urllib.parse.unquote(proxy_url.username)}:{urllib.parse.unquote(proxy_url.password or '')}"
-                proxy_headers["Proxy-Authorization"] = f"Basic {b64encode(login.encode()).decode()}"
-            self.host, self.port = proxy_url.hostname, proxy_url.port
-            if url.scheme == "https":  # a tunnel through the proxy (CONNECT): TLS end to end
-                self.tunnel = (url.hostname, url.port, proxy_headers)
-            else:  # the proxy forwards plain requests, named by absolute URL
-                self.scheme, self.prefix = "http", f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}"
-                headers.update(proxy_headers)
-        self.headers, self.json_headers = headers, {**headers, "Content-Type": "application/json"}
-        self.tls = httpx.create_ssl_context() if self.scheme == "https" else None
-
-    def connection(self) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            connection = http.client.HTTPSConnection(self.host, self.port, context=self.tls)
-        else:
-            connection = http.client.HTTPConnection(self.host, self.port)
-        if self.tunnel:
-            connection.set_tunnel(*self.tunnel)
-        return connection
-
-
-PATH_SAFE = "/:@!$&'()*+,;=~"  # what a URL path may hold unencoded (RFC 3986), as httpx encodes paths
-
-
-def _readable(sock: socket.socket) -> bool:
-    """Whether an idle connection has something to read: its end of file, most likely."""
-    if hasattr(select, "poll"):  # select() fails on descriptors above 1023
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([sock], [], [], 0)[0])
-
-
-def query_string(params: dict | None) -> str:
-    """`?name=value&...` for the parameters that are not None (booleans as true/false)."""
-    pairs = {
-        name: str(value).lower() if isinstance(value, bool) else value
-        for name, value in (params or {}).items()
-        if value is not None
-    }
-    return f"?{urllib.parse.urlencode(pairs)}" if pairs else ""
-
-
-def _reason(status: int, content: bytes) -> str:
-    """The status, with the server's own error message when it sent one."""
-    try:
-        return f"{status} {json.loads(content)['error']['message']}"
-    except (ValueError, KeyError, TypeError):
-        return str(status)
+        refused (logged). A read first lets this client's own records arrive (TelemetryClient._ask)."""
+        client, server = self._connection()
+        return client._ask(server, method, f"{self.prefix}{path}", timeout or self.timeout, body, params)

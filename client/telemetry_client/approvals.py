@@ -104,6 +104,8 @@ class ApprovalGate:
         created = self._api.answer("POST", "", body=body)
         if not created:
             reason = "Not approved: the telemetry server could not be asked."
+            if not self._api.enabled:
+                reason = "Not approved: telemetry is disabled (TELEMETRY_ENABLED=false)."
             return ApprovalResponse("", approved=False, responder="", reason=reason)
         request_id = created["request_id"]
         deadline = time.monotonic() + float(created["timeout_seconds"]) + QUICK_TIMEOUT

@@ -3,112 +3,43 @@
 Every call builds its record, appends it to the local spool and returns; ids are made here, so
 nothing waits for the server. One background thread delivers the spool (see sender.py).
 No method raises into the agent: problems are logged and counted in `get_stats()`. Only
-`track_run` re-raises, and only the agent's own exception.
+`track_run` re-raises, and only the agent's own exception. A disabled client (TELEMETRY_ENABLED=false)
+has no spool and no thread: every call returns at once with an empty answer.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import itertools
-import json
 import logging
 import os
 import platform
-import re
 import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from telemetry_client.common import never_raises, now, to_json
 from telemetry_client.config import TelemetryConfig
+from telemetry_client.runs import USAGE_FIELDS, Run, RunContext, commit_problem, end_status, new_run_id, run_fields
 from telemetry_client.sender import Sender, Stats
 from telemetry_client.spool import Spool
+from telemetry_client.transport import Connections
 
 logger = logging.getLogger("telemetry_client")
 
-# The run fields the server knows besides the identity ones the client fills in itself.
-RUN_FIELDS = frozenset({
-    "end_time", "status", "duration_ms", "items_discovered", "items_succeeded", "items_failed", "items_skipped",
-    "parent_run_id", "agent_owner", "trigger_type", "input_summary", "output_summary", "error_summary",
-    "error_details", "source_ref", "target_ref", "metrics_json", "context_json", "insight_id", "product",
-    "product_family", "platform", "subdomain", "website", "website_section", "item_name", "git_repo", "git_branch",
-    "git_run_tag", "git_commit_hash", "git_commit_source", "git_commit_author", "git_commit_timestamp", "host",
-    "environment",
-})  # fmt: skip
-USAGE_FIELDS = frozenset({
-    "workflow", "stage", "task_type", "provider", "tier", "cache_read_tokens", "cache_write_tokens", "cost",
-    "latency_ms", "success", "fallback",
-})  # fmt: skip
-COUNTS = frozenset({"duration_ms", "items_discovered", "items_succeeded", "items_failed", "items_skipped"})
-STATUSES = frozenset({"running", "success", "failed", "partial", "timeout", "cancelled"})
-STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success", "canceled": "cancelled"}
-COMMIT_SOURCES = ("manual", "llm", "ci")
-COMMIT_HASH = re.compile(r"^[0-9a-fA-F]{7,40}$")
 ENDED_RUNS_REMEMBERED = 10_000  # for associate_commit after end_run
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def _never_raises(default: Any = None):
-    """Telemetry must not break the agent: log what goes wrong and return `default`."""
-
-    def decorate(method):
-        @functools.wraps(method)
-        def safe(self, *args, **kwargs):
-            try:
-                return method(self, *args, **kwargs)
-            except Exception:
-                logger.exception("telemetry: %s failed (the agent continues)", method.__name__)
-                return default
-
-        return safe
-
-    return decorate
-
-
-def to_json(value: Any) -> bytes:
-    """A record or a request body: compact, and what JSON lacks (a datetime, a Path) as a string."""
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
-
-
-class _Run:
-    __slots__ = ("event_id", "metrics", "started")
-
-    def __init__(self, event_id: str):
-        self.event_id = event_id
-        self.started = time.monotonic()
-        self.metrics: dict[str, Any] = {}
-
-
-class RunContext:
-    """What `track_run` yields: the run's id and the calls that act on it."""
-
-    def __init__(self, run_id: str, client: TelemetryClient):
-        self.run_id = run_id
-        self._client = client
-
-    def log_event(self, event_type: str, payload: dict[str, Any] | None = None) -> None:
-        self._client.log_event(self.run_id, event_type, payload)
-
-    def set_metrics(self, **metrics: Any) -> None:
-        self._client.set_metrics(self.run_id, **metrics)
-
-    def associate_commit(
-        self, commit_hash: str, commit_source: str, commit_author: str | None = None, commit_timestamp: str | None = None
-    ) -> tuple[bool, str]:
-        return self._client.associate_commit(self.run_id, commit_hash, commit_source, commit_author, commit_timestamp)
+READ_FLUSH_TIMEOUT = 2.0  # how long a question that reads waits for this client's records to arrive
+LOOKUP_TIMEOUT = 5.0  # associate_commit asking the server about a run started elsewhere
 
 
 class TelemetryClient:
-    """Records runs and their events; configured by `TelemetryConfig` or TELEMETRY_API_URL/_KEY."""
+    """Records runs and their events; configured by `TelemetryConfig` or the environment
+    (TELEMETRY_API_URL, TELEMETRY_API_KEY, TELEMETRY_ENABLED...)."""
 
     def __init__(
         self,
@@ -117,25 +48,35 @@ class TelemetryClient:
         api_url: str | None = None,
         api_key: str | None = None,
         spool_dir: str | Path | None = None,
+        enabled: bool | None = None,
     ):
-        self.config = config or TelemetryConfig.from_env()
-        if api_url is not None:
-            self.config.api_url = api_url
-        if api_key is not None:
-            self.config.api_key = api_key
-        if spool_dir is not None:
-            self.config.spool_dir = Path(spool_dir)
-        for problem in self.config.problems():
-            logger.warning("telemetry: %s", problem)
         self.stats = Stats()
         self._lock = threading.Lock()
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, Run] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._host = platform.node()
         # Event ids: unique per client instance (random prefix) and cheap (a counter), not uuid4 per event.
         self._id_prefix = f"{uuid.uuid4().hex[:16]}-"
         self._next_id = itertools.count(1).__next__
         self._closed = False
+        self.spool: Spool | None = None
+        self.sender: Sender | None = None
+        try:
+            self.config = config or TelemetryConfig.from_env()
+            for name, value in (("api_url", api_url), ("api_key", api_key), ("enabled", enabled)):
+                if value is not None:
+                    setattr(self.config, name, value)
+            if spool_dir is not None:
+                self.config.spool_dir = Path(spool_dir)
+            problems = self.config.problems() if self.config.enabled else []
+        except Exception:
+            logger.exception("telemetry: unusable settings: telemetry is off (the agent continues)")
+            self.config, problems = TelemetryConfig(enabled=False), []
+        self.enabled = bool(self.config.enabled)
+        if not self.enabled:
+            return
+        for problem in problems:
+            logger.warning("telemetry: %s", problem)
         self.spool = self._claim_spool()
         self.sender = self._start_sender() if self.spool and self.config.api_url else None
         atexit.register(self._at_exit)
@@ -161,10 +102,12 @@ class TelemetryClient:
             return None
 
     def _claim_spool(self) -> Spool | None:
-        for root in (self.config.spool_dir, Path(tempfile.gettempdir()) / f"telemetry-client-{os.getuid()}"):
+        # Windows has no uids, and its temporary folder is the user's own.
+        user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+        for root in (self.config.spool_dir, Path(tempfile.gettempdir()) / f"telemetry-client{user}"):
             try:
                 return Spool.claim(Path(root), self.config.spool_max_bytes)
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - an OSError, a NUL in the path, no locking: never the agent's problem
                 logger.warning("telemetry: cannot use the spool dir %s (%s)", root, exc)
         logger.error("telemetry: no usable spool dir: records are dropped (the agent continues)")
         return None
@@ -172,6 +115,8 @@ class TelemetryClient:
     # --- recording ---------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> bool:
         """Accept a record: once this returns True it is in the spool and will be delivered."""
+        if not self.enabled:
+            return False
         if self.spool is None or self._closed:
             self.stats.dropped += 1
             return False
@@ -190,23 +135,15 @@ class TelemetryClient:
             self.sender.wake.set()
         return True
 
-    def _fields(self, given: dict[str, Any], call: str) -> dict[str, Any]:
-        """The known, plausible run fields of `given`; the rest are logged and left out."""
-        fields = {}
-        for name, value in given.items():
-            if name not in RUN_FIELDS:
-                logger.warning("telemetry: %s() ignoring unknown field %r", call, name)
-            elif name in COUNTS and value is not None and (not isinstance(value, int) or value < 0):
-                logger.warning("telemetry: %s() ignoring %s=%r (must be an integer >= 0)", call, name, value)
-            else:
-                fields[name] = value
-        return fields
-
-    @_never_raises(default="")
+    @never_raises(default="")
     def start_run(self, agent_name: str, job_type: str, trigger_type: str = "cli", **kwargs: Any) -> str:
         """Start a run and return its run_id at once (the server learns of it in the background)."""
-        run_id = kwargs.pop("run_id", None) or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{agent_name}-{uuid.uuid4().hex[:8]}"
-        run = _Run(str(uuid.uuid4()))
+        run_id = kwargs.pop("run_id", None) or new_run_id(agent_name)
+        run = Run(str(uuid.uuid4()))
+        with self._lock:
+            self._runs[run_id] = run
+        if not self.enabled:
+            return run_id
         record = {
             "kind": "run",
             "event_id": run.event_id,
@@ -214,18 +151,16 @@ class TelemetryClient:
             "agent_name": agent_name,
             "job_type": job_type,
             "trigger_type": trigger_type,
-            "start_time": _now(),
+            "start_time": now(),
             "status": "running",
             "host": self._host,
             "agent_owner": self.config.agent_owner,
-            **self._fields(kwargs, "start_run"),
+            **run_fields(kwargs, "start_run"),
         }
-        with self._lock:
-            self._runs[run_id] = run
         self._record(record)
         return run_id
 
-    @_never_raises()
+    @never_raises()
     def log_event(self, run_id: str, event_type: str, payload: dict[str, Any] | None = None) -> None:
         run = self._runs.get(run_id)
         if run is None:
@@ -237,43 +172,41 @@ class TelemetryClient:
                 "event_id": f"{self._id_prefix}{self._next_id():x}",
                 "run_event_id": run.event_id,
                 "event_type": event_type,
-                "timestamp": _now(),
+                "timestamp": now(),
                 "payload": payload,
             }
         )
 
-    @_never_raises()
+    @never_raises()
     def set_metrics(self, run_id: str, **metrics: Any) -> None:
         """Remember run fields (item counts, summaries, metrics_json...) to send when the run ends."""
         run = self._runs.get(run_id)
         if run is None:
             logger.warning("telemetry: set_metrics() for unknown or ended run %r ignored", run_id)
             return
-        run.metrics.update(self._fields(metrics, "set_metrics"))
+        run.metrics.update(run_fields(metrics, "set_metrics"))
 
-    @_never_raises()
+    @never_raises()
     def end_run(self, run_id: str, status: str = "success", **kwargs: Any) -> None:
         with self._lock:
             run = self._runs.pop(run_id, None)
-            if run is not None:
+            if run is not None and self.enabled:
                 self._ended[run_id] = run.event_id
                 while len(self._ended) > ENDED_RUNS_REMEMBERED:
                     self._ended.popitem(last=False)
         if run is None:
             logger.warning("telemetry: end_run() for unknown or ended run %r ignored", run_id)
             return
-        status = STATUS_ALIASES.get(status, status)
-        if status not in STATUSES:
-            logger.warning("telemetry: end_run() status %r is not one of %s; recorded as 'failed'", status, sorted(STATUSES))
-            status = "failed"
+        if not self.enabled:
+            return
         record = {
             "kind": "end",
             "event_id": run.event_id,
-            "status": status,
-            "end_time": _now(),
+            "status": end_status(status),
+            "end_time": now(),
             "duration_ms": int((time.monotonic() - run.started) * 1000),
             **run.metrics,
-            **self._fields(kwargs, "end_run"),
+            **run_fields(kwargs, "end_run"),
         }
         self._record(record)
 
@@ -293,7 +226,7 @@ class TelemetryClient:
         else:
             self.end_run(run_id, status="success")
 
-    @_never_raises(default=(False, "[ERROR] associate_commit failed; see the log"))
+    @never_raises(default=(False, "[ERROR] associate_commit failed; see the log"))
     def associate_commit(
         self,
         run_id: str,
@@ -302,25 +235,43 @@ class TelemetryClient:
         commit_author: str | None = None,
         commit_timestamp: str | None = None,
     ) -> tuple[bool, str]:
-        """Link a run (running or recently ended) to a git commit; (accepted, message)."""
+        """Link a run to a git commit; (accepted, message). A run of this client (running or
+        recently ended) is linked in the background; another's is looked up on the server by its
+        run_id (the newest run of that id) and linked there, waiting for the answer."""
+        if not self.enabled:
+            return False, "[ERROR] Telemetry is disabled (TELEMETRY_ENABLED=false): the commit was not recorded"
+        problem = commit_problem(commit_hash, commit_source)
+        if problem:
+            return False, problem
+        commit = {"commit_hash": commit_hash, "commit_source": commit_source}
+        if commit_author:
+            commit["commit_author"] = commit_author
+        if commit_timestamp:
+            commit["commit_timestamp"] = commit_timestamp
         run = self._runs.get(run_id)
         event_id = run.event_id if run else self._ended.get(run_id)
         if event_id is None:
-            return False, f"[ERROR] Run ID not found: {run_id}"
-        if not isinstance(commit_hash, str) or not COMMIT_HASH.match(commit_hash):
-            return False, f"[ERROR] Validation failed: commit_hash must be 7-40 hex characters, got {commit_hash!r}"
-        if commit_source not in COMMIT_SOURCES:
-            return False, f"[ERROR] Validation failed: commit_source must be one of {COMMIT_SOURCES}, got {commit_source!r}"
-        record = {"kind": "commit", "event_id": event_id, "commit_hash": commit_hash, "commit_source": commit_source}
-        if commit_author:
-            record["commit_author"] = commit_author
-        if commit_timestamp:
-            record["commit_timestamp"] = commit_timestamp
-        if not self._record(record):
+            return self._associate_elsewhere(run_id, commit)
+        if not self._record({"kind": "commit", "event_id": event_id, **commit}):
             return False, "[ERROR] The telemetry spool is full or closed; the commit was not recorded"
         return True, f"Commit {commit_hash} recorded for run {run_id} (delivered in the background)"
 
-    @_never_raises(default="")
+    def _associate_elsewhere(self, run_id: str, commit: dict[str, str]) -> tuple[bool, str]:
+        """A run another process started: its event_id from GET /api/v1/runs?run_id=, then the
+        server's associate-commit."""
+        server = self._connect()
+        if server is None:
+            return False, f"[ERROR] Run ID not found: {run_id}"
+        found = self._ask(server, "GET", "/api/v1/runs", LOOKUP_TIMEOUT, params={"run_id": run_id, "limit": 1})
+        if not found:
+            unasked = " (the server could not be asked; see the log)" if found is None else ""
+            return False, f"[ERROR] Run ID not found: {run_id}{unasked}"
+        event_id = found[0]["event_id"]
+        if self._ask(server, "POST", f"/api/v1/runs/{event_id}/associate-commit", LOOKUP_TIMEOUT, body=commit) is None:
+            return False, f"[ERROR] The server did not link commit {commit['commit_hash']} to run {run_id}; see the log"
+        return True, f"Commit {commit['commit_hash']} associated with run {run_id}"
+
+    @never_raises(default="")
     def record_llm_usage(
         self,
         agent_name: str,
@@ -334,13 +285,15 @@ class TelemetryClient:
         provider, tier (cheap/capable/premium), cache_read_tokens, cache_write_tokens, cost (else
         the server prices it from its table), latency_ms, success, fallback. `run_id` links it to
         a run of this client."""
+        if not self.enabled:
+            return ""
         unknown = fields.keys() - USAGE_FIELDS
         for name in unknown:
             logger.warning("telemetry: record_llm_usage() ignoring unknown field %r", name)
         record = {
             "kind": "usage",
             "event_id": str(uuid.uuid4()),
-            "timestamp": _now(),
+            "timestamp": now(),
             "agent_name": agent_name,
             "model": model,
             "input_tokens": input_tokens,
@@ -362,8 +315,36 @@ class TelemetryClient:
             logger.warning("telemetry: %s() for unknown run %r: recorded without its run", call, run_id)
         return event_id
 
+    # --- questions (the helpers' ServerApi) ---------------------------------------------------
+    def _connect(self) -> Connections | None:
+        """Connections for questions to this client's server; None when disabled or without one."""
+        if not self.enabled or not self.config.api_url:
+            return None
+        headers = {"Authorization": f"Api-Key {self.config.api_key}"} if self.config.api_key else {}
+        return Connections(self.config.api_url, headers)
+
+    def _ask(
+        self,
+        server: Connections | None,
+        method: str,
+        path: str,
+        timeout: float | None = None,
+        body: Any = None,
+        params: dict | None = None,
+    ) -> Any:
+        """The JSON answer of `server` (from `_connect`), or None (logged) when there is none. A read
+        (GET) first waits a little for this client's own records to arrive, so that it sees them."""
+        if not self.enabled:
+            return None
+        if server is None:
+            logger.warning("telemetry: TELEMETRY_API_URL is not set; %s %s not sent", method, path)
+            return None
+        if method == "GET" and self.sender is not None and not self.sender.failing and self.spool.pending():
+            self.flush(READ_FLUSH_TIMEOUT)
+        return server.ask(method, path, timeout or self.config.request_timeout, body, params)
+
     # --- delivery ---------------------------------------------------------------------------------
-    @_never_raises(default=False)
+    @never_raises(default=False)
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything accepted so far is delivered; False when `timeout` passed first."""
         if self.spool is None:
@@ -372,7 +353,7 @@ class TelemetryClient:
             return not self.spool.pending()
         return self.sender.wait_delivered(self.spool, (self.spool.write_segment, self.spool.write_offset), timeout)
 
-    @_never_raises()
+    @never_raises()
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what can be delivered within `timeout`, then stop. What is left stays in the
         spool and is sent by the next client that uses this spool dir."""

@@ -94,7 +94,7 @@ class HeartbeatCoordinator:
         self.agent_id = agent_id
         body = {"metadata": metadata or {}, "display_name": display_name, "stale_after_seconds": stale_after_seconds}
         self._api.answer("POST", f"/{agent_id}/heartbeat/start", body=body)
-        if interval:
+        if interval and self._api.enabled:
             self._beating = threading.Event()
             thread = threading.Thread(
                 target=self._beat_every, args=(interval, self._beating), name="telemetry-heartbeat", daemon=True
@@ -242,6 +242,8 @@ class CoordinationSignals:
             if remaining <= 0:
                 return None
             if found is None:  # the server could not be asked: pause before asking again
+                if not self._api.enabled:
+                    return None
                 time.sleep(min(poll_interval, remaining))
 
     def check_signal(self, signal_type: str, source_agent: str | None = None, consume: bool = True) -> CoordinationSignal | None:

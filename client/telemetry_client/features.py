@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from telemetry_client.api import ServerApi
-from telemetry_client.client import TelemetryClient, _never_raises
+from telemetry_client.client import TelemetryClient
+from telemetry_client.common import never_raises
 
 
 class FeatureStatus(str, enum.Enum):
@@ -33,12 +34,12 @@ class FeatureInfo:
 
 
 class TelemetryFeatures:
-    """The server of `memory` (a TelemetryClient; None: one configured from the environment)."""
+    """The server of `memory` (a TelemetryClient; None: the process's client)."""
 
     def __init__(self, memory: TelemetryClient | None = None):
         self._api = ServerApi(memory, "/api/v1/reports")
 
-    @_never_raises(default=[])
+    @never_raises(default=[])
     def check_all(self) -> list[FeatureInfo]:
         """Every feature with its status; without an answer, one: the server, unavailable."""
         found = self._api.answer("GET", "/features")

@@ -2,8 +2,8 @@
 ask which tier a stage should use, rate templates.
 
 Ratings are recorded like runs: spooled and sent in the background, so `record_*` never waits.
-The questions (`get_quality_stats`, `recommend_tier`, `get_template_confidence`) ask the server
-and see what it has received: `memory.flush()` first to include ratings just recorded.
+The questions (`get_quality_stats`, `recommend_tier`, `get_template_confidence`) ask the server;
+the client delivers its own ratings first, so the answers include those just recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from telemetry_client.api import ServerApi
-from telemetry_client.client import TelemetryClient, _never_raises, _now
+from telemetry_client.client import TelemetryClient
+from telemetry_client.common import never_raises, now
+from telemetry_client.process import UsesClient
 
 logger = logging.getLogger("telemetry_client")
 
@@ -105,14 +107,14 @@ class TierRecommendation:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
-class FeedbackLoop:
-    """Quality feedback through `memory` (a TelemetryClient; None: one from the environment)."""
+class FeedbackLoop(UsesClient):
+    """Quality feedback through `memory` (a TelemetryClient; None: the process's client)."""
 
     def __init__(self, memory: TelemetryClient | None = None):
-        self.memory = memory if memory is not None else TelemetryClient()
-        self._api = ServerApi(self.memory, "/api/v1/feedback")
+        super().__init__(memory)
+        self._api = ServerApi(self._memory, "/api/v1/feedback")
 
-    @_never_raises(default="")
+    @never_raises(default="")
     def record_feedback(
         self,
         workflow_name: str,
@@ -126,11 +128,11 @@ class FeedbackLoop:
             logger.warning("telemetry: record_feedback() ignoring quality_score=%r (must be 0 to 1)", quality_score)
             return ""
         entry = FeedbackEntry(workflow_name, stage_name, _tier(tier), float(quality_score), metadata or {})
-        record = {**entry.to_dict(), "kind": "feedback", "event_id": entry.feedback_id, "timestamp": _now()}
+        record = {**entry.to_dict(), "kind": "feedback", "event_id": entry.feedback_id, "timestamp": now()}
         del record["feedback_id"]
         return entry.feedback_id if self.memory._record(record) else ""
 
-    @_never_raises()
+    @never_raises()
     def get_quality_stats(self, workflow_name: str, stage_name: str, tier: ModelTier | str | None = None) -> QualityStats | None:
         """None when the stage has no ratings (of that tier), or the server could not answer."""
         params = {"workflow_name": workflow_name, "stage_name": stage_name}
@@ -139,7 +141,7 @@ class FeedbackLoop:
         found = self._api.answer("GET", "/stats", params=params)
         return QualityStats.from_dict(found) if found else None
 
-    @_never_raises()
+    @never_raises()
     def recommend_tier(self, workflow_name: str, stage_name: str, current_tier: ModelTier | str) -> TierRecommendation:
         """The server's recommendation; without an answer, stay on `current_tier` (confidence 0)."""
         current = _tier(current_tier)
@@ -149,7 +151,7 @@ class FeedbackLoop:
             return TierRecommendation(workflow_name, stage_name, current, current, "No answer from the telemetry server.", 0.0)
         return TierRecommendation.from_dict(found)
 
-    @_never_raises(default="")
+    @never_raises(default="")
     def record_template_feedback(self, template_id: str, good: bool) -> str:
         """Rate a template good or bad; returns the rating's id."""
         event_id = str(uuid.uuid4())
@@ -158,11 +160,11 @@ class FeedbackLoop:
             "event_id": event_id,
             "template_id": template_id,
             "good": bool(good),
-            "timestamp": _now(),
+            "timestamp": now(),
         }
         return event_id if self.memory._record(record) else ""
 
-    @_never_raises(default=0.5)
+    @never_raises(default=0.5)
     def get_template_confidence(self, template_id: str) -> float:
         """good / (good + bad) of the template's ratings; 0.5 before any (or without an answer)."""
         found = self._api.answer("GET", "/templates/confidence", params={"template_id": template_id})

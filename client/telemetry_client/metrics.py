@@ -19,7 +19,9 @@ import re
 import uuid
 from typing import Any
 
-from telemetry_client.client import TelemetryClient, _never_raises, _now
+from telemetry_client.client import TelemetryClient
+from telemetry_client.common import never_raises, now
+from telemetry_client.process import UsesClient
 
 logger = logging.getLogger("telemetry_client")
 
@@ -27,15 +29,16 @@ COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}")
 
 
-class MetricsRecorder:
-    """Metrics of the agent `agent_name` (the key must be allowed to act as it)."""
+class MetricsRecorder(UsesClient):
+    """Metrics of the agent `agent_name` (the key must be allowed to act as it), recorded by
+    `memory` (None: the process's client)."""
 
     def __init__(self, agent_name: str, memory: TelemetryClient | None = None):
+        super().__init__(memory)
         self.agent_name = agent_name
-        self.memory = memory if memory is not None else TelemetryClient()
 
     # --- any metric ---------------------------------------------------------------------------
-    @_never_raises(default="")
+    @never_raises(default="")
     def record(self, name: str, value: float, metric_type: str = GAUGE, **labels: Any) -> str:
         """One point: a counter's increment, a gauge's value or a histogram's observation. Returns
         its id ("" when refused: a bad name or type, a value that is not a finite number)."""
@@ -51,7 +54,7 @@ class MetricsRecorder:
         record = {
             "kind": "metric",
             "event_id": str(uuid.uuid4()),
-            "timestamp": _now(),
+            "timestamp": now(),
             "agent_name": self.agent_name,
             "name": name,
             "metric_type": metric_type,

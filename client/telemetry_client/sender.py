@@ -219,6 +219,11 @@ class Sender(threading.Thread):
         self.hurry.clear()
 
     # --- for the client -----------------------------------------------------------------------
+    @property
+    def failing(self) -> bool:
+        """Whether the last request failed (the server is down or refusing): not worth waiting on."""
+        return self._attempt > 0
+
     def wait_delivered(self, spool: Spool, target: tuple[int, int], timeout: float) -> bool:
         """Block until the cursor of `spool` passes `target` (or `timeout`); True when it did."""
         deadline = time.monotonic() + timeout

@@ -2,9 +2,10 @@
 once the server has acknowledged it.
 
 Layout: ``<spool_dir>/slot-<n>/`` holds numbered NDJSON segments and a ``cursor`` file (segment
-and offset of the first unacknowledged byte). A process owns one slot, locked with ``flock`` for
-its lifetime, so agents sharing a spool dir never share files; the lock dies with the process, so
-a restarted agent (or any other on the machine) replays what a killed one left.
+and offset of the first unacknowledged byte). A process owns one slot, locked for its lifetime
+(``flock``; on Windows ``msvcrt.locking``), so agents sharing a spool dir never share files; the
+lock dies with the process, so a restarted agent (or any other on the machine) replays what a
+killed one left.
 
 Durability: each record is one ``os.write`` of a whole line to an O_APPEND file, so it is in the
 kernel before the call returns and survives the process being killed. The sender fsyncs every
@@ -14,15 +15,45 @@ died inside a write) is skipped on replay; a new process always starts a new seg
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
 logger = logging.getLogger("telemetry_client")
 
 SEGMENT_BYTES = 4 * 1024 * 1024
+BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise write each newline as two bytes
+
+
+def _lock_file(fd: int) -> bool:
+    """Lock the open file `fd` for this process; False when another process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except PermissionError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock_file(fd: int) -> None:
+    # A flock goes with the last descriptor of the file (a forked child closing its copy must not
+    # unlock the parent's); Windows asks for its locks to be released before the close.
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    os.close(fd)
 
 
 def _segment_name(number: int) -> str:
@@ -80,10 +111,13 @@ class Spool:
     @classmethod
     def _try_lock(cls, path: Path, max_bytes: int, append: bool) -> Spool | None:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | BINARY, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            locked = _lock_file(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not locked:
             os.close(fd)
             return None
         return cls(path, fd, max_bytes, append=append)
@@ -99,7 +133,7 @@ class Spool:
         if self.write_fd is not None:
             os.close(self.write_fd)
             self.write_fd = None
-        os.close(self.lock_fd)
+        _unlock_file(self.lock_fd)
 
     # --- the append side -----------------------------------------------------------------
     def _segments(self) -> list[int]:
@@ -109,7 +143,7 @@ class Spool:
         if self.write_fd is not None:
             os.close(self.write_fd)
         self.write_segment = number
-        self.write_fd = os.open(self.path / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.write_fd = os.open(self.path / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND | BINARY, 0o600)
         self.write_offset = os.fstat(self.write_fd).st_size
 
     def append(self, line: bytes) -> bool:

@@ -55,7 +55,7 @@ class StreamEvent:
 
 class EventStreamer:
     """Publish, read and follow the server's event streams. `memory` is the TelemetryClient
-    whose server and key to use (None: one configured from the environment)."""
+    whose server and key to use (None: the process's client)."""
 
     def __init__(self, memory: TelemetryClient | None = None):
         self._api = ServerApi(memory, "/api/v1/streams")

@@ -27,10 +27,11 @@ import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from telemetry_client.client import TelemetryClient, _never_raises
+from telemetry_client.client import TelemetryClient
+from telemetry_client.common import never_raises, now
+from telemetry_client.process import UsesClient
 
 logger = logging.getLogger("telemetry_client")
 
@@ -67,10 +68,6 @@ class SpanContext:
         return cls(found[1], found[2], bool(int(found[3], 16) & 1))
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
 @dataclass
 class Span:
     name: str
@@ -79,7 +76,7 @@ class Span:
     kind: str = SpanKind.INTERNAL
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
-    start_time: str = field(default_factory=_now)
+    start_time: str = field(default_factory=now)
     end_time: str | None = None
     status: str = SpanStatusCode.UNSET
     status_message: str = ""
@@ -94,13 +91,14 @@ class Span:
         return self.context.span_id
 
 
-class Tracer:
-    """Spans of the agent `agent_name` (the key must be allowed to act as it)."""
+class Tracer(UsesClient):
+    """Spans of the agent `agent_name` (the key must be allowed to act as it), recorded by
+    `memory` (None: the process's client)."""
 
     def __init__(self, agent_name: str, memory: TelemetryClient | None = None, service_name: str | None = None):
+        super().__init__(memory)
         self.agent_name = agent_name
         self.service_name = service_name or agent_name
-        self.memory = memory if memory is not None else TelemetryClient()
         self._lock = threading.Lock()
 
     def start_trace(self, name: str, kind: str = SpanKind.INTERNAL, attributes: dict[str, Any] | None = None,
@@ -139,21 +137,21 @@ class Tracer:
         span.attributes.update(attributes)
 
     def add_event(self, span: Span, name: str, attributes: dict[str, Any] | None = None) -> None:
-        span.events.append({"name": name, "timestamp": _now(), "attributes": dict(attributes or {})})
+        span.events.append({"name": name, "timestamp": now(), "attributes": dict(attributes or {})})
 
     def record_error(self, span: Span, error: BaseException) -> None:
         """An `exception` event (OpenTelemetry's), and the span's status set to error."""
         self.add_event(span, "exception", {"exception.type": type(error).__name__, "exception.message": str(error)})
         span.status, span.status_message = SpanStatusCode.ERROR, str(error)
 
-    @_never_raises(default=False)
+    @never_raises(default=False)
     def end_span(self, span: Span, status: str | None = None, message: str = "") -> bool:
         """End the span and record it (once; a span ended twice is recorded once). Unless `status`
         is given, a span keeps the error status record_error gave it, else ends `ok`."""
         with self._lock:
             if span.end_time is not None:
                 return False
-            span.end_time = _now()
+            span.end_time = now()
         if status is not None:
             span.status, span.status_message = status, message or span.status_message
         elif span.status == SpanStatusCode.UNSET:

@@ -1,9 +1,11 @@
 """Local, privacy-first trackers (UsageTracker and HelpTracker): append-only JSONL files
-on the agent's machine, readable without a server, optionally also sent to it.
+on the agent's machine, readable without a server, and sent to it through the client.
 
 Privacy: user ids are stored only as a salted SHA-256 (the salt lives next to the files, so the
 same user hashes alike here and nowhere else); no prompt or response text is ever stored, only
-counts, names and outcomes. Like the rest of the SDK, nothing here raises into the agent.
+counts, names and outcomes. Like the rest of the SDK, nothing here raises into the agent: a folder
+that cannot be used is logged once, and the tracker keeps nothing locally (the server part goes on).
+With telemetry disabled nothing is written at all.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from telemetry_client.client import TelemetryClient, _never_raises, _now
-from telemetry_client.config import TelemetryConfig
+from telemetry_client.client import TelemetryClient
+from telemetry_client.common import never_raises, now
+from telemetry_client.feedback import FeedbackLoop
+from telemetry_client.process import UsesClient
 
 logger = logging.getLogger("telemetry_client")
 
@@ -65,34 +69,58 @@ class _JsonLines:
         return count
 
 
-def _hasher(directory: Path):
-    """A function hashing user ids with this installation's salt (made on first use)."""
-    salt_file = directory / ".salt"
-    if not salt_file.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        salt_file.write_text(secrets.token_hex(16))
-        salt_file.chmod(0o600)
-    salt = salt_file.read_text().strip()
-    return lambda user_id: hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16] if user_id else None
+class _LocalTracker(UsesClient):
+    """A tracker's file `name` in `directory` (default: `local` in the client's spool dir) and the
+    salt of its user ids."""
+
+    def __init__(self, directory: str | os.PathLike | None, memory: TelemetryClient | None, name: str):
+        super().__init__(memory)
+        self.directory = Path(directory) if directory else self.memory.config.spool_dir / "local"
+        self.file = _JsonLines(self.directory / name)
+        self._salt = ""
+        self.usable = self.memory.enabled and self._make_salt()
+
+    def _make_salt(self) -> bool:
+        try:
+            salt_file = self.directory / ".salt"
+            if not salt_file.exists():
+                self.directory.mkdir(parents=True, exist_ok=True)
+                salt_file.write_text(secrets.token_hex(16))
+                salt_file.chmod(0o600)
+            self._salt = salt_file.read_text().strip()
+            return True
+        except (OSError, ValueError) as exc:  # ValueError: a path the system cannot take (a NUL)
+            logger.warning(
+                "telemetry: cannot use the folder %s (%s): %s is not kept locally", self.directory, exc, self.file.path.name
+            )
+            return False
+
+    def _hash(self, user_id: str | None) -> str | None:
+        return hashlib.sha256(f"{self._salt}:{user_id}".encode()).hexdigest()[:16] if user_id else None
+
+    def _keep(self, record: dict[str, Any]) -> bool:
+        """Append `record` to the file; False when the folder is unusable or telemetry disabled."""
+        if not self.usable:
+            return False
+        try:
+            self.file.append(record)
+        except (OSError, ValueError) as exc:
+            logger.warning("telemetry: cannot write %s (%s); the record is not kept locally", self.file.path, exc)
+            return False
+        return True
 
 
-def _directory(directory: str | os.PathLike | None) -> Path:
-    return Path(directory) if directory else TelemetryConfig.from_env().spool_dir / "local"
-
-
-class UsageTracker:
-    """Model calls recorded to `usage.jsonl` in `directory` (default: the SDK's state dir), and,
-    with `memory` (a TelemetryClient), also sent to the server as `agent_name`'s usage."""
+class UsageTracker(_LocalTracker):
+    """Model calls recorded to `usage.jsonl` in `directory` (default: `local` in the client's spool
+    dir), and sent to the server as `agent_name`'s usage by `memory` (None: the process's client)."""
 
     def __init__(
         self, directory: str | os.PathLike | None = None, memory: TelemetryClient | None = None, agent_name: str = "local"
     ):
-        self.directory = _directory(directory)
-        self.file = _JsonLines(self.directory / USAGE_FILE)
-        self._hash = _hasher(self.directory)
-        self.memory, self.agent_name = memory, agent_name
+        super().__init__(directory, memory, USAGE_FILE)
+        self.agent_name = agent_name
 
-    @_never_raises(default=False)
+    @never_raises(default=False)
     def track_llm_call(
         self,
         workflow: str,
@@ -108,9 +136,9 @@ class UsageTracker:
         success: bool = True,
         user_id: str | None = None,
     ) -> bool:
-        """Record one call (counts only: no prompt, no response)."""
+        """Record one call (counts only: no prompt, no response); whether it was kept locally."""
         record = {
-            "timestamp": _now(),
+            "timestamp": now(),
             "workflow": workflow,
             "stage": stage,
             "tier": str(getattr(tier, "value", tier)),
@@ -124,22 +152,21 @@ class UsageTracker:
             "success": success,
             "user": self._hash(user_id),
         }
-        self.file.append(record)
-        if self.memory is not None:
-            fields = {
-                name: record[name] for name in ("workflow", "stage", "tier", "cache_read_tokens", "cache_write_tokens", "success")
-            }
-            if cost is not None:
-                fields["cost"] = cost
-            self.memory.record_llm_usage(self.agent_name, model, input_tokens, output_tokens, latency_ms=duration_ms, **fields)
-        return True
+        kept = self._keep(record)
+        fields = {
+            name: record[name] for name in ("workflow", "stage", "tier", "cache_read_tokens", "cache_write_tokens", "success")
+        }
+        if cost is not None:
+            fields["cost"] = cost
+        self.memory.record_llm_usage(self.agent_name, model, input_tokens, output_tokens, latency_ms=duration_ms, **fields)
+        return kept
 
-    @_never_raises(default=[])
+    @never_raises(default=[])
     def get_recent_entries(self, limit: int = 20, days: float | None = None) -> list[dict[str, Any]]:
         since = datetime.now(timezone.utc) - timedelta(days=days) if days is not None else None
         return self.file.records(since)[-limit:]
 
-    @_never_raises(default={})
+    @never_raises(default={})
     def get_stats(self, days: float = 30) -> dict[str, Any]:
         """Calls, tokens and cost of the last `days`, in all and per tier."""
         records = self.file.records(datetime.now(timezone.utc) - timedelta(days=days))
@@ -158,28 +185,27 @@ class UsageTracker:
             "by_tier": by_tier,
         }
 
-    @_never_raises(default=0)
+    @never_raises(default=0)
     def reset(self) -> int:
         """Delete the local file; how many records it held."""
         return self.file.clear()
 
 
-class HelpTracker:
+class HelpTracker(_LocalTracker):
     """Help-system queries and template ratings in `help_queries.jsonl` (the help system's file) in
-    `directory`; with `memory`, template ratings also go to the server's FeedbackLoop."""
+    `directory`; template ratings also go to the server's FeedbackLoop through `memory` (None: the
+    process's client)."""
 
     def __init__(self, directory: str | os.PathLike | None = None, memory: TelemetryClient | None = None):
-        self.directory = _directory(directory)
-        self.file = _JsonLines(self.directory / HELP_FILE)
-        self._hash = _hasher(self.directory)
-        self.memory = memory
+        super().__init__(directory, memory, HELP_FILE)
 
-    @_never_raises(default=False)
+    @never_raises(default=False)
     def track_query(self, query: str, template_id: str | None = None, found: bool = True, user_id: str | None = None) -> bool:
-        """A help query (its topic, as the user typed it) and the template that answered it."""
-        self.file.append(
+        """A help query (its topic, as the user typed it) and the template that answered it; whether
+        it was kept."""
+        return self._keep(
             {
-                "timestamp": _now(),
+                "timestamp": now(),
                 "kind": "query",
                 "query": query,
                 "template_id": template_id,
@@ -187,27 +213,23 @@ class HelpTracker:
                 "user": self._hash(user_id),
             }
         )
-        return True
 
-    @_never_raises(default=False)
+    @never_raises(default=False)
     def record_feedback(self, template_id: str, good: bool, user_id: str | None = None) -> bool:
-        """Rate a template good or bad."""
-        self.file.append(
-            {"timestamp": _now(), "kind": "feedback", "template_id": template_id, "good": bool(good), "user": self._hash(user_id)}
+        """Rate a template good or bad; whether the rating was kept locally."""
+        kept = self._keep(
+            {"timestamp": now(), "kind": "feedback", "template_id": template_id, "good": bool(good), "user": self._hash(user_id)}
         )
-        if self.memory is not None:
-            from telemetry_client.feedback import FeedbackLoop
+        FeedbackLoop(self._memory).record_template_feedback(template_id, good)
+        return kept
 
-            FeedbackLoop(self.memory).record_template_feedback(template_id, good)
-        return True
-
-    @_never_raises(default=0.5)
+    @never_raises(default=0.5)
     def get_template_confidence(self, template_id: str) -> float:
         """good / (good + bad) of this machine's ratings of the template; 0.5 before any."""
         ratings = [r["good"] for r in self.file.records() if r.get("kind") == "feedback" and r.get("template_id") == template_id]
         return sum(ratings) / len(ratings) if ratings else 0.5
 
-    @_never_raises(default={})
+    @never_raises(default={})
     def get_stats(self, days: float = 30) -> dict[str, Any]:
         """Queries of the last `days`: how many, how many found an answer, the top templates."""
         records = [r for r in self.file.records(datetime.now(timezone.utc) - timedelta(days=days)) if r.get("kind") == "query"]

@@ -1,7 +1,7 @@
 import logging
 
 import pytest
-from telemetry_client import TelemetryClient, TelemetryConfig
+from telemetry_client import TelemetryClient, TelemetryConfig, process
 
 from runs.models import Run, RunEvent
 from tests.conftest import make_key
@@ -45,3 +45,16 @@ def event_counts() -> dict[str, int]:
 def sdk_logs(caplog):
     caplog.set_level(logging.INFO, logger="telemetry_client")
     return caplog
+
+
+@pytest.fixture(autouse=True)
+def no_process_client(monkeypatch, tmp_path):
+    """Each test starts without the process's client (and its one warning about a foreign
+    `memory`), whose default spool is in the test's folder; the one a test made is closed after it."""
+    monkeypatch.setenv("TELEMETRY_SPOOL_DIR", str(tmp_path / "process-spool"))
+    for name in ("TELEMETRY_ENABLED", "METRICS_API_URL", "METRICS_API_TOKEN", "METRICS_API_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    if process._client is not None:
+        process._client.close(timeout=5)
+    process._client, process._warned_foreign = None, False

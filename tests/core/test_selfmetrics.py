@@ -16,12 +16,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from telemetry_site.celery import app as celery_app
 from tests.conftest import make_key
-from tests.services import asgi_server, celery_processes
+from tests.services import PROMETHEUS_ACCEPT, asgi_server, celery_processes
 
 
 def scrape(base: str, raw_key: str) -> dict[tuple, float]:
     """The samples of GET /metrics: (sample name, labels as sorted pairs) -> value."""
-    response = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {raw_key}"})
+    response = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {raw_key}", "Accept": PROMETHEUS_ACCEPT})
     assert response.status_code == 200, response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

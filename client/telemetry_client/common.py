@@ -1,0 +1,38 @@
+"""What every module of the SDK shares: its logger, the time stamp of a record, the JSON of a record
+or a request body, and the guard that keeps a call from raising into the agent."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+logger = logging.getLogger("telemetry_client")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def to_json(value: Any) -> bytes:
+    """A record or a request body: compact, and what JSON lacks (a datetime, a Path) as a string."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def never_raises(default: Any = None):
+    """Telemetry must not break the agent: log what goes wrong and return `default`."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def safe(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception:
+                logger.exception("telemetry: %s failed (the agent continues)", method.__name__)
+                return default
+
+        return safe
+
+    return decorate
