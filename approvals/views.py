@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
@@ -35,9 +33,7 @@ async def approval_list(request, key, body: ApprovalIn | None = None):
         timeout = body.timeout_seconds or settings.APPROVAL_DEFAULT_TIMEOUT
         # The context goes into every event of the request (Redis Streams, the live feeds, forwarding)
         # and every notification: a key's is bounded as a signal's payload is.
-        limit = settings.APPROVAL_CONTEXT_MAX_BYTES
-        if key is not None and limit and len(json.dumps(body.context)) > limit:  # (ASCII)
-            raise await quotas.refused_async("approval_context_too_large")
+        await quotas.refuse_if_larger("approval_context_too_large", key, body.context)
         # Each request notifies the reviewers (mail, Slack): a key may send so many a minute.
         await quotas.count_in_window("approval_requests_per_key", key, settings.APPROVAL_REQUESTS_PER_MINUTE, 60)
         created = await sync_to_async(services.create)(agent_id, body.approval_type, body.context, timeout)

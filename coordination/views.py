@@ -42,6 +42,8 @@ def threshold_param(request) -> float | None:
 async def start(request, key, agent_id: str, body: StartIn, key_check) -> dict:
     """(Re)start the agent's heartbeat: its live state begins afresh; publishes agent.started."""
     ensure_may_beat(key, agent_id)
+    # The metadata lives in the agent's state for a day and goes into every agent.started event.
+    await quotas.refuse_if_larger("heartbeat_metadata_too_large", key, body.metadata)
     fields = {"metadata": body.metadata, "display_name": body.display_name, "stale_after": body.stale_after_seconds}
     return (await heartbeats.beat(agent_id, {"status": "running", **fields}, key_check, start=True, agent_key=key)).to_dict()
 

@@ -10,6 +10,7 @@ bound -> refusals), which /metrics reads: any process answers for all of them.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -49,6 +50,7 @@ BOUNDS = {
     "websockets_per_key": (429, "WEBSOCKETS_PER_KEY", "This key has {} live feeds open already"),
     "approval_requests_per_key": (429, "APPROVAL_REQUESTS_PER_MINUTE", "This key sent {} approval requests in the last minute"),
     "approval_context_too_large": (413, "APPROVAL_CONTEXT_MAX_BYTES", "The request's context is larger than {} bytes as JSON"),
+    "heartbeat_metadata_too_large": (413, "HEARTBEAT_METADATA_MAX_BYTES", "The agent's metadata is larger than {} bytes as JSON"),
     "replay_limit": (413, "LIVE_REPLAY_MAX_EVENTS", "The live feed replays at most {} events (or LIVE_CLIENT_BUFFER bytes)"),
     "throttled": (429, "API_RATE_LIMIT", "Request was throttled: more than {} requests"),
 }
@@ -82,6 +84,14 @@ def refused(bound: str) -> QuotaExceeded:
     with contextlib.suppress(*REDIS_DOWN):
         get_redis().hincrby(REFUSALS_KEY, bound, 1)
     return QuotaExceeded(bound)
+
+
+async def refuse_if_larger(bound: str, key, value) -> None:
+    """A key's JSON `value` past the size its bound's setting allows (0: no bound) is refused before
+    anything is written; staff sessions (no key) are not bounded."""
+    limit = getattr(settings, BOUNDS[bound][1])
+    if key is not None and limit and len(json.dumps(value)) > limit:  # (json.dumps writes ASCII)
+        raise await refused_async(bound)
 
 
 async def refused_async(bound: str) -> QuotaExceeded:

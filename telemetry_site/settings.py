@@ -179,6 +179,7 @@ HELD_WAITS_PER_KEY = env.int("HELD_WAITS_PER_KEY", default=20)  # waits (signals
 WEBSOCKETS_PER_KEY = env.int("WEBSOCKETS_PER_KEY", default=10)  # live feeds a key has open at once: refused
 APPROVAL_REQUESTS_PER_MINUTE = env.int("APPROVAL_REQUESTS_PER_MINUTE", default=30)  # per key (each notifies reviewers): 429
 APPROVAL_CONTEXT_MAX_BYTES = env.int("APPROVAL_CONTEXT_MAX_BYTES", default=64 * 1024)  # a request's context, as JSON: 413
+HEARTBEAT_METADATA_MAX_BYTES = env.int("HEARTBEAT_METADATA_MAX_BYTES", default=16 * 1024)  # an agent's, as JSON: 413
 LIVE_REPLAY_MAX_EVENTS = env.int("LIVE_REPLAY_MAX_EVENTS", default=10_000)  # events a live feed replays from `since`
 SITE_URL = env.str("SITE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")  # links in notifications
 # EMAIL_URL: smtp://user:password@host:587/?tls=True (django-environ); by default mail is written to the log.

@@ -471,6 +471,24 @@ def test_an_approval_requests_context_is_bounded_in_size(server_env):
     assert counted["approval_context_too_large"] == 1
 
 
+def test_an_agents_heartbeat_metadata_is_bounded_in_size(server_env):
+    """An agent's metadata stays in its state for a day and goes into every agent.started event:
+    up to the body limit it made one key's thousand agents, restarting, gigabytes of Redis."""
+    with server(server_env, HEARTBEAT_METADATA_MAX_BYTES="2048") as base:
+        bystander = Bystander(base)
+        quiet = bystander.served()
+        agent = httpx.Client(base_url=base, headers=api_key(make_key("fleet", agents=["fleet-*"])[1]), timeout=30)
+        big = agent.post("/api/v1/agents/fleet-1/heartbeat/start", json={"metadata": {"notes": "x" * 2048}})
+        assert "HEARTBEAT_METADATA_MAX_BYTES" in refused(big, 413, "heartbeat_metadata_too_large")["message"]
+        assert agent.get("/api/v1/agents/fleet-1").status_code == 404 and events.info("agent.started")["length"] == 0
+        fits = agent.post("/api/v1/agents/fleet-1/heartbeat/start", json={"metadata": {"notes": "x" * 2000}})
+        assert fits.status_code == 200 and len(fits.json()["metadata"]["notes"]) == 2000
+        busy = bystander.served()
+        counted = refusals(base)
+    report("heartbeat metadata", quiet, busy)
+    assert counted["heartbeat_metadata_too_large"] == 1
+
+
 # --- 3. the live feed's replay ------------------------------------------------------------
 
 
