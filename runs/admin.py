@@ -5,10 +5,13 @@ from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from core import exports
 from runs import services
 from runs.changes import runs_changed
+from runs.deliveries import run_deliveries
 from runs.exports import RUNS
 from runs.forms import EDITABLE, BulkEditForm, RunChangeForm
 from runs.models import Run, RunEvent, RunStatus
@@ -99,6 +102,7 @@ class RunAdmin(admin.ModelAdmin):
             },
         ),
         ("Where", {"fields": ["host", "environment"]}),
+        ("Forwarded to", {"fields": ["forwarded"]}),
     ]
     inlines = [RunEventInline]
     actions = ["mark_cancelled", "bulk_edit", "export_csv", "export_json"]
@@ -106,6 +110,26 @@ class RunAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         """Everything but what PATCH may set: a run is the agent's record."""
         return [name for _, options in self.fieldsets for name in options["fields"] if name not in EDITABLE]
+
+    @admin.display(description="Channels")
+    def forwarded(self, run: Run) -> str:
+        """Per channel forwarding the run's latest announcement, its batch delivery's status."""
+        found = run_deliveries(run)
+        if not found:
+            return "No channel forwards run.started or run.ended."
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {} {} {}",
+            [
+                (
+                    row["channel"],
+                    row["event_type"],
+                    row["status"].replace("_", " "),
+                    f"({row['delivered_at']})" if row["delivered_at"] else "",
+                )
+                for row in found
+            ],
+        )
 
     def has_add_permission(self, request) -> bool:
         return False  # runs come from agents (the API, the SDK, the importers)

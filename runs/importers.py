@@ -30,7 +30,7 @@ CHUNK_ITEMS = 500  # items per ingest call (one transaction each)
 INVALID_SHOWN = 100  # invalid records listed in the summary; the rest are counted
 # local-telemetry's own bookkeeping, and what the runs API adds to a run it returns: not history.
 BOOKKEEPING = {"record_type", "schema_version", "updated_at", "api_posted", "api_posted_at", "api_retry_count", "id",
-               "commit_url", "repo_url"}  # fmt: skip
+               "commit_url", "repo_url", "deliveries"}  # fmt: skip
 API_RUN = {"agent_name", "job_type", "start_time"}  # a line shaped as a run the runs API takes
 DERIVED_IDS = uuid.UUID("5b0f3f5e-2c1d-4b7a-9a0e-6f1d2c3b4a59")  # namespace of ids made from local-telemetry's keys
 

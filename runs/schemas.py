@@ -128,6 +128,23 @@ class RunOut(RunIn):
     repo_url: str | None = None
 
 
+class ForwardedOut(BaseModel):
+    """Where a run's latest announcement went: one channel that forwards it."""
+
+    channel: str
+    event_type: Literal["run.started", "run.ended"]
+    status: Literal["pending", "delivered", "failed", "not_forwarded"]
+    delivered_at: datetime | None
+    attempts: int
+    delivery_id: int | None
+
+
+class RunDetailOut(RunOut):
+    """One run, with where it was forwarded (GET /api/v1/runs/{event_id})."""
+
+    deliveries: list[ForwardedOut] = []
+
+
 def run_json(run: Run) -> dict[str, Any]:
     return RunOut.model_validate(run).model_dump(mode="json")
 

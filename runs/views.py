@@ -13,6 +13,7 @@ from core.api import LimitOffsetPage, validate
 from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView, batch_response, items_of
 from core.permissions import ensure_may_act_as
 from runs import services
+from runs.deliveries import run_deliveries
 from runs.filters import RunFilter
 from runs.models import Run
 from runs.schemas import (
@@ -23,9 +24,9 @@ from runs.schemas import (
     EventInList,
     EventOut,
     EventOutList,
+    RunDetailOut,
     RunIn,
     RunInList,
-    RunOut,
     RunOutList,
     RunPatch,
     UpdatedOut,
@@ -71,9 +72,10 @@ class RunBatch(BatchView):
 class RunDetail(APIView):
     required_scopes = RECORDS_SCOPES
 
-    @extend_schema(responses=RunOut)
+    @extend_schema(responses=RunDetailOut)
     def get(self, request, event_id: str):
-        return Response(run_json(get_object_or_404(Run, event_id=event_id)))
+        run = get_object_or_404(Run, event_id=event_id)
+        return Response({**run_json(run), "deliveries": run_deliveries(run)})
 
     @extend_schema(request=RunPatch, responses=UpdatedOut, summary="Update the 11 editable fields")
     def patch(self, request, event_id: str):
