@@ -4,6 +4,7 @@ database in one aggregate query each."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,14 @@ HOLDS = 0.8  # a tier whose average quality is at least this holds
 TOLERANCE = 0.05  # a cheaper tier may score this much below the current one and still hold
 DROPS = 0.6  # below this average the current tier does not do the job
 MILLION = Decimal(1_000_000)
+SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")  # gpt-4o-mini-2024-07-18, claude-sonnet-4-20250514
+
+
+def prices_of(models: set[str]) -> dict[str, ModelPrice]:
+    """Each model's price: its own row, else (a dated snapshot, as providers answer) its alias's."""
+    aliases = {model: SNAPSHOT.sub("", model) for model in models}
+    rows = ModelPrice.objects.in_bulk(set(models) | set(aliases.values()), field_name="model")
+    return {model: rows.get(model) or rows[alias] for model, alias in aliases.items() if model in rows or alias in rows}
 
 
 def cost_of(item: UsageIn, price: ModelPrice | None) -> Decimal:
@@ -48,7 +57,7 @@ def ingest_usage(items: list, may_act_as: MayActAs) -> Batch:
     for index, item in list(batch.valid.items()):
         if item.run_event_id and item.run_event_id not in found:
             batch.reject(index, "run_not_found", f"No run has event_id '{item.run_event_id}'.")
-    prices = ModelPrice.objects.in_bulk({item.model for item in batch.valid.values()}, field_name="model")
+    prices = prices_of({item.model for item in batch.valid.values()})
 
     def row(item: UsageIn) -> dict[str, Any]:
         price = prices.get(item.model)

@@ -10,7 +10,7 @@ from django.db.models import Avg, Sum
 from quality.models import TIER_ORDER, ModelPrice, ModelTier
 from quality.reports.base import DEFAULT_DAYS, TOKEN_SUMS, Report, baseline_price, money, priced, ratio, rollup_sum
 from quality.rollups import Period
-from quality.services import MILLION
+from quality.services import MILLION, SNAPSHOT
 
 
 def show(days: int = DEFAULT_DAYS, limit: int = 20) -> Report:
@@ -85,7 +85,7 @@ def cache_stats(days: int = DEFAULT_DAYS) -> Report:
     rows, saved_total, read_total, input_total = [], Decimal(0), 0, 0
     for group in Period.last(days).usage_days().values("model").annotate(**TOKEN_SUMS).order_by("-cache_read", "model"):
         read, written, fresh = group["cache_read"], group["cache_write"], group["input"]
-        price = prices.get(group["model"])
+        price = prices.get(group["model"]) or prices.get(SNAPSHOT.sub("", group["model"]))
         saved = None
         if price:
             saved = money(

@@ -42,6 +42,18 @@ def test_a_sent_cost_and_tier_are_kept_and_an_unknown_model_costs_nothing(agent)
     assert (unknown.cost, unknown.tier) == (0, "")
 
 
+@pytest.mark.parametrize("snapshot", ["claude-sonnet-4-20250514", "claude-sonnet-4-2025-05-14"])
+def test_a_dated_snapshot_is_priced_as_its_alias_unless_it_has_its_own_price(snapshot):
+    items = [usage(event_id="u1", model=snapshot, input_tokens=1_000_000), usage(event_id="u2", model="claude-sonnet-4-1")]
+    assert quality.ingest_usage(items, lambda agent: True).failed == 0
+    stored = LlmUsage.objects.get(event_id="u1")
+    assert (stored.model, stored.cost, stored.tier) == (snapshot, Decimal(3), "capable")
+    assert LlmUsage.objects.get(event_id="u2").tier == ""  # not a date: another model
+    ModelPrice.objects.create(model=snapshot, tier="cheap", input_per_mtok=1, output_per_mtok=1)
+    quality.ingest_usage([usage(event_id="u3", model=snapshot, input_tokens=1_000_000)], lambda agent: True)
+    assert (LlmUsage.objects.get(event_id="u3").cost, LlmUsage.objects.get(event_id="u3").tier) == (Decimal(1), "cheap")
+
+
 def test_a_price_changed_in_the_table_prices_later_calls():
     ModelPrice.objects.filter(model="claude-sonnet-4").update(input_per_mtok=Decimal(6))
     batch = quality.ingest_usage([usage(event_id="u1", input_tokens=1_000_000)], lambda agent: True)
