@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def servers(env: dict, count: int):
 
 
 class Load:
-    """Sends prepared POSTs over `concurrency` keep-alive connections until they run out or
+    """Sends prepared POSTs (or another `method`) over `concurrency` keep-alive connections until they run out or
     `seconds` pass. `path` is one path for every body, or a list of paths, one per body. `base`
     is one server's URL, or several, the connections spread evenly across them.
 
@@ -77,9 +78,9 @@ class Load:
     a second, fewer with more connections, which would measure the client instead of the server
     (a bare ASGI app answers this client ~20,000 times a second)."""
 
-    def __init__(self, base: str | list[str], headers: dict, concurrency: int, seconds: float):
+    def __init__(self, base: str | list[str], headers: dict, concurrency: int, seconds: float, method: str = "POST"):
         self.bases = [base] if isinstance(base, str) else base
-        self.headers, self.concurrency, self.seconds = headers, concurrency, seconds
+        self.headers, self.concurrency, self.seconds, self.method = headers, concurrency, seconds, method
 
     def run(self, path: str | list[str], bodies: list[bytes], expect: set[int]) -> dict:
         return asyncio.run(self._run(path, bodies, expect))
@@ -88,6 +89,7 @@ class Load:
         queue = zip([path] * len(bodies) if isinstance(path, str) else path, bodies, strict=True)
         latencies: list[float] = []
         failures: list[int] = []
+        statuses: Counter[int] = Counter()
         start = time.perf_counter()
         deadline = start + self.seconds
 
@@ -97,8 +99,9 @@ class Load:
                     if time.perf_counter() > deadline:
                         return
                     sent = time.perf_counter()
-                    status, _ = await connection.post(url, body)
+                    status, _, _ = await connection.request(self.method, url, body)
                     latencies.append(time.perf_counter() - sent)
+                    statuses[status] += 1
                     if status not in expect:
                         failures.append(status)
 
@@ -106,7 +109,8 @@ class Load:
         elapsed = time.perf_counter() - start
         if failures:
             raise RuntimeError(f"{len(failures)} unexpected answers, e.g. {failures[:5]}")
-        return {"requests": len(latencies), "seconds": elapsed, "per_second": len(latencies) / elapsed, **percentiles(latencies)}
+        answered = {"requests": len(latencies), "seconds": elapsed, "per_second": len(latencies) / elapsed}
+        return {**answered, "statuses": dict(statuses), **percentiles(latencies)}
 
 
 class Connection:

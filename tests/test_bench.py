@@ -28,4 +28,5 @@ def test_bench_ingest_runs_with_tiny_sizes():
     assert report[0].startswith("runs ingest on sqlite (uvicorn x1, 2 connections")
     assert result["database"] == "sqlite"
     rates = ["raw_bulk_create_rows_s", "bare_drf_req_s", "single_post_req_s", "batch_rows_s"]
+    rates += [f"{kind}_{clients}_req_s" for kind in ("single_post", "patch") for clients in (1, 2, 8)]
     assert all(result[name] > 0 for name in rates), result
