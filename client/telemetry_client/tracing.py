@@ -19,13 +19,12 @@ Spans may carry OpenTelemetry's GenAI attributes (gen_ai.request.model, gen_ai.u
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,23 +189,13 @@ class Tracer(UsesClient):
             record["run_event_id"] = event_id
         return self.memory._record(record)
 
-    @contextlib.contextmanager
     def span(self, name: str, parent: Span | SpanContext | None = None, kind: str = SpanKind.INTERNAL,
-             attributes: dict[str, Any] | None = None) -> Iterator[Span]:  # fmt: skip
-        """A span around a block, the current span inside it: a child of `parent`, else of the
-        current span, else of the TRACEPARENT environment variable's context, else a new trace.
-        An exception in the block is recorded on it (and raised on)."""
-        parent = parent or current_span() or self.extract()
-        current = self.start_span(parent, name, kind, attributes) if parent else self.start_trace(name, kind, attributes)
-        token = span_var.set((current, self))
-        try:
-            yield current
-        except BaseException as error:
-            self.record_error(current, error)
-            raise
-        finally:
-            restore(span_var, token)
-            self.end_span(current)
+             attributes: dict[str, Any] | None = None) -> SpanBlock:  # fmt: skip
+        """A span around a block (`with tracer.span(...) as span:`), the current span inside it: a
+        child of `parent`, else of the current span, else of the TRACEPARENT environment
+        variable's context, else a new trace. An exception in the block is recorded on it (and
+        raised on)."""
+        return SpanBlock(self, self.start_span(parent or current_span() or self.extract(), name, kind, attributes))
 
     def traced(self, name: str | Callable | None = None, kind: str = SpanKind.INTERNAL,
                attributes: dict[str, Any] | None = None) -> Callable:  # fmt: skip
@@ -220,3 +209,22 @@ class Tracer(UsesClient):
             return scoped(fn, lambda: self.span(span_name, kind=kind, attributes=attributes))
 
         return decorate
+
+
+class SpanBlock:
+    """Tracer.span's block: a class, as a @contextmanager's generator added about 4 µs to each span."""
+
+    __slots__ = ("span", "token", "tracer")
+
+    def __init__(self, tracer: Tracer, span: Span):
+        self.tracer, self.span = tracer, span
+
+    def __enter__(self) -> Span:
+        self.token = span_var.set((self.span, self.tracer))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        restore(span_var, self.token)
+        if error is not None:
+            self.tracer.record_error(self.span, error)
+        self.tracer.end_span(self.span)
