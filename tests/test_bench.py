@@ -30,3 +30,16 @@ def test_bench_ingest_runs_with_tiny_sizes():
     rates = ["raw_bulk_create_rows_s", "bare_drf_req_s", "single_post_req_s", "batch_rows_s"]
     rates += [f"{kind}_{clients}_req_s" for kind in ("single_post", "patch") for clients in (1, 2, 8)]
     assert all(result[name] > 0 for name in rates), result
+
+
+def test_bench_sdk_decorator_overhead_measures_a_traced_no_op(tmp_path, monkeypatch):
+    from telemetry_client import TelemetryClient, TelemetryConfig
+
+    from bench import sdk
+
+    monkeypatch.setattr(sdk, "CALLS", 300)
+    client = TelemetryClient(TelemetryConfig(api_url=None, spool_dir=tmp_path))
+    figures = sdk.decorator_overhead(client)
+    client.close(timeout=0.1)
+    assert figures["traced_us"] > figures["bare_us"] > 0
+    assert figures["decorator_us"] == figures["traced_us"] - figures["span_us"]

@@ -11,7 +11,9 @@ with client.track_run("my_agent", "process_files") as ctx:
 from telemetry_client.approvals import ApprovalGate, ApprovalRequest, ApprovalResponse
 from telemetry_client.client import RunContext, TelemetryClient
 from telemetry_client.config import TelemetryConfig
+from telemetry_client.context import current_run, current_span
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
+from telemetry_client.decorators import log_event, set_metrics, traced, track_run
 from telemetry_client.features import FeatureInfo, FeatureStatus, TelemetryFeatures
 from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
 from telemetry_client.metrics import MetricsRecorder
@@ -50,6 +52,12 @@ __all__ = [
     "TierRecommendation",
     "Tracer",
     "UsageTracker",
+    "current_run",
+    "current_span",
     "get_client",
     "init",
+    "log_event",
+    "set_metrics",
+    "traced",
+    "track_run",
 ]

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from telemetry_client import context
 from telemetry_client.common import never_raises, now, to_json
 from telemetry_client.config import TelemetryConfig
 from telemetry_client.runs import USAGE_FIELDS, Run, RunContext, commit_problem, end_status, new_run_id, run_fields
@@ -213,10 +214,13 @@ class TelemetryClient:
     @contextmanager
     def track_run(self, agent_name: str, job_type: str, trigger_type: str = "cli", **kwargs: Any):
         """A run around a block: ends `success`, or `failed` with the error if the block raises
-        (`cancelled` on KeyboardInterrupt or SystemExit), and re-raises the agent's exception."""
+        (`cancelled` on KeyboardInterrupt or SystemExit), and re-raises the agent's exception. It
+        is the current run inside the block (`telemetry_client.current_run()`)."""
         run_id = self.start_run(agent_name, job_type, trigger_type, **kwargs)
+        run = RunContext(run_id, self, agent_name)
+        token = context.run_var.set(run)
         try:
-            yield RunContext(run_id, self)
+            yield run
         except Exception as exc:
             self.end_run(run_id, status="failed", error_summary=f"{type(exc).__name__}: {exc}"[:500])
             raise
@@ -225,6 +229,8 @@ class TelemetryClient:
             raise
         else:
             self.end_run(run_id, status="success")
+        finally:
+            context.restore(context.run_var, token)
 
     @never_raises(default=(False, "[ERROR] associate_commit failed; see the log"))
     def associate_commit(

@@ -83,8 +83,9 @@ class Run:
 class RunContext:
     """What `track_run` yields: the run's id and the calls that act on it."""
 
-    def __init__(self, run_id: str, client: TelemetryClient):
+    def __init__(self, run_id: str, client: TelemetryClient, agent_name: str = ""):
         self.run_id = run_id
+        self.agent_name = agent_name
         self._client = client
 
     def log_event(self, event_type: str, payload: dict[str, Any] | None = None) -> None:

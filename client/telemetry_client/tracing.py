@@ -19,18 +19,18 @@ Spans may carry OpenTelemetry's GenAI attributes (gen_ai.request.model, gen_ai.u
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from telemetry_client.client import TelemetryClient
 from telemetry_client.common import never_raises, now
+from telemetry_client.context import current_run, current_span, restore, scoped, span_var
 from telemetry_client.process import UsesClient
 
 logger = logging.getLogger("telemetry_client")
@@ -103,21 +103,32 @@ class Tracer(UsesClient):
 
     def start_trace(self, name: str, kind: str = SpanKind.INTERNAL, attributes: dict[str, Any] | None = None,
                     run_id: str | None = None) -> Span:  # fmt: skip
-        """The root span of a new trace. `run_id` (a run of this client) links the span to it."""
+        """The root span of a new trace. `run_id` (a run of this client; default: the current run,
+        when it is one) links the span to it."""
         context = SpanContext(secrets.token_hex(16), secrets.token_hex(8))
-        return Span(name, context, kind=kind, attributes=dict(attributes or {}), run_id=run_id)
+        return Span(name, context, kind=kind, attributes=dict(attributes or {}), run_id=run_id or self._current_run_id())
 
-    def start_span(self, parent: Span | SpanContext, name: str, kind: str = SpanKind.INTERNAL,
+    def start_span(self, parent: Span | SpanContext | None, name: str, kind: str = SpanKind.INTERNAL,
                    attributes: dict[str, Any] | None = None, run_id: str | None = None) -> Span:  # fmt: skip
-        """A child of `parent` (a span here, or a context from another process)."""
+        """A child of `parent` (a span here, or a context from another process; None: the current
+        span, else a new trace)."""
+        parent = parent or current_span()
+        if parent is None:
+            return self.start_trace(name, kind, attributes, run_id)
         context = parent.context if isinstance(parent, Span) else parent
-        run_id = run_id or (parent.run_id if isinstance(parent, Span) else None)
+        run_id = run_id or (parent.run_id if isinstance(parent, Span) else None) or self._current_run_id()
         child = SpanContext(context.trace_id, secrets.token_hex(8), context.sampled)
         return Span(name, child, parent_span_id=context.span_id, kind=kind, attributes=dict(attributes or {}), run_id=run_id)
 
-    def propagate(self, span: Span) -> str:
-        """The `traceparent` to hand to a sub-agent (environment variable or message)."""
-        return span.context.traceparent()
+    def _current_run_id(self) -> str | None:
+        run = current_run()
+        return run.run_id if run is not None and run._client is self.memory else None
+
+    def propagate(self, span: Span | None = None) -> str:
+        """The `traceparent` to hand to a sub-agent (environment variable or message) to continue
+        `span` (default: the current span; "" when there is none)."""
+        span = span or current_span()
+        return span.context.traceparent() if span else ""
 
     def extract(self, header: str | None = None) -> SpanContext | None:
         """The context in a `traceparent` string (default: the TRACEPARENT environment variable)."""
@@ -178,16 +189,42 @@ class Tracer(UsesClient):
             record["run_event_id"] = event_id
         return self.memory._record(record)
 
-    @contextlib.contextmanager
     def span(self, name: str, parent: Span | SpanContext | None = None, kind: str = SpanKind.INTERNAL,
-             attributes: dict[str, Any] | None = None) -> Iterator[Span]:  # fmt: skip
-        """A span around a block: a child of `parent` (else a new trace); an exception in the block
-        is recorded on it (and raised on)."""
-        current = self.start_span(parent, name, kind, attributes) if parent else self.start_trace(name, kind, attributes)
-        try:
-            yield current
-        except BaseException as error:
-            self.record_error(current, error)
-            raise
-        finally:
-            self.end_span(current)
+             attributes: dict[str, Any] | None = None) -> SpanBlock:  # fmt: skip
+        """A span around a block (`with tracer.span(...) as span:`), the current span inside it: a
+        child of `parent`, else of the current span, else of the TRACEPARENT environment
+        variable's context, else a new trace. An exception in the block is recorded on it (and
+        raised on)."""
+        return SpanBlock(self, self.start_span(parent or current_span() or self.extract(), name, kind, attributes))
+
+    def traced(self, name: str | Callable | None = None, kind: str = SpanKind.INTERNAL,
+               attributes: dict[str, Any] | None = None) -> Callable:  # fmt: skip
+        """A decorator: each call of the function (a coroutine's await, a generator's iteration)
+        in a span, `self.span(name or the function's qualified name, ...)`. `@tracer.traced` too."""
+        if callable(name):
+            return self.traced()(name)
+
+        def decorate(fn: Callable) -> Callable:
+            span_name = name or fn.__qualname__
+            return scoped(fn, lambda: self.span(span_name, kind=kind, attributes=attributes))
+
+        return decorate
+
+
+class SpanBlock:
+    """Tracer.span's block: a class, as a @contextmanager's generator added about 4 µs to each span."""
+
+    __slots__ = ("span", "token", "tracer")
+
+    def __init__(self, tracer: Tracer, span: Span):
+        self.tracer, self.span = tracer, span
+
+    def __enter__(self) -> Span:
+        self.token = span_var.set((self.span, self.tracer))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        restore(span_var, self.token)
+        if error is not None:
+            self.tracer.record_error(self.span, error)
+        self.tracer.end_span(self.span)
