@@ -157,22 +157,17 @@ class ServerMetrics:
         failures = CounterMetricFamily(
             "telemetry_server_celery_task_failures", "Celery tasks that failed, by task", labels=["task"]
         )
-        for (name, *labels), value in sorted(counters.items()):
-            if name == "task_failures":
-                failures.add_metric(labels, value)
-        yield failures
+        yield _counted(failures, counters, "task_failures")
 
     def _requests(self, counters: dict):
         requests = CounterMetricFamily(
             "telemetry_server_requests", "HTTP responses, by endpoint group and status", labels=["group", "status"]
         )
+        yield _counted(requests, counters, "requests")
         buckets: defaultdict[str, list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 1))
-        for (name, *labels), value in sorted(counters.items()):
-            if name == "requests":
-                requests.add_metric(labels, value)
-            elif name == "duration":
+        for (name, *labels), value in counters.items():
+            if name == "duration":
                 buckets[labels[0]][int(labels[1])] += value
-        yield requests
         duration = HistogramMetricFamily(
             "telemetry_server_request_duration_seconds",
             "HTTP request durations, by endpoint group (held waits excepted)",
@@ -196,7 +191,12 @@ class ServerMetrics:
         closes = CounterMetricFamily(
             "telemetry_server_websocket_closes", "Accepted websockets the server closed, by close code", labels=["code"]
         )
-        for (name, *labels), value in sorted(counters.items()):
-            if name == "websocket_closes":
-                closes.add_metric(labels, value)
-        yield closes
+        yield _counted(closes, counters, "websocket_closes")
+
+
+def _counted(family, counters: dict, name: str):
+    """`family` with a sample per label set of the counter `name`, in label order."""
+    for (counter, *labels), value in sorted(counters.items()):
+        if counter == name:
+            family.add_metric(labels, value)
+    return family
