@@ -1,6 +1,7 @@
 """A fake of the OpenAI and Anthropic APIs on 127.0.0.1 in their wire formats, for their real client
 libraries: JSON answers, or server-sent events when the request asks for a stream. A request for
-the model MISSING is answered 404 in the provider's error format."""
+the model MISSING is answered 404 in the provider's error format, and a chat completion of the
+model UNCOUNTED has usage without counts (as a proxy might answer)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MISSING = "no-such-model"
+UNCOUNTED = "gpt-uncounted"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what OpenAI answers for "gpt-4o-mini"
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280, "prompt_tokens_details": {"cached_tokens": 1024}}
 RESPONSES_USAGE = {
@@ -35,7 +37,8 @@ def chat_completion(request: dict[str, Any]) -> tuple[bytes, str]:
     base = {"id": "chatcmpl-42", "created": 1765000000, "model": SNAPSHOT, "system_fingerprint": "fp_42"}
     if not request.get("stream"):
         choice = {"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}
-        return json.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": USAGE}).encode(), "application/json"
+        usage = dict.fromkeys(USAGE) if request["model"] == UNCOUNTED else USAGE
+        return json.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage}).encode(), "application/json"
     chunk = {**base, "object": "chat.completion.chunk"}
     events = [
         {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},

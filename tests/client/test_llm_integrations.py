@@ -6,7 +6,6 @@ when read to the end or closed early."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import subprocess
 import sys
 import tomllib
@@ -23,7 +22,7 @@ from telemetry_client.integrations import openai as openai_integration
 from quality.models import LlmUsage, ModelPrice
 from runs.models import Run
 from tests.conftest import database_url, production_env
-from tests.fake_llm import CLAUDE, MISSING, SNAPSHOT, fake_llm
+from tests.fake_llm import CLAUDE, MISSING, SNAPSHOT, UNCOUNTED, fake_llm
 from tests.services import ROOT, asgi_server
 from traces.models import Span
 
@@ -92,16 +91,18 @@ def test_openai_calls_are_priced_usage_and_spans_of_the_run(telemetry, upstream)
         stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **USAGE)
         assert type(stream) is openai.Stream
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-        response = client.responses.create(model="gpt-4o-mini", input="Say hello.")
+        with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES, **USAGE) as helped:
+            final = helped.get_final_completion()
+        response = client.with_options(timeout=30).responses.create(model="gpt-4o-mini", input="Say hello.")
         events = client.responses.create(model="gpt-4o-mini", input="Say hello.", stream=True)
         deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
-        return [answer.choices[0].message.content, streamed, response.output_text, deltas]
+        return [answer.choices[0].message.content, streamed, final.choices[0].message.content, response.output_text, deltas]
 
     with telemetry.track_run("alpha", "answer") as run:
-        assert plan() == ["Hello."] * 4
+        assert plan() == ["Hello."] * 5
     run, (parent, *calls), usage = recorded(telemetry, run.run_id)
-    assert parent.name == "plan" and [span.name for span in calls] == ["chat gpt-4o-mini"] * 4
-    assert_calls(run, parent, calls, usage, [(176, 80, 1024, 0)] * 4, SNAPSHOT, "openai")
+    assert parent.name == "plan" and [span.name for span in calls] == ["chat gpt-4o-mini"] * 5
+    assert_calls(run, parent, calls, usage, [(176, 80, 1024, 0)] * 5, SNAPSHOT, "openai")
     assert {call.cost for call in usage.values()} == {OPENAI_COST}
 
 
@@ -214,16 +215,27 @@ assert openai.instrument(thing) is thing and anthropic.instrument(thing) is thin
     assert done.stderr.count("cannot instrument a object: import of") == 2, done.stderr
 
 
-def test_a_call_is_answered_when_telemetry_cannot_record(make_client, upstream, caplog):
-    """A closed telemetry client drops what it is given: the agent's calls work on."""
+def test_a_call_is_answered_when_its_record_fails(telemetry, make_client, upstream, sdk_logs):
+    """Usage that cannot be read (counts missing) is logged and the call recorded without it; a
+    closed telemetry client drops what it is given. The agent's calls work on."""
+    client = openai_integration.instrument(
+        openai.OpenAI(base_url=f"{upstream}/v1", api_key="x"), agent_name="alpha", telemetry=telemetry
+    )
+    answer = client.chat.completions.create(model=UNCOUNTED, messages=MESSAGES)
+    assert answer.choices[0].message.content == "Hello." and answer.usage.prompt_tokens is None
+    assert "cannot read a openai answer; its usage is not recorded" in sdk_logs.text
+    assert telemetry.flush(timeout=10)
+    call = LlmUsage.objects.get()
+    assert (call.model, call.input_tokens, call.output_tokens, call.cost) == (SNAPSHOT, 0, 0, 0)
+    assert Span.objects.get().status == "ok"
+
     closed = make_client(None)
     closed.close()
     client = openai_integration.instrument(
         openai.OpenAI(base_url=f"{upstream}/v1", api_key="x"), agent_name="alpha", telemetry=closed
     )
-    with caplog.at_level(logging.ERROR, logger="telemetry_client"):
-        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **USAGE)
-        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "Hello."
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **USAGE)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "Hello."
     assert closed.get_stats()["dropped"] == 1
 
 

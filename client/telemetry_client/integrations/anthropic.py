@@ -60,10 +60,10 @@ def _seen(item: Any, call: calls.LlmCall) -> None:
     # A message has it all. A stream starts with the message (its model, its input tokens), and
     # its message_delta events count the tokens so far (some of them only).
     kind = getattr(item, "type", None)
-    if kind == "message":
-        call.update(item.model, usage_of(item))
-    elif kind == "message_start":
-        call.update(item.message.model, usage_of(item.message))
+    if kind in ("message", "message_start"):
+        message = item if kind == "message" else item.message
+        call.update(message.model)
+        call.update(usage=usage_of(message))
     elif kind == "message_delta":
         usage = item.usage
         call.update(

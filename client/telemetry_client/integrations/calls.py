@@ -31,7 +31,7 @@ logger = logging.getLogger("telemetry_client")
 
 T = TypeVar("T")
 OPERATION = "chat"  # gen_ai.operation.name: the server's task_type
-PATCHED = "_telemetry_llm_calls"  # marks a patched `_post`: instrumenting twice patches once
+PATCHED = "_telemetry_llm_calls"  # marks what is patched: instrumenting twice patches once
 
 
 @dataclass(frozen=True)
@@ -281,8 +281,25 @@ def instrument(
         patch = Patch(provider(), agent_name, telemetry)
         for resource in resources(client):
             patch.apply(resource)
+        _copies_too(client, lambda copy: instrument(copy, provider, kinds, resources, agent_name, telemetry))
     except ImportError as error:
         logger.warning("telemetry: cannot instrument a %s: %s", type(client).__qualname__, error)
     except Exception:
         logger.exception("telemetry: cannot instrument a %s (its calls are not recorded)", type(client).__qualname__)
     return client
+
+
+def _copies_too(client: Any, again: Callable[[Any], Any]) -> None:
+    """The copies `client.with_options(...)` and `client.copy(...)` make instrumented like it."""
+    target = weakref.ref(client)  # not the client's own method: a client referring to itself
+    for name in ("copy", "with_options"):
+        method = getattr(client, name, None)
+        if method is None or getattr(method, PATCHED, False):
+            continue
+        make = getattr(type(client), name)
+
+        def copied(*args: Any, make: Callable[..., Any] = make, **kwargs: Any) -> Any:
+            return again(make(target(), *args, **kwargs))
+
+        setattr(copied, PATCHED, True)
+        setattr(client, name, copied)

@@ -62,4 +62,5 @@ def _seen(item: Any, call: calls.LlmCall) -> None:
     # A chat completion or one of its chunks has the model and, last, the usage; a response's
     # stream events have them in the response they carry (response.created ... response.completed).
     answer = getattr(item, "response", item)
-    call.update(getattr(answer, "model", None), usage_of(answer))
+    call.update(getattr(answer, "model", None))
+    call.update(usage=usage_of(answer))
