@@ -1,7 +1,8 @@
 """A fake of the OpenAI and Anthropic APIs on 127.0.0.1 in their wire formats, for their real client
 libraries: JSON answers, or server-sent events when the request asks for a stream. A request for
 the model MISSING is answered 404 in the provider's error format, and a chat completion of the
-model UNCOUNTED has usage without counts (as a proxy might answer)."""
+model UNCOUNTED has usage without counts (as a proxy might answer); a streamed one of BROKEN
+breaks off with an error event after its first chunk."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 MISSING = "no-such-model"
 UNCOUNTED = "gpt-uncounted"
+BROKEN = "gpt-broken"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what OpenAI answers for "gpt-4o-mini"
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280, "prompt_tokens_details": {"cached_tokens": 1024}}
 RESPONSES_USAGE = {
@@ -44,7 +46,9 @@ def chat_completion(request: dict[str, Any]) -> tuple[bytes, str]:
         {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},
         {**chunk, "choices": [{"index": 0, "delta": {"content": "lo."}, "finish_reason": "stop"}]},
     ]
-    if request.get("stream_options", {}).get("include_usage"):
+    if request["model"] == BROKEN:
+        events[1:] = [{"error": {"message": "The server is overloaded", "type": "server_error"}}]
+    elif request.get("stream_options", {}).get("include_usage"):
         events.append({**chunk, "choices": [], "usage": USAGE})
     return sse(events, done=True), "text/event-stream"
 

@@ -22,7 +22,7 @@ from telemetry_client.integrations import openai as openai_integration
 from quality.models import LlmUsage, ModelPrice
 from runs.models import Run
 from tests.conftest import database_url, production_env
-from tests.fake_llm import CLAUDE, MISSING, SNAPSHOT, UNCOUNTED, fake_llm
+from tests.fake_llm import BROKEN, CLAUDE, MISSING, SNAPSHOT, UNCOUNTED, fake_llm
 from tests.services import ROOT, asgi_server
 from traces.models import Span
 
@@ -124,16 +124,26 @@ def test_openai_async_streams_ended_early_or_without_usage_and_errors(telemetry,
         assert [event.type async for event in events][-1] == "response.completed"
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model=MISSING, messages=MESSAGES)
+        broken = await client.chat.completions.create(model=BROKEN, messages=MESSAGES, stream=True, **USAGE)
+        with pytest.raises(openai.APIError, match="overloaded"):
+            async for _chunk in broken:
+                pass
 
     with telemetry.track_run("alpha", "answer") as run:
         asyncio.run(plan())
     run, (parent, *calls), usage = recorded(telemetry, run.run_id)
-    tokens = [(176, 80, 1024, 0), (0, 0, 0, 0), (0, 0, 0, 0), (176, 80, 1024, 0), ()]
+    tokens = [(176, 80, 1024, 0), (0, 0, 0, 0), (0, 0, 0, 0), (176, 80, 1024, 0), (), ()]
     assert_calls(run, parent, calls, usage, tokens, SNAPSHOT, "openai")
     assert [usage[span.event_id].cost for span in calls[:4]] == [OPENAI_COST, 0, 0, OPENAI_COST]
-    assert (calls[-1].name, calls[-1].attributes["error.type"]) == (f"chat {MISSING}", "NotFoundError")
-    assert f"The model `{MISSING}` does not exist" in calls[-1].status_message
-    assert not LlmUsage.objects.filter(model=MISSING).exists()
+    missing, broken = calls[-2:]
+    assert (missing.name, missing.attributes["error.type"]) == (f"chat {MISSING}", "NotFoundError")
+    assert f"The model `{MISSING}` does not exist" in missing.status_message
+    assert (broken.name, broken.attributes["error.type"], broken.status_message) == (
+        f"chat {BROKEN}",
+        "APIError",
+        "The server is overloaded",
+    )
+    assert len(usage) == 4
 
 
 def test_anthropic_messages_streams_and_errors(telemetry, upstream):
