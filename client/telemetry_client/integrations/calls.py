@@ -90,8 +90,9 @@ class LlmCall:
             else:
                 self.seen(answer)
                 self.finish()
-        except Exception:
-            logger.exception("telemetry: cannot record a %s call (the agent continues)", self.provider.name)
+        except Exception:  # a stream that cannot be watched: the call is recorded as it is now
+            logger.exception("telemetry: cannot watch a %s stream (the agent continues)", self.provider.name)
+            self.finish()
         return answer
 
     def seen(self, item: Any) -> None:
@@ -100,7 +101,7 @@ class LlmCall:
             return
         try:
             self.provider.seen(item, self)
-        except Exception:  # a library version that answers otherwise: the call is recorded without
+        except Exception:  # a library version that answers otherwise: the call is recorded without usage
             self.unreadable = True
             logger.exception("telemetry: cannot read a %s answer; its usage is not recorded", self.provider.name)
 
