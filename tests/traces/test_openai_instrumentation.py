@@ -5,15 +5,12 @@ price table, and the trace page shows them."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,53 +24,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from quality.models import LlmUsage, ModelPrice
 from tests.conftest import make_key, make_operator
+from tests.fake_llm import SNAPSHOT, fake_llm
 from traces.models import Span
-
-SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what OpenAI answers for "gpt-4o-mini"
-USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280, "prompt_tokens_details": {"cached_tokens": 1024}}
-
-
-class FakeOpenAI(BaseHTTPRequestHandler):
-    """POST /v1/chat/completions in OpenAI's wire format: a completion, or with `stream` server-sent
-    events whose last chunk carries the usage (`stream_options.include_usage`)."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        assert self.path == "/v1/chat/completions", self.path
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        base = {"id": "chatcmpl-42", "created": 1765000000, "model": SNAPSHOT, "system_fingerprint": "fp_42"}
-        if request.get("stream"):
-            chunk = {**base, "object": "chat.completion.chunk"}
-            events = [
-                {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},
-                {**chunk, "choices": [{"index": 0, "delta": {"content": "lo."}, "finish_reason": "stop"}]},
-            ]
-            if request.get("stream_options", {}).get("include_usage"):
-                events.append({**chunk, "choices": [], "usage": USAGE})
-            body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events) + b"data: [DONE]\n\n"
-            content_type = "text/event-stream"
-        else:
-            choice = {"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}
-            body = json.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": USAGE}).encode()
-            content_type = "application/json"
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture
 def fake_openai() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with fake_llm() as base:
+        yield f"{base}/v1"
 
 
 @pytest.fixture
