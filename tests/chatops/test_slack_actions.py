@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import httpx
@@ -108,20 +109,24 @@ def test_a_press_decides_once_as_the_linked_user_and_everything_else_is_refused_
     assert set(told) == {"U0NOBODY", "U0BO"} and "not linked" in told["U0NOBODY"] and "bo may not decide" in told["U0BO"]
     assert all(call["method"] != "chat.update" for call in calls)
 
-    headers = signed(ada_presses)
-    assert httpx.post(endpoint, content=ada_presses, headers=headers).status_code == 200
-    decided = ApprovalRequest.objects.get(pk=request.pk)
-    assert (decided.status, decided.responder_name) == ("approved", "ada")
-    replayed = httpx.post(endpoint, content=ada_presses, headers=headers)
-    assert (replayed.status_code, replayed.json()["error"]["code"]) == (403, "replayed")
+    # Ada approves as Cy rejects: one decides, the other is told who did.
     cy_rejects = press(request, "U0CY", "approvals.reject")
-    assert httpx.post(endpoint, content=cy_rejects, headers=signed(cy_rejects)).status_code == 200
-    assert ApprovalRequest.objects.get(pk=request.pk).status == "approved"
+    both = [(ada_presses, signed(ada_presses)), (cy_rejects, signed(cy_rejects))]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda sent: httpx.post(endpoint, content=sent[0], headers=sent[1], timeout=30), both))
+    assert [answer.status_code for answer in answers] == [200, 200]
+    decided = ApprovalRequest.objects.get(pk=request.pk)
+    winner, loser = ("ada", "U0CY") if decided.status == "approved" else ("cy", "U0ADA")
+    assert decided.responder_name == winner
+    replayed = httpx.post(endpoint, content=ada_presses, headers=both[0][1])
+    assert (replayed.status_code, replayed.json()["error"]["code"]) == (403, "replayed")
+    assert ApprovalRequest.objects.get(pk=request.pk).decided_at == decided.decided_at
 
     calls.clear()
     send_pending()
     update = next(call["body"] for call in calls if call["method"] == "chat.update")
-    assert update["ts"] == PostedMessage.objects.get(channel=channel).ts and "Approved by ada" in update["text"]
+    assert update["ts"] == PostedMessage.objects.get(channel=channel).ts
+    assert f"{decided.status.capitalize()} by {winner}" in update["text"]
     replies = [call["body"] for call in calls if call["method"] == "chat.postEphemeral"]
-    assert [(r["user"], r["text"]) for r in replies] == [("U0CY", "Already decided by ada: approved.")]
+    assert [(r["user"], r["text"]) for r in replies] == [(loser, f"Already decided by {winner}: {decided.status}.")]
     assert len(calls) == 2  # the update and the reply: the replay decided nothing and told no one
