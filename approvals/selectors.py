@@ -19,7 +19,7 @@ def pending_since(moment: datetime) -> QuerySet[ApprovalRequest]:
     return ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, created_at__lte=moment)
 
 
-def request(request_id: str) -> ApprovalRequest | None:
+def request_by_id(request_id: str) -> ApprovalRequest | None:
     return ApprovalRequest.objects.filter(request_id=request_id).first()
 
 

@@ -53,7 +53,7 @@ def act(body: bytes, headers) -> None:
         return  # nothing else is asked of this app
     container = part(payload, "container")
     message = notifications.posted_message(str(container.get("channel_id", "")), str(container.get("message_ts", "")))
-    request = approvals.request(str(action.get("value", "")))
+    request = approvals.request_by_id(str(action.get("value", "")))
     if message is None or message.channel_id not in channels or request is None or message.key != message_key(request):
         raise Refused(404, "unknown_message", "No approval request of this server was asked in this message.")
     slack_id = str(part(payload, "user").get("id", ""))

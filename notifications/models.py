@@ -21,7 +21,7 @@ class Notification:
     link: str = ""  # where a person acts on it
     data: dict[str, Any] = field(default_factory=dict)
     # For the channels that can act on them (a Slack app's): the message's name, so that a later
-    # notification `replaces` it (services.update); buttons ({"action", "label", "value", "style"});
+    # notification `replaces` it (services.update_messages); buttons ({"action", "label", "value", "style"});
     # the one person it is shown to (a Slack user id), in the channel.
     key: str = ""
     buttons: list[dict[str, str]] = field(default_factory=list)

@@ -36,9 +36,11 @@ def send_pending() -> None:
     send(list(Delivery.objects.filter(status="pending").values_list("pk", flat=True)))
 
 
-def press(request: ApprovalRequest, user: str, action: str = "approvals.approve") -> str:
-    """The body Slack posts when `user` presses a button of the message that asked for `request`."""
+def press(request: ApprovalRequest, user: str, action: str = "approvals.approve", ts: str = "") -> str:
+    """The body Slack posts when `user` presses a button of the message that asked for `request`
+    (or of the message at `ts`)."""
     message = PostedMessage.objects.get(key=f"approval:{request.request_id}")
+    message.ts = ts or message.ts
     payload = {
         "type": "block_actions",
         "user": {"id": user, "username": user.lower(), "team_id": "T0TEAM"},
@@ -98,6 +100,9 @@ def test_a_press_decides_once_as_the_linked_user_and_everything_else_is_refused_
         "tampered": (401, "bad_signature"),
         "no number": (401, "stale"),
     }
+    elsewhere = press(request, "U0ADA", ts="1700000000.000001")  # Slack's, but not on our message
+    answer = httpx.post(endpoint, content=elsewhere, headers=signed(elsewhere))
+    assert (answer.status_code, answer.json()["error"]["code"]) == (404, "unknown_message")
     assert ApprovalRequest.objects.get(pk=request.pk).status == "pending" and not Delivery.objects.filter(status="pending")
 
     for stranger in ("U0NOBODY", "U0BO"):  # not linked; linked to a user who may not decide
