@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from approvals import services
+from approvals import selectors, services
 from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
 
 FOLD_CHARS = 300  # context texts longer than this are folded
@@ -125,7 +125,7 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             }
             return TemplateResponse(request, "admin/approvals/approvalrequest/decide_selected.html", context)
         listed = list(queryset.order_by("pk"))  # the confirmation posts the listed ids, never "select all"
-        decided = sum(services.decide(obj, approved, request.user) for obj in listed)
+        decided = sum(services.decide(obj, approved, request.user) for obj in listed if selectors.may_decide(request.user, obj))
         skipped = len(listed) - decided
         done = "Approved" if approved else "Rejected"
         self.message_user(request, f"{done} {decided} request(s)." + (f" {skipped} were no longer pending." if skipped else ""))
@@ -141,6 +141,8 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         if not self.has_decide_permission(request):
             raise PermissionDenied
         obj = get_object_or_404(ApprovalRequest, pk=object_id)
+        if not selectors.may_decide(request.user, obj):
+            raise PermissionDenied
         decision = request.POST.get("decision")
         if decision not in ("approve", "reject"):
             return HttpResponseBadRequest("decision must be approve or reject")

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from core import events, wakeups
-from notifications.services import Notification, notify
+from notifications.services import Notification, notify, queue, update_messages
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ LINK_SALT = "approvals.link"
 LINK_MAX_AGE = 30 * 86_400  # seconds; a decided or expired request's page offers no decision anyway
 CONTEXT_CHARS_IN_NOTIFICATIONS = 2000
 ANNOUNCE_AGAIN = timedelta(hours=1)  # how far back the sweep looks for expiries that were not announced
+# The buttons of the message that asks (a Slack app's); the chat app decides on their press.
+APPROVE_ACTION, REJECT_ACTION = "approvals.approve", "approvals.reject"
 
 
 def wake_channel(request_id: str) -> str:
@@ -60,8 +62,29 @@ def notify_reviewers(request: ApprovalRequest) -> None:
             f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC unless someone decides.\n\n{context}",
             link=settings.SITE_URL + reverse("approval-link", args=[signing.dumps(request.request_id, salt=LINK_SALT)]),
             data=request.as_dict(),
+            key=message_key(request),
+            buttons=[
+                {"action": APPROVE_ACTION, "label": "Approve", "value": request.request_id, "style": "primary"},
+                {"action": REJECT_ACTION, "label": "Reject", "value": request.request_id, "style": "danger"},
+            ],
         )
     )
+
+
+def message_key(request: ApprovalRequest) -> str:
+    """The name of the messages that ask for a decision on `request`: they are updated with the outcome."""
+    return f"approval:{request.request_id}"
+
+
+def _outcome(request: ApprovalRequest) -> Notification:
+    """What the messages that asked now say: who decided what, or that it expired or was cancelled."""
+    if request.status in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED):
+        said = f"{request.status.capitalize()} by {request.responder_name} at {request.decided_at:%Y-%m-%d %H:%M:%S} UTC."
+        said += f"\nReason: {request.reason}" if request.reason else ""
+    else:
+        said = request.reason
+    subject = f"{request.status.capitalize()}: {request.approval_type} for {request.agent_id}"
+    return Notification(topic=f"approval.{request.status}", subject=subject, text=said, data=request.as_dict())
 
 
 def open_link(token: str) -> ApprovalRequest:
@@ -104,6 +127,8 @@ def _settle(request: ApprovalRequest, status: str, event_type: str, condition: Q
             request.refresh_from_db()
             return False
         request.refresh_from_db()
+        updates = update_messages(message_key(request), _outcome(request))  # with the outcome: neither without the other
+        transaction.on_commit(lambda: queue(updates))
         transaction.on_commit(lambda: _announce(request, event_type))
         transaction.on_commit(lambda: _wake(request.request_id))
     return True

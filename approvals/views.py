@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from rest_framework import exceptions
 
-from approvals import services
+from approvals import selectors, services
 from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
 from approvals.schemas import ApprovalIn, DecisionIn, WaitIn
 from core import quotas
@@ -90,6 +90,8 @@ async def approval_decide(request, key, request_id: str, body: DecisionIn) -> di
         )
     user = await request.auser()
     found = await _find(key, request_id)
+    if not await sync_to_async(selectors.may_decide)(user, found):
+        raise exceptions.PermissionDenied("You may not decide this request.", code="may_not_decide")
     if not await sync_to_async(services.decide)(found, body.approved, user, body.reason):
         raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})
     return found.as_dict()

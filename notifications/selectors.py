@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from notifications.models import Delivery, NotificationChannel
+from notifications.models import Delivery, NotificationChannel, PostedMessage
 
 NOT_FORWARDED = "not_forwarded"
 
@@ -36,3 +36,13 @@ def forwarded(event_type: str, record_key: str, since: datetime, until: datetime
             }
         )
     return found
+
+
+def slack_apps() -> list[NotificationChannel]:
+    """The enabled Slack app channels: the signing secrets a request from Slack may be signed with."""
+    return list(NotificationChannel.objects.filter(kind=NotificationChannel.Kind.SLACK_APP, enabled=True))
+
+
+def posted_message(slack_channel: str, ts: str) -> PostedMessage | None:
+    """The message a Slack app's channel posted at `ts` in Slack's channel `slack_channel`, with its channel."""
+    return PostedMessage.objects.select_related("channel").filter(slack_channel=slack_channel, ts=ts).first()

@@ -15,7 +15,6 @@ import ssl
 import time
 from collections import defaultdict
 from contextlib import suppress
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import httpcore
@@ -25,9 +24,12 @@ from django.core.mail import send_mail
 from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import LockError
+from slack_sdk.errors import SlackClientError
 
 from core.redis import get_redis
+from notifications import slack
 from notifications.models import Delivery, Notification, NotificationChannel
+from notifications.slack import slack_escape
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ TIMESTAMP_HEADER = "X-Telemetry-Timestamp"
 WEBHOOK_TIMEOUT = 10.0
 TRY_LOCK_SECONDS = 60  # one worker sends to a channel at a time; longer than any send takes
 # What a failed delivery raises (smtplib's errors are OSErrors).
-DELIVERY_ERRORS = (httpx.HTTPError, OSError)
+DELIVERY_ERRORS = (httpx.HTTPError, OSError, SlackClientError)  # Slack's: its API's errors and answers
 BACKOFF_MAX_SECONDS = 600
 DUE_BATCH = 500  # deliveries one retry sweep sends
 CHANNEL_DOWN = "telemetry:channel:{channel}:down"  # the last error, for as long as the channel waits
@@ -171,11 +173,13 @@ def deliver(channel: NotificationChannel, notification: Notification, records_js
         subject = " ".join(notification.subject.split())  # a header: one line, whatever an agent wrote
         send_mail(subject, message, settings.DEFAULT_FROM_EMAIL, channel.recipients())
         return f"mailed {', '.join(channel.recipients())}"
+    if channel.kind == NotificationChannel.Kind.SLACK_APP:
+        return slack.deliver(channel, notification)
     if channel.kind == NotificationChannel.Kind.SLACK:
         link = f"\n<{notification.link}|Open>" if notification.link else ""  # the server's own link
         body = json.dumps({"text": f"*{slack_escape(notification.subject)}*\n{slack_escape(notification.text)}{link}"})
     else:
-        body = json.dumps(asdict(notification), default=str)
+        body = json.dumps(notification.message(), default=str)
         if records_json:  # beside the rest, as stored: a JSON object's text ends with its brace
             body = f'{body[:-1]}, "records": {records_json}}}'
     body = body.encode()
@@ -284,13 +288,6 @@ def public_address(host: str, port: int) -> str:
                 f"{host} is at {address}, not a public address (WEBHOOK_ALLOW_PRIVATE_ADDRESSES is false)"
             )
     return str(addresses[0])
-
-
-def slack_escape(text: str) -> str:
-    """Text as Slack shows it, never as its markup: what an agent wrote cannot mention everyone
-    (<!channel>) or show a link under another name (<https://...|text>). Slack's formatting
-    docs: escape &, < and >, and nothing else."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def signed_headers(secret: str, body: bytes) -> dict[str, str]:

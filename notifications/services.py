@@ -12,12 +12,12 @@ each one's status and retries failed ones.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from celery import signature
 from django.utils import timezone
 
-from notifications.models import Delivery, Notification, NotificationChannel
+from notifications.models import Delivery, Notification, NotificationChannel, PostedMessage
 from notifications.sending import forget_failures
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,23 @@ def record(notification: Notification, channels: list[NotificationChannel] | Non
     created = Delivery.objects.bulk_create(
         [Delivery(channel=channel, topic=notification.topic, notification=asdict(notification)) for channel in channels]
     )
+    if notification.key and not notification.replaces:  # where a Slack app posts it: updated later
+        apps = [channel for channel in channels if channel.kind == NotificationChannel.Kind.SLACK_APP]
+        PostedMessage.objects.bulk_create([PostedMessage(channel=c, key=notification.key) for c in apps], ignore_conflicts=True)
     return [delivery.pk for delivery in created]
+
+
+def update_messages(key: str, notification: Notification) -> list[int]:
+    """Record deliveries that replace the messages named `key` (a Slack app's posted messages)
+    with `notification`, in the channels that posted them (or will); `queue` them once the
+    transaction commits."""
+    channels = NotificationChannel.objects.filter(posted__key=key)
+    return record(replace(notification, key=key, replaces=True), list(channels))
+
+
+def reply(channel: NotificationChannel, recipient: str, text: str) -> None:
+    """Tell one person alone (a Slack user id), in a Slack app's channel, by a worker."""
+    notify(Notification(topic="slack.reply", subject="", text=text, recipient=recipient), [channel])
 
 
 def queue(ids: list[int]) -> None:

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from core.batch import purge
 from notifications import forwarding, sending
-from notifications.models import Delivery
+from notifications.models import Delivery, PostedMessage
 
 
 @shared_task(ignore_result=True)
@@ -28,6 +28,8 @@ def forward_events() -> int:
 
 @shared_task(ignore_result=True)
 def purge_old_deliveries() -> int:
-    """Delivered messages older than DELIVERY_RETENTION_DAYS (failed ones stay until retried or deleted)."""
+    """Delivered messages older than DELIVERY_RETENTION_DAYS (failed ones stay until retried or
+    deleted), and the Slack messages posted as long ago (no longer updated)."""
     old = timezone.now() - timedelta(days=settings.DELIVERY_RETENTION_DAYS)
+    purge(PostedMessage.objects.filter(created_at__lt=old))
     return purge(Delivery.objects.filter(status=Delivery.Status.DELIVERED, created_at__lt=old))

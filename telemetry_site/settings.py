@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "alerts",
     "streaming",
     "operations",
+    "chatops",
 ]
 
 MIDDLEWARE = [
@@ -199,6 +200,7 @@ WEBHOOK_DEADLINE_SECONDS = env.float("WEBHOOK_DEADLINE_SECONDS", default=30.0)
 # on the address the name resolves to when the delivery is sent (for a server that runs on a shared
 # network where the people who create channels should not reach its neighbours).
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=True)
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/").rstrip("/") + "/"  # Slack apps' Web API
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])  # addresses or networks that may scrape /metrics unkeyed
 # Requests without an Authorization header from these addresses or networks act as the agent key
 # named KEYLESS_KEY (for clients that send no key, such as local-telemetry's); none by default.

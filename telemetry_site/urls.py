@@ -34,6 +34,7 @@ urlpatterns = [
     path("traces/", traces_page, name="traces"),
     path("traces/<id:trace_id>/", trace_page, name="trace"),
     path("approvals/open/<id:token>/", open_link, name="approval-link"),
+    path("chatops/", include("chatops.urls")),
 ]
 
 handler404 = "core.views.not_found"

@@ -341,6 +341,51 @@ def http_receiver(statuses: list[int] | None = None, hold=None):
         server.server_close()
 
 
+@contextmanager
+def fake_slack():
+    """Slack's Web API on loopback, for slack_sdk's WebClient (base_url: the URL yielded): records
+    each call (method, Authorization header, JSON body) and answers as Slack does, `{"ok": true,
+    "channel", "ts"}`, or `{"ok": false, "error": ...}` for a channel named in `errors` (a dict
+    the test fills). Yields (url, calls, errors)."""
+    import http.server
+    import json
+    import threading
+
+    calls: list[dict] = []
+    errors: dict[str, str] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            method = self.path.rpartition("/")[2]
+            calls.append({"method": method, "authorization": self.headers.get("Authorization"), "body": body})
+            channel = body.get("channel", "")
+            if channel in errors:
+                answer = {"ok": False, "error": errors[channel]}
+            elif method == "chat.postEphemeral":
+                answer = {"ok": True, "message_ts": f"{1_800_000_000 + len(calls)}.000200"}
+            else:
+                answer = {"ok": True, "channel": channel, "ts": body.get("ts") or f"{1_800_000_000 + len(calls)}.000100"}
+            encoded = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/", calls, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def pytest_addoption(parser):
     parser.addoption("--db", choices=["sqlite", "postgres"], default="sqlite", help="database the suite runs on")
 

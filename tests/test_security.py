@@ -48,6 +48,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from alerts.models import Alert, AlertRule
 from approvals import services as approvals
 from approvals.models import ApprovalRequest
+from chatops.models import SlackUser
 from coordination import heartbeats, signals
 from core import events
 from core.models import AgentKey
@@ -133,6 +134,7 @@ def world(db, django_user_model) -> SimpleNamespace:
     details = {"agent_id": "alpha", "stale_since": rule.created_at.isoformat()}
     Alert.objects.create(rule=rule, subject="agent:alpha", summary="alpha is stale", details=details, opened_at=rule.created_at)
     Group.objects.create(name="operators")
+    SlackUser.objects.create(slack_id="U0ROOT", user=django_user_model.objects.create_user("slack-linked"))
     interval = IntervalSchedule.objects.create(every=10, period="seconds")
     PeriodicTask.objects.get_or_create(name="matrix", defaults={"task": "core.tasks.tick", "interval": interval})
     ClockedSchedule.objects.create(clocked_time=rule.created_at)
@@ -232,6 +234,7 @@ MATRIX = {
     "traces/": {"GET": ("login login login login ok 403 ok", {})},
     "traces/<trace_id>/": {"GET": ("login login login login ok 403 ok", {})},
     "approvals/open/<token>/": {"GET": ("login login login login ok ok ok", {})},
+    "chatops/slack/actions": {"POST": ("401 401 401 401 401 401 401", {})},  # Slack's signature, nobody's login or key
     "api/v1/runs": {
         "GET": ("401 ok ok ok ok 403 ok", {"agent_name": "alpha"}),
         "POST": ("401 ok 403 403 403 403 ok", lambda w: run_payload("alpha")),
@@ -357,7 +360,8 @@ MATRIX = {
         "GET": ("login login login login 405 405 405", {}),
         "POST": ("login login login login 403 ok ok", {"decision": "approve"}),
     },
-    "admin/^(?P<app_label>auth|django_celery_beat|core|coordination|runs|quality|approvals|notifications|alerts)/$": {  # runs
+    # an app's index (asked for runs')
+    "admin/^(?P<app_label>auth|django_celery_beat|core|coordination|runs|quality|approvals|notifications|alerts|chatops)/$": {
         "GET": ("login login login login ok 404 ok", {}),
         "POST": ("login login login login ok 404 ok", {}),
     },
@@ -390,6 +394,7 @@ ADMIN_MODELS = {
     "approvals.approvalrequest": set(),  # decided by the buttons only, kept for audit
     "alerts.alertrule": {"add", "change", "delete"},
     "alerts.alert": {"delete"},
+    "chatops.slackuser": {"add", "change", "delete"},
 }
 
 

@@ -145,9 +145,10 @@ def fill(old) -> None:
     )
 
 
-def rows(models, label: str) -> list[dict]:
+def rows(models, label: str, fields: list[str] | None = None) -> list[dict]:
+    """The rows of the model `label`, with `fields` (all by default)."""
     app_label, name = label.split(".")
-    return list(models.get_model(app_label, name).objects.order_by("pk").values())
+    return list(models.get_model(app_label, name).objects.order_by("pk").values(*(fields or [])))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -175,8 +176,9 @@ def test_an_installation_of_the_old_layout_upgrades_with_every_row():
     ContentType.objects.clear_cache()
 
     for label, new_label in MOVED.items():
-        assert rows(apps, new_label) == before[label], new_label
         assert before[label], f"the test wrote no {label}"
+        # Its fields then: those added since (a Slack app's bot token) are new to every row.
+        assert rows(apps, new_label, list(before[label][0])) == before[label], new_label
     assert sorted(AlertRule.objects.get().channels.values_list("name", flat=True)) == channels_of_rule == ["hook", "mail"]
     assert Span.objects.get(span_id="0000000000000001").run.event_id == "e1"
     assert User.objects.get(username="reviewer").has_perm("notifications.change_delivery")

@@ -33,3 +33,24 @@ def test_a_webhooks_url_and_secret_are_shown_once_and_set_anew_without_being_rea
     assert NotificationChannel.objects.get().target.endswith("/n3w")
     listed = admin_client.get("/admin/notifications/notificationchannel/").content.decode()
     assert "n3w" not in listed and "tok3n" not in listed
+
+
+def test_a_slack_apps_bot_token_and_signing_secret_are_given_and_never_shown(admin_client):
+    form = {"name": "approvals", "kind": "slack_app", "target": "C0APPROVE", "topics": "[]", "forwards": "[]", "enabled": "on"}
+    add = "/admin/notifications/notificationchannel/add/"
+    missing = admin_client.post(add, {**form, "token": "xoxb-t0ken"}).content.decode()
+    assert "needs the app&#x27;s signing secret" in missing and not NotificationChannel.objects.exists()
+    wrong = admin_client.post(add, {**form, "target": "#approvals", "token": "xoxb-t0ken", "slack_signing_secret": "s1gn"})
+    assert "A Slack channel id" in wrong.content.decode()
+    secrets = {"token": "xoxb-t0ken", "slack_signing_secret": "s1gn1ng-secret"}
+    added = admin_client.post(add, {**form, **secrets}, follow=True).content.decode()
+    channel = NotificationChannel.objects.get()
+    assert (channel.token, channel.secret) == ("xoxb-t0ken", "s1gn1ng-secret")
+    change = f"/admin/notifications/notificationchannel/{channel.pk}/change/"
+    page = admin_client.get(change).content.decode()
+    assert "C0APPROVE" in page and not any(secret in added + page for secret in secrets.values())
+
+    assert admin_client.post(change, form).status_code == 302  # empty: kept
+    assert NotificationChannel.objects.filter(token="xoxb-t0ken", secret="s1gn1ng-secret").exists()
+    admin_client.post(change, {**form, "token": "xoxb-n3w"})
+    assert NotificationChannel.objects.get().token == "xoxb-n3w"
