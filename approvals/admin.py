@@ -16,8 +16,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from approvals import services
-from approvals.models import DECIDE_PERMISSION, ApprovalRequest, ApprovalStatus
+from approvals import audit, selectors, services
+from approvals.models import DECIDE_PERMISSION, ApprovalPolicy, ApprovalRequest, ApprovalStatus
 
 FOLD_CHARS = 300  # context texts longer than this are folded
 
@@ -72,6 +72,12 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         "reason",
         "decided_at",
         "link_used_at",
+        "policy_view",
+        "votes_view",
+        "may_still_vote_view",
+        "reminded_at",
+        "escalated_at",
+        "audit_trail",
     ]
     readonly_fields = fields
     actions = ["approve_selected", "reject_selected"]
@@ -96,6 +102,40 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     @admin.display(description="context")
     def context_view(self, obj: ApprovalRequest):
         return render_context(obj.context) if obj.context else "(none)"
+
+    @admin.display(description="policy")
+    def policy_view(self, obj: ApprovalRequest):
+        if obj.policy is None:
+            return "(none: one decision by anyone with the approve permission)"
+        groups = ", ".join(group.name for group in selectors.deciding_groups(obj)) or "anyone with the approve permission"
+        return format_html("{}: {} approval(s) needed; who may decide: {}", obj.policy.name, obj.approvals_required, groups)
+
+    @admin.display(description="votes")
+    def votes_view(self, obj: ApprovalRequest):
+        votes = obj.votes.all()
+        if not votes:
+            return "(none yet)"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((v.username, "approve" if v.approved else "reject", v.reason, f"{v.at:%Y-%m-%d %H:%M:%S}") for v in votes),
+        )
+        return format_html("<table id='votes'><tr><th>who</th><th>vote</th><th>reason</th><th>at (UTC)</th></tr>{}</table>", rows)
+
+    @admin.display(description="may still vote")
+    def may_still_vote_view(self, obj: ApprovalRequest):
+        return ", ".join(selectors.may_still_vote(obj)) or "(nobody)"
+
+    @admin.display(description="audit trail")
+    def audit_trail(self, obj: ApprovalRequest):
+        entries = audit.trail(obj.request_id)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            ((e.seq, f"{e.at:%Y-%m-%d %H:%M:%S}", e.event, e.actor, e.data[:200], e.hash[:16]) for e in entries),
+        )
+        head = "<tr><th>#</th><th>at (UTC)</th><th>event</th><th>by</th><th>data</th><th>hash</th></tr>"
+        return format_html("<table id='audit-trail'>" + head + "{}</table>", rows)
 
     @admin.action(description="Approve the selected pending requests", permissions=["decide"])
     def approve_selected(self, request, queryset):
@@ -125,10 +165,19 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             }
             return TemplateResponse(request, "admin/approvals/approvalrequest/decide_selected.html", context)
         listed = list(queryset.order_by("pk"))  # the confirmation posts the listed ids, never "select all"
-        decided = sum(services.decide(obj, approved, request.user) for obj in listed)
-        skipped = len(listed) - decided
+        gone = sum(not obj.is_pending for obj in listed)
+        mine = [obj for obj in listed if selectors.may_decide(request.user, obj)]
+        counted = sum(services.decide(obj, approved, request.user) for obj in mine)
+        decided = sum(not obj.is_pending for obj in mine)  # (decide refreshes them)
         done = "Approved" if approved else "Rejected"
-        self.message_user(request, f"{done} {decided} request(s)." + (f" {skipped} were no longer pending." if skipped else ""))
+        message = f"{done} {decided} request(s)."
+        if counted > decided:
+            message += f" {counted - decided} still wait for other approvals."
+        if gone:
+            message += f" {gone} were no longer pending."
+        if len(listed) - counted - gone:
+            message += f" {len(listed) - counted - gone} were not yours to decide (or you voted already)."
+        self.message_user(request, message)
         return None
 
     def get_urls(self):
@@ -144,12 +193,32 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
         decision = request.POST.get("decision")
         if decision not in ("approve", "reject"):
             return HttpResponseBadRequest("decision must be approve or reject")
-        if services.decide(obj, decision == "approve", request.user, request.POST.get("reason", "")[:5000]):
-            self.message_user(request, f"{'Approved' if obj.approved else 'Rejected'}: {obj}.")
+        if not services.decide(obj, decision == "approve", request.user, request.POST.get("reason", "")[:5000]):
+            why = "you voted on it already" if obj.is_pending else f"the request is already {obj.status}"
+            self.message_user(request, f"Not counted: {why}.", messages.WARNING)
+        elif obj.is_pending:
+            approvals = obj.votes.filter(approved=True).count()
+            self.message_user(request, f"Your vote is counted: {approvals} of {obj.approvals_required} approvals.")
         else:
-            self.message_user(request, f"Not decided: the request is already {obj.status}.", messages.WARNING)
+            self.message_user(request, f"{'Approved' if obj.approved else 'Rejected'}: {obj}.")
         return HttpResponseRedirect(reverse("admin:approvals_approvalrequest_change", args=[obj.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra = {"may_decide": self.has_decide_permission(request), **(extra_context or {})}
+        obj = self.get_object(request, object_id)
+        may = obj is not None and selectors.may_decide(request.user, obj)
+        extra = {"may_decide": may, **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra)
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "order", "enabled", "agent_glob", "action_glob", "approvals_required", "timeout_seconds"]
+    list_editable = ["order", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "agent_glob", "action_glob"]
+    filter_horizontal = ["groups"]
+    fieldsets = [
+        (None, {"fields": ["name", "order", "enabled", "agent_glob", "action_glob"]}),
+        ("Who decides", {"fields": ["approvals_required", "groups"]}),
+        ("When nobody answers", {"fields": ["remind_after_seconds", "escalate_after_seconds", "escalate_to", "timeout_seconds"]}),
+    ]
