@@ -238,7 +238,7 @@ def _nudge(request: ApprovalRequest, field: str, topic: str) -> bool:
         request.refresh_from_db()
         ids = record(_nudge_notification(request, topic))
         group = request.policy.escalate_to.name if topic == "approval.escalated" else None
-        audit.append(topic.removeprefix("approval."), request.request_id, topic=topic, deliveries=len(ids), group=group)
+        audit.append(field.removesuffix("_at"), request.request_id, topic=topic, deliveries=len(ids), group=group)
         transaction.on_commit(lambda: queue(ids))
     return True
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from approvals import audit, services
 from approvals.models import AuditEntry, AuditHead
@@ -35,8 +36,9 @@ def some_history(admin_user, django_capture_on_commit_callbacks) -> list:
     with django_capture_on_commit_callbacks(execute=True):
         kept = services.create("alpha", "deploy", {"diff": "+ü", "n": 1e16}, 600)
     services.decide(kept, True, admin_user, "fine")
-    gone = services.create("beta", "spend", {"usd": 12.5}, 0.001)
-    services.expire(gone)
+    gone = services.create("beta", "spend", {"usd": 12.5}, 600)
+    type(gone).objects.filter(pk=gone.pk).update(expires_at=timezone.now())
+    assert services.expire(gone)
     services.cancel(services.create("beta", "spend", {}, 600))
     return [kept, gone]
 
