@@ -8,13 +8,15 @@ from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Value, When
+from django.db.models import Case, Count, Q, Value, When
 from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.timesince import timesince, timeuntil
 
 from approvals import audit, selectors, services
 from approvals.models import DECIDE_PERMISSION, ApprovalPolicy, ApprovalRequest, ApprovalStatus
@@ -40,6 +42,27 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StatusFilter(admin.SimpleListFilter):
+    """The status, pending unless another is chosen: the list opens on what waits for a decision."""
+
+    title = "status"
+    parameter_name = "status__exact"
+
+    def lookups(self, request, model_admin):
+        return [*ApprovalStatus.choices, ("all", "All")]
+
+    def choices(self, changelist):
+        for value, title in self.lookup_choices:
+            query = changelist.get_query_string({self.parameter_name: value})
+            yield {"selected": self.chosen() == value, "query_string": query, "display": title}
+
+    def chosen(self) -> str:
+        return self.value() or ApprovalStatus.PENDING
+
+    def queryset(self, request, queryset):
+        return queryset if self.chosen() == "all" else queryset.filter(status=self.chosen())
+
+
 def render_context(context: dict) -> str:
     """Each entry of the context as pretty JSON; long texts folded behind their beginning."""
 
@@ -54,8 +77,8 @@ def render_context(context: dict) -> str:
 
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(admin.ModelAdmin):
-    list_display = ["approval_type", "agent_id", "status_badge", "created_at", "expires_at", "responder_name", "decided_at"]
-    list_filter = ["status", "approval_type", "agent_id", AgeFilter]
+    list_display = ["action", "agent_id", "status_badge", "age", "time_left", "approvals", "decide_inline", "responder_name"]
+    list_filter = [StatusFilter, "approval_type", "agent_id", AgeFilter]
     search_fields = ["request_id", "approval_type", "agent_id", "reason"]
     ordering = [Case(When(status=ApprovalStatus.PENDING, then=Value(0)), default=Value(1)).asc(), "-created_at"]
     fields = [
@@ -93,6 +116,51 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 
     def has_decide_permission(self, request) -> bool:
         return request.user.has_perm(DECIDE_PERMISSION)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(approvals_so_far=Count("votes", filter=Q(votes__approved=True)))
+
+    def get_ordering(self, request):
+        if request.GET.get(StatusFilter.parameter_name, ApprovalStatus.PENDING) == ApprovalStatus.PENDING:
+            return ["created_at", "pk"]  # the one waiting longest first
+        return self.ordering
+
+    def changelist_view(self, request, extra_context=None):
+        """Marks the listed requests this user may vote on: their rows get a reason and the buttons."""
+        response = super().changelist_view(request, extra_context)
+        if getattr(response, "context_data", None) and "cl" in response.context_data:
+            for obj in response.context_data["cl"].result_list:
+                obj.may_decide = self.has_decide_permission(request) and selectors.may_decide(request.user, obj)
+        return response
+
+    @admin.display(description="action", ordering="approval_type")
+    def action(self, obj: ApprovalRequest) -> str:
+        return obj.approval_type
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: ApprovalRequest) -> str:
+        return timesince(obj.created_at)
+
+    @admin.display(description="time left", ordering="expires_at")
+    def time_left(self, obj: ApprovalRequest) -> str:
+        return timeuntil(obj.expires_at) if obj.is_pending and obj.expires_at > timezone.now() else "-"
+
+    @admin.display(description="approvals")
+    def approvals(self, obj: ApprovalRequest) -> str:
+        return f"{obj.approvals_so_far} of {obj.approvals_required}"
+
+    @admin.display(description="decide")
+    def decide_inline(self, obj: ApprovalRequest):
+        """A reason and the buttons, tied to a form of this row outside the list's own form
+        (change_list.html): one step from the list."""
+        if not getattr(obj, "may_decide", False):
+            return ""
+        return format_html(
+            '<input name="reason" form="decide-{0}" placeholder="reason" size="16" aria-label="reason"> '
+            '<button form="decide-{0}" name="decision" value="approve" class="approve-row">Approve</button> '
+            '<button form="decide-{0}" name="decision" value="reject" class="reject-row">Reject</button>',
+            obj.pk,
+        )
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: ApprovalRequest):
@@ -201,6 +269,10 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
             self.message_user(request, f"Your vote is counted: {approvals} of {obj.approvals_required} approvals.")
         else:
             self.message_user(request, f"{'Approved' if obj.approved else 'Rejected'}: {obj}.")
+        listing = reverse("admin:approvals_approvalrequest_changelist")
+        back = request.POST.get("next", "")
+        if back.startswith(listing) and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            return HttpResponseRedirect(back)  # decided from the list: back to it, filters kept
         return HttpResponseRedirect(reverse("admin:approvals_approvalrequest_change", args=[obj.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -1,5 +1,6 @@
 """In Chromium: a superuser writes a policy in the admin; two of its three reviewers approve a
-request on its page, each seeing the votes so far and who may still vote."""
+request on its page, each seeing the votes so far and who may still vote; a decision from the
+list, with a reason, in one step."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_a_policy_written_in_the_admin_needs_two_of_three_leads(server_env, peop
                 assert page.locator("#approve").count() == 0  # ann voted: no second vote
             page.close()
 
-        cat = logged_in_page(browser, change, "cat")
+        cat = logged_in_page(browser, f"{change}?status__exact=all", "cat")
         cat.click("#result_list tbody tr:first-child th a")
         assert cat.locator("#approve").count() == 0 and "(nobody)" in cat.locator(".field-may_still_vote_view").inner_text()
         assert [row.split("\t")[2] for row in cat.locator("#audit-trail tr").all_inner_texts()[1:]] == [
@@ -68,3 +69,14 @@ def test_a_policy_written_in_the_admin_needs_two_of_three_leads(server_env, peop
         ]
         decided = httpx.get(f"{base}/api/v1/approvals/{asked['request_id']}", headers=headers).json()
         assert (decided["status"], decided["decision"]["responder"]) == ("approved", "ann, bob")
+
+        # From the list, in one step: a reason in the row, then Reject; back on the list.
+        spend = httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "spend"}, headers=headers).json()
+        root.goto(change)
+        assert root.locator("#result_list tbody tr").count() == 1  # the pending one only
+        root.fill("#result_list tbody tr:first-child input[name=reason]", "over budget")
+        root.click("#result_list tbody tr:first-child .reject-row")
+        assert "Rejected: spend for deployer" in root.locator(".messagelist").inner_text()
+        assert root.url == change and root.locator("#result_list").count() == 0  # nothing pending is left
+        rejected = httpx.get(f"{base}/api/v1/approvals/{spend['request_id']}", headers=headers).json()
+        assert (rejected["status"], rejected["decision"]["reason"]) == ("rejected", "over budget")
