@@ -113,7 +113,7 @@ def decide(request: ApprovalRequest, approved: bool, user, reason: str = "") -> 
         if not selectors.may_decide(user, current):
             request.refresh_from_db()
             if current.is_pending and not selectors.allowed_to_decide(user, current):
-                raise PermissionDenied("You may not decide this request (its policy names who may).")
+                raise PermissionDenied("Deciding this request needs the approve permission (and one of its policy's groups).")
             return False
         Vote.objects.create(request=current, user=user, username=user.get_username(), approved=approved, reason=reason)
         audit.append("vote", current.request_id, user.get_username(), approved=approved, reason=reason)
