@@ -16,14 +16,16 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals import audit, policies, selectors
+from approvals.models import ApprovalRequest, ApprovalStatus, Vote
 from core import events, wakeups
-from notifications.services import Notification, notify, queue, update_messages
+from notifications.services import Notification, queue, record, update_messages
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +42,28 @@ def wake_channel(request_id: str) -> str:
 
 
 def create(agent_id: str, approval_type: str, context: dict, timeout_seconds: float) -> ApprovalRequest:
+    """A pending request, under the policy that matches it (whose timeout, when it has one,
+    replaces the agent's: the response tells the agent the one that holds)."""
+    policy = policies.match(agent_id, approval_type)
     with transaction.atomic():
         request = ApprovalRequest.objects.create(
-            agent_id=agent_id, approval_type=approval_type, context=context, timeout_seconds=timeout_seconds
+            agent_id=agent_id,
+            approval_type=approval_type,
+            context=context,
+            timeout_seconds=policy.timeout_seconds if policy and policy.timeout_seconds else timeout_seconds,
+            policy=policy,
+            approvals_required=policy.approvals_required if policy else 1,
+        )
+        audit.append(
+            "requested",
+            request.request_id,
+            agent_id,
+            approval_type=approval_type,
+            context=context,
+            timeout_seconds=request.timeout_seconds,
+            expires_at=request.expires_at.isoformat(),
+            policy=policy.name if policy else None,
+            approvals_required=request.approvals_required,
         )
         events.publish(events.Event("approval.requested", request.as_dict()))
         transaction.on_commit(lambda: notify_reviewers(request), robust=True)  # the request stands regardless
@@ -54,21 +75,23 @@ def notify_reviewers(request: ApprovalRequest) -> None:
     context = json.dumps(request.context, indent=2, ensure_ascii=False, default=str)
     if len(context) > CONTEXT_CHARS_IN_NOTIFICATIONS:
         context = context[:CONTEXT_CHARS_IN_NOTIFICATIONS] + "\n… (the rest on the decision page)"
-    notify(
-        Notification(
-            topic="approval.requested",
-            subject=f"Approval needed: {request.approval_type} for {request.agent_id}",
-            text=f"{request.agent_id} asks for approval ({request.approval_type}); it expires at "
-            f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC unless someone decides.\n\n{context}",
-            link=settings.SITE_URL + reverse("approval-link", args=[signing.dumps(request.request_id, salt=LINK_SALT)]),
-            data=request.as_dict(),
-            key=message_key(request),
-            buttons=[
-                {"action": APPROVE_ACTION, "label": "Approve", "value": request.request_id, "style": "primary"},
-                {"action": REJECT_ACTION, "label": "Reject", "value": request.request_id, "style": "danger"},
-            ],
-        )
+    notification = Notification(
+        topic="approval.requested",
+        subject=f"Approval needed: {request.approval_type} for {request.agent_id}",
+        text=f"{request.agent_id} asks for approval ({request.approval_type}); it expires at "
+        f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC unless someone decides.\n\n{context}",
+        link=settings.SITE_URL + reverse("approval-link", args=[signing.dumps(request.request_id, salt=LINK_SALT)]),
+        data=request.as_dict(),
+        key=message_key(request),
+        buttons=[
+            {"action": APPROVE_ACTION, "label": "Approve", "value": request.request_id, "style": "primary"},
+            {"action": REJECT_ACTION, "label": "Reject", "value": request.request_id, "style": "danger"},
+        ],
     )
+    with transaction.atomic():
+        ids = record(notification)
+        audit.append("notified", request.request_id, topic=notification.topic, deliveries=len(ids))
+    queue(ids)
 
 
 def message_key(request: ApprovalRequest) -> str:
@@ -102,24 +125,47 @@ class LinkUsed(Exception):
 
 
 def decide(request: ApprovalRequest, approved: bool, user, reason: str = "") -> bool:
-    """Record `user`'s decision; False when the request was decided, cancelled or expired before."""
-    status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
-    fields = {"approved": approved, "responder": user, "responder_name": user.get_username(), "reason": reason}
-    return _settle(request, status, "approval.decided", Q(expires_at__gt=timezone.now()), **fields)
+    """Cast `user`'s vote on `request`. Returns True when the vote was counted: the request was
+    pending, not past its timeout, and `user` had not voted on it; False otherwise. The vote
+    settles the request when it makes `approvals_required` approvals (approved) or is a rejection
+    (rejected): without a policy one vote, as one decision did. PermissionDenied when `user` may not
+    decide it (selectors.allowed_to_decide). Votes on a request queue on its row, so each is
+    counted once and one of them settles it."""
+    with transaction.atomic():
+        current = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+        if not selectors.may_decide(user, current):
+            request.refresh_from_db()
+            if current.is_pending and not selectors.allowed_to_decide(user, current):
+                raise PermissionDenied("Deciding this request needs the approve permission (and one of its policy's groups).")
+            return False
+        Vote.objects.create(request=current, user=user, username=user.get_username(), approved=approved, reason=reason)
+        audit.append("vote", current.request_id, user.get_username(), approved=approved, reason=reason)
+        approvers = list(current.votes.filter(approved=True).values_list("username", flat=True))
+        if approved and len(approvers) < current.approvals_required:
+            request.refresh_from_db()
+            return True
+        status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
+        names = ", ".join(approvers) if approved else user.get_username()
+        fields = {"approved": approved, "responder": user, "responder_name": names[:150], "reason": reason}
+        if not _settle(request, status, "approval.decided", Q(expires_at__gt=timezone.now()), user.get_username(), **fields):
+            transaction.set_rollback(True)  # it expired this very moment: the vote came too late
+            return False
+    return True
 
 
 def expire(request: ApprovalRequest) -> bool:
     """Mark a pending request past its timeout expired; False if it is not (or no longer) one."""
     reason = f"Expired: nobody decided within {request.timeout_seconds:g} s."
     due = Q(expires_at__lte=timezone.now())
-    return _settle(request, ApprovalStatus.EXPIRED, "approval.expired", due, approved=False, reason=reason)
+    return _settle(request, ApprovalStatus.EXPIRED, "approval.expired", due, "", approved=False, reason=reason)
 
 
 def cancel(request: ApprovalRequest) -> bool:
-    return _settle(request, ApprovalStatus.CANCELLED, "approval.cancelled", Q(), approved=False, reason="Cancelled by the agent.")
+    reason = "Cancelled by the agent."
+    return _settle(request, ApprovalStatus.CANCELLED, "approval.cancelled", Q(), request.agent_id, approved=False, reason=reason)
 
 
-def _settle(request: ApprovalRequest, status: str, event_type: str, condition: Q, **fields) -> bool:
+def _settle(request: ApprovalRequest, status: str, event_type: str, condition: Q, actor: str, **fields) -> bool:
     """Move `request` from pending to `status` if it is still pending and meets `condition`."""
     still_pending = ApprovalRequest.objects.filter(condition, pk=request.pk, status=ApprovalStatus.PENDING)
     with transaction.atomic():
@@ -127,6 +173,8 @@ def _settle(request: ApprovalRequest, status: str, event_type: str, condition: Q
             request.refresh_from_db()
             return False
         request.refresh_from_db()
+        audit_event = event_type.removeprefix("approval.")
+        audit.append(audit_event, request.request_id, actor, status=status, approved=request.approved, reason=request.reason)
         updates = update_messages(message_key(request), _outcome(request))  # with the outcome: neither without the other
         transaction.on_commit(lambda: queue(updates))
         transaction.on_commit(lambda: _announce(request, event_type))
@@ -184,3 +232,56 @@ async def wait(request: ApprovalRequest, timeout: float) -> ApprovalRequest:
     # A little past the expiry, so the last check finds it due and expires it.
     limit = min(timeout, max(until_expiry, 0) + 0.05)
     return await wakeups.wait_until(settled, [wake_channel(request.request_id)], limit) or request
+
+
+def remind_and_escalate() -> int:
+    """Beat's sweep: remind the channels of the waiting requests whose policy's reminder delay has
+    passed, and escalate those past its escalation delay; once each (a conditional update claims
+    it). Returns how many notifications it sent."""
+    now = timezone.now()
+    waiting = ApprovalRequest.objects.waiting().filter(policy__isnull=False).select_related("policy", "policy__escalate_to")
+    sent = 0
+    for request in waiting.filter(Q(reminded_at__isnull=True) | Q(escalated_at__isnull=True)):
+        policy = request.policy
+        if request.reminded_at is None and _due(request, policy.remind_after_seconds, now):
+            sent += _nudge(request, "reminded_at", "approval.reminder")
+        if request.escalated_at is None and policy.escalate_to and _due(request, policy.escalate_after_seconds, now):
+            sent += _nudge(request, "escalated_at", "approval.escalated")
+    return sent
+
+
+def _due(request: ApprovalRequest, after_seconds: float | None, now) -> bool:
+    return after_seconds is not None and request.created_at + timedelta(seconds=after_seconds) <= now
+
+
+def _nudge(request: ApprovalRequest, field: str, topic: str) -> bool:
+    """Mark `field` and tell the channels of `topic`, once: False if another sweep did it first."""
+    with transaction.atomic():
+        unclaimed = ApprovalRequest.objects.filter(pk=request.pk, status=ApprovalStatus.PENDING, **{f"{field}__isnull": True})
+        if not unclaimed.update(**{field: timezone.now()}):
+            return False
+        request.refresh_from_db()
+        ids = record(_nudge_notification(request, topic))
+        group = request.policy.escalate_to.name if topic == "approval.escalated" else None
+        audit.append(field.removesuffix("_at"), request.request_id, topic=topic, deliveries=len(ids), group=group)
+        transaction.on_commit(lambda: queue(ids))
+    return True
+
+
+def _nudge_notification(request: ApprovalRequest, topic: str) -> Notification:
+    votes = request.votes.filter(approved=True).count()
+    if topic == "approval.escalated":
+        subject = f"Escalated: {request.approval_type} for {request.agent_id}"
+        who = f"Members of {request.policy.escalate_to.name} may now decide it."
+    else:
+        subject = f"Reminder: {request.approval_type} for {request.agent_id} still waits"
+        who = "It still waits for a decision."
+    return Notification(
+        topic=topic,
+        subject=subject,
+        text=f"{request.agent_id} asked for approval ({request.approval_type}) at {request.created_at:%Y-%m-%d %H:%M:%S} "
+        f"UTC. {who} {votes} of {request.approvals_required} approvals so far; it expires at "
+        f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC.",
+        link=settings.SITE_URL + reverse("admin:approvals_approvalrequest_change", args=[request.pk]),
+        data=request.as_dict(),
+    )

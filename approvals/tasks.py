@@ -7,3 +7,9 @@ from approvals import services
 def expire_approvals() -> int:
     """Beat runs this every APPROVAL_SWEEP_SECONDS: pending requests past their timeout expire."""
     return services.expire_due()
+
+
+@shared_task(ignore_result=True)
+def remind_approvals() -> int:
+    """Beat runs this every APPROVAL_SWEEP_SECONDS: reminders and escalations of the policies."""
+    return services.remind_and_escalate()

@@ -90,7 +90,7 @@ async def approval_decide(request, key, request_id: str, body: DecisionIn) -> di
         )
     user = await request.auser()
     found = await _find(key, request_id)
-    if not await sync_to_async(selectors.may_decide)(user, found):
+    if not await sync_to_async(selectors.allowed_to_decide)(user, found):
         raise exceptions.PermissionDenied("You may not decide this request.", code="may_not_decide")
     if not await sync_to_async(services.decide)(found, body.approved, user, body.reason):
         raise exceptions.ValidationError({"status": [f"The request is {found.status}, no longer pending."]})

@@ -60,10 +60,14 @@ def act(body: bytes, headers) -> None:
     linked = SlackUser.objects.select_related("user").filter(slack_id=slack_id).first()
     if linked is None:
         return reply(message.channel, slack_id, NOT_LINKED)
+    if not request.is_pending:
+        return reply(message.channel, slack_id, already(request))
     if not approvals.may_decide(linked.user, request):
-        return reply(message.channel, slack_id, f"{linked.user.get_username()} may not decide this request: nothing was decided.")
+        return reply(message.channel, slack_id, refusal(linked.user, request))
     if not decide(request, DECISIONS[action["action_id"]], linked.user):
         return reply(message.channel, slack_id, already(request))
+    if request.is_pending:  # a vote of several the request's policy asks for
+        return reply(message.channel, slack_id, f"Your approval is counted: {counted(request)}.")
     return None
 
 
@@ -101,6 +105,17 @@ def parsed(body: bytes) -> dict:
 def part(payload: dict, name: str) -> dict:
     found = payload.get(name)
     return found if isinstance(found, dict) else {}
+
+
+def refusal(user, request) -> str:
+    name = user.get_username()
+    if approvals.has_voted(user, request):
+        return f"{name} has voted on this request already: a vote counts once."
+    return f"{name} may not decide this request: nothing was decided."
+
+
+def counted(request) -> str:
+    return f"{approvals.approvals_counted(request)} of the {request.approvals_required} approvals it needs"
 
 
 def already(request) -> str:

@@ -235,6 +235,7 @@ CELERY_BEAT_SCHEDULE = {
     "sync-agent-registry": {"task": "coordination.tasks.sync_agent_registry", "schedule": REGISTRY_SYNC_SECONDS},
     "sweep-stale-agents": {"task": "coordination.tasks.sweep_stale_agents", "schedule": STALE_SWEEP_SECONDS},
     "expire-approvals": {"task": "approvals.tasks.expire_approvals", "schedule": APPROVAL_SWEEP_SECONDS},
+    "remind-approvals": {"task": "approvals.tasks.remind_approvals", "schedule": APPROVAL_SWEEP_SECONDS},
     "evaluate-alert-rules": {"task": "alerts.tasks.evaluate_alert_rules", "schedule": ALERT_EVALUATE_SECONDS},
     "retry-due-deliveries": {"task": "notifications.tasks.retry_due_deliveries", "schedule": DELIVERY_RETRY_SECONDS},
     "forward-events": {"task": "notifications.tasks.forward_events", "schedule": FORWARD_SECONDS},

@@ -47,7 +47,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from alerts.models import Alert, AlertRule
 from approvals import services as approvals
-from approvals.models import ApprovalRequest
+from approvals.models import ApprovalPolicy, ApprovalRequest
 from chatops.models import SlackUser
 from coordination import heartbeats, signals
 from core import events
@@ -135,6 +135,7 @@ def world(db, django_user_model) -> SimpleNamespace:
     Alert.objects.create(rule=rule, subject="agent:alpha", summary="alpha is stale", details=details, opened_at=rule.created_at)
     Group.objects.create(name="operators")
     SlackUser.objects.create(slack_id="U0ROOT", user=django_user_model.objects.create_user("slack-linked"))
+    ApprovalPolicy.objects.create(name="matrix", agent_glob="nobody-*")  # decides none of alpha's
     interval = IntervalSchedule.objects.create(every=10, period="seconds")
     PeriodicTask.objects.get_or_create(name="matrix", defaults={"task": "core.tasks.tick", "interval": interval})
     ClockedSchedule.objects.create(clocked_time=rule.created_at)
@@ -392,6 +393,7 @@ ADMIN_MODELS = {
     "quality.feedbackentry": {"delete"},
     "quality.templatefeedback": {"delete"},
     "approvals.approvalrequest": set(),  # decided by the buttons only, kept for audit
+    "approvals.approvalpolicy": {"add", "change", "delete"},
     "alerts.alertrule": {"add", "change", "delete"},
     "alerts.alert": {"delete"},
     "chatops.slackuser": {"add", "change", "delete"},

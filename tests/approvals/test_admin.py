@@ -45,11 +45,17 @@ def viewer(client, django_user_model):
     return client
 
 
-def test_pending_requests_come_first_and_the_index_counts_them(admin_client, requests):
-    page = admin_client.get(CHANGELIST).content.decode()
-    assert page.index(">pending<") < page.index(">approved<")
+def test_the_list_opens_on_the_pending_oldest_first_and_the_index_counts_them(admin_client, requests):
+    opened = admin_client.get(CHANGELIST)
+    assert [r.pk for r in opened.context["cl"].result_list] == [requests[1].pk, requests[2].pk]  # oldest first
+    page = opened.content.decode()
+    for column in ("column-action", "column-agent_id", "column-age", "column-time_left", "column-approvals"):
+        assert column in page
+    assert 'field-time_left">9\xa0minutes<' in page and "0 of 1" in page  # time left of a 600 s request; its approvals
+    everything = admin_client.get(CHANGELIST, {"status__exact": "all"}).content.decode()
+    assert everything.index(">pending<") < everything.index(">approved<")
     assert admin_client.get(CHANGELIST, {"status__exact": "approved"}).context["cl"].result_count == 1
-    assert admin_client.get(CHANGELIST, {"age": "5m"}).context["cl"].result_count == 3
+    assert admin_client.get(CHANGELIST, {"age": "5m", "status__exact": "all"}).context["cl"].result_count == 3
     assert admin_client.get(CHANGELIST, {"age": "older"}).context["cl"].result_count == 0
     assert admin_client.get(CHANGELIST, {"agent_id__exact": "beta"}).context["cl"].result_count == 1
     index = admin_client.get("/admin/").content.decode()
@@ -75,6 +81,23 @@ def test_approve_with_a_reason_records_the_user(admin_client, requests):
     assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "approved"
 
 
+def test_a_decision_with_a_reason_from_the_list_in_one_step(admin_client, requests):
+    listing = admin_client.get(CHANGELIST, {"status__exact": "pending"}).content.decode()
+    assert f'<form id="decide-{requests[1].pk}"' in listing and f'form="decide-{requests[1].pk}"' in listing
+    assert f'<form id="decide-{requests[0].pk}"' not in listing  # decided already
+    back = f"{CHANGELIST}?status__exact=pending"
+    decided = admin_client.post(
+        f"{CHANGELIST}{requests[2].pk}/decide/", {"decision": "reject", "reason": "too dear", "next": back}
+    )
+    assert (decided.status_code, decided["Location"]) == (302, back)
+    stored = ApprovalRequest.objects.get(pk=requests[2].pk)
+    assert (stored.status, stored.reason, stored.responder_name) == ("rejected", "too dear", "admin")
+    elsewhere = admin_client.post(
+        f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "approve", "next": "https://evil.example/admin/approvals/"}
+    )
+    assert elsewhere["Location"] == change_url(requests[1])
+
+
 def test_get_changes_nothing_and_bad_decisions_are_refused(admin_client, requests):
     assert admin_client.get(f"{CHANGELIST}{requests[1].pk}/decide/").status_code == 405
     assert admin_client.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "maybe"}).status_code == 400
@@ -82,11 +105,11 @@ def test_get_changes_nothing_and_bad_decisions_are_refused(admin_client, request
 
 
 def test_bulk_actions_decide_only_pending_requests(admin_client, requests):
-    selected = [r.pk for r in requests]
-    asked = admin_client.post(CHANGELIST, {"action": "reject_selected", "_selected_action": selected})
+    selected, listing = [r.pk for r in requests], f"{CHANGELIST}?status__exact=all"
+    asked = admin_client.post(listing, {"action": "reject_selected", "_selected_action": selected})
     assert "Reject these 2 pending request(s)?" in asked.content.decode()  # the decided one is not listed
     confirmed = {"action": "reject_selected", "confirmed": "yes", "_selected_action": selected}
-    response = admin_client.post(CHANGELIST, confirmed, follow=True)
+    response = admin_client.post(listing, confirmed, follow=True)
     assert "Rejected 2 request(s). 1 were no longer pending." in response.content.decode()
     assert sorted(ApprovalRequest.objects.values_list("status", flat=True)) == ["approved", "rejected", "rejected"]
 
@@ -96,6 +119,7 @@ def test_without_the_permission_no_buttons_no_actions_and_403(viewer, requests):
     assert page and 'value="approve"' not in page
     listing = viewer.get(CHANGELIST).content.decode()
     assert "approve_selected" not in listing and "reject_selected" not in listing
+    assert 'id="decide-' not in listing and 'class="approve-row"' not in listing
     assert viewer.post(f"{CHANGELIST}{requests[1].pk}/decide/", {"decision": "approve"}).status_code == 403
     viewer.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [requests[1].pk]})
     assert ApprovalRequest.objects.get(pk=requests[1].pk).status == "pending"
@@ -180,3 +204,20 @@ def test_the_admin_index_shows_the_pending_count_only_to_whom_may_view_approval_
     viewer.user_permissions.add(Permission.objects.get(codename="view_approvalrequest"))
     client.force_login(viewer)
     assert "<b>2</b> approval requests waiting for a decision" in client.get("/admin/").content.decode()
+
+
+def test_a_reviewer_sees_approvals_only_not_scheduling_nor_delivery_plumbing(client, django_user_model, requests):
+    """A reviewer (view and decide approval requests) finds the approval requests on the admin
+    index and nothing else: not agent keys, deliveries, notification channels, approval policies
+    nor django-celery-beat's schedules, on the index or their pages."""
+    reviewer = django_user_model.objects.create_user("index-reviewer", password="x", is_staff=True)
+    reviewer.user_permissions.set(Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
+    client.force_login(reviewer)
+    index = client.get("/admin/")
+    listed = {(app["app_label"], model["object_name"]) for app in index.context["app_list"] for model in app["models"]}
+    assert listed == {("approvals", "ApprovalRequest")}
+    page = index.content.decode()
+    for hidden in ("Agent keys", "Deliveries", "Notification channels", "Periodic tasks", "Approval policies"):
+        assert hidden not in page
+    for url in ("/admin/core/agentkey/", "/admin/notifications/delivery/", "/admin/django_celery_beat/periodictask/"):
+        assert client.get(url).status_code == 403

@@ -94,6 +94,8 @@ def test_another_agents_requests_are_invisible_and_cannot_be_asked_for(agent, ot
 def test_two_reviewers_deciding_at_once_record_one_decision(django_user_model):
     request = services.create("alpha", "deploy", {}, 60)
     reviewers = [django_user_model.objects.create_user(f"r{n}") for n in range(6)]
+    for reviewer in reviewers:
+        reviewer.user_permissions.add(Permission.objects.get(codename="decide_approvalrequest"))
     results, start = {}, threading.Barrier(len(reviewers))
 
     def decide(user):

@@ -16,7 +16,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from approvals import services
-from approvals.models import ApprovalRequest
+from approvals.models import ApprovalPolicy, ApprovalRequest
 from chatops.models import SlackUser
 from notifications.models import Delivery, NotificationChannel, PostedMessage
 from notifications.sending import send
@@ -135,3 +135,41 @@ def test_a_press_decides_once_as_the_linked_user_and_everything_else_is_refused_
     replies = [call["body"] for call in calls if call["method"] == "chat.postEphemeral"]
     assert [(r["user"], r["text"]) for r in replies] == [(loser, f"Already decided by {winner}: {decided.status}.")]
     assert len(calls) == 2  # the update and the reply: the replay decided nothing and told no one
+
+
+def test_under_a_two_person_policy_a_press_is_a_vote_counted_once(slack, settings, live_asgi, django_user_model):
+    url, calls, _ = slack
+    settings.SLACK_API_URL = url
+    NotificationChannel.objects.create(
+        name="quorum", kind="slack_app", target="C0QUORUM", token="xoxb-test", secret=SECRET, topics=["approval.requested"]
+    )
+    ApprovalPolicy.objects.create(name="two people", agent_glob="payer-*", approvals_required=2)
+    decide = Permission.objects.get(codename="decide_approvalrequest")
+    for name in ("di", "ed"):
+        user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
+        user.user_permissions.set([decide])
+        SlackUser.objects.create(slack_id=f"U0{name.upper()}", user=user)
+    request = services.create("payer-1", "pay", {"amount": 12}, 600)
+    send_pending()
+    endpoint = f"{live_asgi}/chatops/slack/actions"
+
+    calls.clear()
+    for body in (press(request, "U0DI"), press(request, "U0DI")):  # two presses of one person (not a replay)
+        assert httpx.post(endpoint, content=body, headers=signed(body)).status_code == 200
+    assert ApprovalRequest.objects.get(pk=request.pk).status == "pending"
+    send_pending()
+    told = [call["body"]["text"] for call in calls if call["method"] == "chat.postEphemeral"]
+    assert told == [
+        "Your approval is counted: 1 of the 2 approvals it needs.",
+        "di has voted on this request already: a vote counts once.",
+    ]
+    assert all(call["method"] != "chat.update" for call in calls)
+
+    calls.clear()
+    body = press(request, "U0ED")
+    assert httpx.post(endpoint, content=body, headers=signed(body)).status_code == 200
+    decided = ApprovalRequest.objects.get(pk=request.pk)
+    assert (decided.status, decided.responder_name) == ("approved", "di, ed")
+    send_pending()
+    assert [call["method"] for call in calls] == ["chat.update"]
+    assert "Approved by di, ed" in calls[0]["body"]["text"]

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from telemetry_client import ApprovalGate, ApprovalRequest, ApprovalResponse, TelemetryClient, TelemetryConfig
 
 from approvals import services
@@ -36,6 +37,7 @@ def test_signatures_are_the_public_ones():
 
 def test_request_approval_blocks_until_a_person_decides(gate, django_user_model):
     person = django_user_model.objects.create_user("ada")
+    person.user_permissions.add(Permission.objects.get(codename="decide_approvalrequest"))
     answer = {}
     thread = threading.Thread(target=lambda: answer.update(response=gate.request_approval("deploy", {"v": 2}, timeout=60)))
     thread.start()
