@@ -86,8 +86,10 @@ def run(db: str) -> dict:
         headers = agent_headers()
         with asgi_server(env, WORKERS) as base:
             load = Load(base, headers, CONCURRENCY, SECONDS)
-            load.run("/api/bench/bare", [b"{}"] * 2000, {200})  # warm up every worker
-            bare = load.run("/api/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200})
+            load.run("/api/bench/bare", [b"{}"] * 2000, {200, 429})  # warm up every worker
+            # A loaded machine sheds the bare view's requests too (loop lag): counted apart, as the writes'.
+            bare = load.run("/api/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200, 429})
+            written(bare, 200)
             singles, patches = {}, {}
             for clients in levels():
                 created = [sample_run(i) for i in range(50_000)]

@@ -17,7 +17,9 @@ pipelined_redis: PipelinedRedis, one pipelined connection per event loop for the
     replyError and protocolError, hiredis.pack_command.
 
 agent_handler: AgentApiHandler, the Django handler of API requests that carry an agent key: no
-    session, CSRF, auth, messages or clickjacking middleware, no thread unless the view needs one.
+    session, CSRF, auth, messages or clickjacking middleware, no thread unless the view needs one,
+    and then one of WEB_SYNC_THREADS long-lived threads, not a new one. A sync view's key is checked
+    and its events are published from the event loop, on the pipelined Redis connection.
     Stands in for Django's ASGIHandler with settings.MIDDLEWARE.
     Bench: bench/coordination.py, part 3's two bare views (the same async view through this
     handler and through Django's own): 4,000-4,500 req/s against 210-400 (uvicorn x2, one run);
@@ -26,9 +28,18 @@ agent_handler: AgentApiHandler, the Django handler of API requests that carry an
     Uses of django.core.handlers.asgi.ASGIHandler: overrides load_middleware and handle, sets
     _middleware_chain, _view_middleware, _template_response_middleware, _exception_middleware,
     calls _get_response_async, read_body, create_request, run_get_response, send_response,
-    listen_for_disconnect; django.core.handlers.asgi.get_script_prefix,
+    listen_for_disconnect, and __call__ (overridden) and resolve_request (overridden, once a
+    request); asgiref.sync.ThreadSensitiveContext(executor=); django.core.handlers.asgi.get_script_prefix,
     django.core.handlers.exception.convert_exception_to_response, SecurityMiddleware's
     process_request and process_response; request.auser (as AuthenticationMiddleware sets it).
+
+sqlite_writer: OneWriterWrapper, the SQLite connection of the agent API's threads: each write
+    transaction takes a process-wide Python lock from BEGIN IMMEDIATE to its end, so the threads of
+    a process queue on it and the next starts when the holder commits, instead of sleeping in
+    SQLite's busy handler (1 to 100 ms between tries). Stands in for Django's sqlite3
+    DatabaseWrapper there. Bench: bench/ingest.py, single writes (SINGLE_WRITES below).
+    Uses: DatabaseWrapper._start_transaction_under_autocommit (overridden), set_autocommit and
+    close (extended), and Atomic calling them at a block's start and end.
 
 bulk_insert: insert_rows and insert_new, chunked INSERT ... ON CONFLICT of plain rows (dicts),
     RETURNING what was stored, their parameters bound by PostgreSQL in binary (UNNEST arrays).
