@@ -105,7 +105,8 @@ def run(db: str) -> dict:
                 written(patches[clients], 200)
             single = singles[CONCURRENCY]
             batches = [json.dumps([sample_run(i) for i in range(BATCH_SIZE)]).encode() for _ in range(60)]
-            batch = Load(base, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200})
+            batch = Load(base, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200, 429})
+            written(batch, 200)
     batch_rows = batch["per_second"] * BATCH_SIZE
     return {
         **{f"single_post_{n}_{figure}": singles[n][key] for n in singles for figure, key in FIGURES.items()},

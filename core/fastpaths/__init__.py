@@ -25,6 +25,10 @@ agent_handler: AgentApiHandler, the Django handler of API requests that carry an
     handler and through Django's own): 4,000-4,500 req/s against 210-400 (uvicorn x2, one run);
     heartbeats are 455-516% (SQLite) and 383-473% (PostgreSQL) of the second. bench/ingest.py's
     bare DRF view: 210-280 req/s before, 604 after (SQLite); 170-250 and 910 (PostgreSQL).
+    Its long-lived threads, the key checked and the events published from the event loop:
+    bench/single_writes.py, CPU of the web process per request, before -> after: single POST
+    4.25 -> 2.06 ms (SQLite), 3.33 -> 2.13 ms (PostgreSQL); PATCH 4.23 -> 2.26, 3.75 -> 2.68 ms;
+    the bare DRF view 1.11 -> 0.56, 1.07 -> 0.64 ms (docs/performance.md, 2026-12-07).
     Uses of django.core.handlers.asgi.ASGIHandler: overrides load_middleware and handle, sets
     _middleware_chain, _view_middleware, _template_response_middleware, _exception_middleware,
     calls _get_response_async, read_body, create_request, run_get_response, send_response,
@@ -37,7 +41,7 @@ sqlite_writer: OneWriterWrapper, the SQLite connection of the agent API's thread
     transaction takes a process-wide Python lock from BEGIN IMMEDIATE to its end, so the threads of
     a process queue on it and the next starts when the holder commits, instead of sleeping in
     SQLite's busy handler (1 to 100 ms between tries). Stands in for Django's sqlite3
-    DatabaseWrapper there. Bench: bench/ingest.py, single writes (SINGLE_WRITES below).
+    DatabaseWrapper there. Bench: see agent_handler's threads, with which it came.
     Uses: DatabaseWrapper._start_transaction_under_autocommit (overridden), set_autocommit and
     close (extended), and Atomic calling them at a block's start and end.
 
