@@ -11,7 +11,19 @@ import sys
 
 from tests.services import postgres_bin_dir
 
-BENCHMARKS = ["ingest", "sdk", "live", "coordination", "approvals", "reports", "metrics", "delivery", "load", "footprint"]
+BENCHMARKS = [
+    "ingest",
+    "single_writes",
+    "sdk",
+    "live",
+    "coordination",
+    "approvals",
+    "reports",
+    "metrics",
+    "delivery",
+    "load",
+    "footprint",
+]
 NO_DATABASE = {"live", "footprint"}  # measured once, on the first database (footprint: on make run's SQLite)
 
 

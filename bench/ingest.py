@@ -86,8 +86,10 @@ def run(db: str) -> dict:
         headers = agent_headers()
         with asgi_server(env, WORKERS) as base:
             load = Load(base, headers, CONCURRENCY, SECONDS)
-            load.run("/api/bench/bare", [b"{}"] * 2000, {200})  # warm up every worker
-            bare = load.run("/api/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200})
+            load.run("/api/bench/bare", [b"{}"] * 2000, {200, 429})  # warm up every worker
+            # A loaded machine sheds the bare view's requests too (loop lag): counted apart, as the writes'.
+            bare = load.run("/api/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200, 429})
+            written(bare, 200)
             singles, patches = {}, {}
             for clients in levels():
                 created = [sample_run(i) for i in range(50_000)]
@@ -103,7 +105,8 @@ def run(db: str) -> dict:
                 written(patches[clients], 200)
             single = singles[CONCURRENCY]
             batches = [json.dumps([sample_run(i) for i in range(BATCH_SIZE)]).encode() for _ in range(60)]
-            batch = Load(base, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200})
+            batch = Load(base, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200, 429})
+            written(batch, 200)
     batch_rows = batch["per_second"] * BATCH_SIZE
     return {
         **{f"single_post_{n}_{figure}": singles[n][key] for n in singles for figure, key in FIGURES.items()},

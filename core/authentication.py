@@ -102,6 +102,23 @@ async def authenticate_key_async(raw_key: str) -> AgentKey:
     return key
 
 
+async def check_key_ahead(request) -> None:
+    """For a sync view, before its thread: the request's agent key, authenticated here in the event
+    loop (one round trip on the pipelined connection), or the AuthenticationFailed refusing it, as
+    request.checked_agent_key, which AgentKeyAuthentication then takes instead of asking Redis from
+    the thread. Any other failure (the database away) is left to the view, which checks the key
+    again and answers it as it always did."""
+    raw_key = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
+    if raw_key is None:
+        return
+    try:
+        request.checked_agent_key = await authenticate_key_async(raw_key)
+    except exceptions.AuthenticationFailed as refused:
+        request.checked_agent_key = refused
+    except Exception:  # noqa: BLE001, S110 - the view authenticates again and answers the failure
+        pass
+
+
 @dataclass(frozen=True)
 class KeyCheck:
     """For a script acting on a key from remembered_key: the key's Redis entry, and its SHA-1
@@ -294,7 +311,9 @@ class AgentKeyAuthentication(authentication.BaseAuthentication):
         raw_key = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
         if raw_key is None:
             return None
-        key = checked_key(raw_key)
+        key = getattr(request._request, "checked_agent_key", None) or checked_key(raw_key)  # see check_key_ahead
+        if isinstance(key, exceptions.AuthenticationFailed):
+            raise key
         return KeyUser(key), key
 
     def authenticate_header(self, request) -> str:

@@ -9,15 +9,17 @@ that caused it still succeeds.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -361,12 +363,45 @@ def published_counts() -> dict[str, int]:
 
 
 def publish(*events: Event) -> None:
-    """Publish once the current transaction commits (at once outside a transaction)."""
+    """Publish once the current transaction commits (at once outside a transaction; inside
+    publishing_after, when its work is done)."""
     if events:
         transaction.on_commit(lambda: _publish_logged(events))
 
 
+# The events held back by publishing_after (asgiref carries the list to the threads of its work).
+_held: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar("events_held", default=None)
+T = TypeVar("T")
+
+
+async def publishing_after(work: Awaitable[T]) -> T:
+    """Await `work` (a request's sync view), holding back the events it publishes, committed, and
+    then publish them in one round trip on this event loop's pipelined connection: its thread then
+    makes no Redis round trip of its own (a pipeline from a thread was ~28% of a single write), and
+    the round trips of concurrent requests share the connection's writes. The events are published
+    whatever becomes of `work` once they are committed, even if the request is cancelled."""
+    held: list[Event] = []
+    token = _held.set(held)
+    try:
+        return await work
+    finally:
+        _held.reset(token)
+        if held:
+            await asyncio.shield(_publish_held(held))
+
+
+async def _publish_held(events: list[Event]) -> None:
+    try:
+        await _PUBLISH(keys=[], args=[], events=events)
+    except Exception:
+        logger.exception("event bus: could not publish %d event(s); the database has them", len(events))
+
+
 def _publish_logged(events: Iterable[Event]) -> None:
+    held = _held.get()
+    if held is not None:
+        held.extend(events)
+        return
     try:
         publish_now(events)
     except Exception:

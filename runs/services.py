@@ -67,7 +67,8 @@ def update_run(run: Run, patch: RunPatch) -> list[str]:
     changes = patch.changes()
     was_running = run.status == RunStatus.RUNNING
     run.apply(changes)
-    run.save(update_fields=[*changes, "duration_ms", "updated_at"])
+    with transaction.atomic():  # on SQLite: queued on the process's write lock (core.fastpaths.sqlite_writer)
+        run.save(update_fields=[*changes, "duration_ms", "updated_at"])
     if was_running and run.status != RunStatus.RUNNING:
         events.publish(lifecycle_event(row_of(run)))
     return [f.name for f in Run._meta.fields if f.name in changes]

@@ -18,7 +18,8 @@ django_application = get_asgi_application()  # sets Django up before the imports
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from core.authentication import key_from_header  # noqa: E402
+from core import events  # noqa: E402
+from core.authentication import check_key_ahead, key_from_header  # noqa: E402
 from core.fastpaths.agent_handler import AgentApiHandler  # noqa: E402
 from core.observing import ObservedHttp, ObservedWebsocket  # noqa: E402
 from core.overload import LoadShedder  # noqa: E402
@@ -26,7 +27,7 @@ from core.request_body import BodyLimit  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
-agent_api_application = AgentApiHandler()
+agent_api_application = AgentApiHandler(check_key_ahead, events.publishing_after)
 
 
 def carries_agent_key(scope) -> bool:

@@ -294,6 +294,8 @@ HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=max(API_MAX_BODY_BY
 # while its event loop runs this late (core.overload); 0: no limit.
 WEB_MAX_IN_FLIGHT = env.int("WEB_MAX_IN_FLIGHT", default=200)
 WEB_MAX_LOOP_LAG_MS = env.int("WEB_MAX_LOOP_LAG_MS", default=250)
+# Threads per web process that run the sync code (DRF views) of requests carrying an agent key.
+WEB_SYNC_THREADS = max(1, env.int("WEB_SYNC_THREADS", default=4))
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="") or None  # e.g. "600/min" per key; unset or empty: no limit
 
 REST_FRAMEWORK = {

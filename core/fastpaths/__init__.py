@@ -17,18 +17,33 @@ pipelined_redis: PipelinedRedis, one pipelined connection per event loop for the
     replyError and protocolError, hiredis.pack_command.
 
 agent_handler: AgentApiHandler, the Django handler of API requests that carry an agent key: no
-    session, CSRF, auth, messages or clickjacking middleware, no thread unless the view needs one.
+    session, CSRF, auth, messages or clickjacking middleware, no thread unless the view needs one,
+    and then one of WEB_SYNC_THREADS long-lived threads, not a new one. A sync view's key is checked
+    and its events are published from the event loop, on the pipelined Redis connection.
     Stands in for Django's ASGIHandler with settings.MIDDLEWARE.
     Bench: bench/coordination.py, part 3's two bare views (the same async view through this
     handler and through Django's own): 4,000-4,500 req/s against 210-400 (uvicorn x2, one run);
     heartbeats are 455-516% (SQLite) and 383-473% (PostgreSQL) of the second. bench/ingest.py's
     bare DRF view: 210-280 req/s before, 604 after (SQLite); 170-250 and 910 (PostgreSQL).
+    Its long-lived threads, the key checked and the events published from the event loop:
+    bench/single_writes.py, CPU of the web process per request, before -> after: single POST
+    4.25 -> 2.06 ms (SQLite), 3.33 -> 2.13 ms (PostgreSQL); PATCH 4.23 -> 2.26, 3.75 -> 2.68 ms;
+    the bare DRF view 1.11 -> 0.56, 1.07 -> 0.64 ms (docs/performance.md, 2026-12-07).
     Uses of django.core.handlers.asgi.ASGIHandler: overrides load_middleware and handle, sets
     _middleware_chain, _view_middleware, _template_response_middleware, _exception_middleware,
     calls _get_response_async, read_body, create_request, run_get_response, send_response,
-    listen_for_disconnect; django.core.handlers.asgi.get_script_prefix,
+    listen_for_disconnect, and __call__ (overridden) and resolve_request (overridden, once a
+    request); asgiref.sync.ThreadSensitiveContext(executor=); django.core.handlers.asgi.get_script_prefix,
     django.core.handlers.exception.convert_exception_to_response, SecurityMiddleware's
     process_request and process_response; request.auser (as AuthenticationMiddleware sets it).
+
+sqlite_writer: OneWriterWrapper, the SQLite connection of the agent API's threads: each write
+    transaction takes a process-wide Python lock from BEGIN IMMEDIATE to its end, so the threads of
+    a process queue on it and the next starts when the holder commits, instead of sleeping in
+    SQLite's busy handler (1 to 100 ms between tries). Stands in for Django's sqlite3
+    DatabaseWrapper there. Bench: see agent_handler's threads, with which it came.
+    Uses: DatabaseWrapper._start_transaction_under_autocommit (overridden), set_autocommit and
+    close (extended), and Atomic calling them at a block's start and end.
 
 bulk_insert: insert_rows and insert_new, chunked INSERT ... ON CONFLICT of plain rows (dicts),
     RETURNING what was stored, their parameters bound by PostgreSQL in binary (UNNEST arrays).

@@ -8,30 +8,63 @@ Import it once Django is set up (it imports django.contrib.auth's models)."""
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from core.db import opened_connection, start_request
+from core.fastpaths.sqlite_writer import OneWriterWrapper, SQLiteWrapper
 from core.request_context import note_route
 
 
 class AgentApiHandler(ASGIHandler):
     """Django for requests authenticated by an agent key: of the middleware, only the security
     headers and HTTPS redirect, applied in the event loop (they touch neither database nor
-    session), and the Content-Length CommonMiddleware would have added."""
+    session), and the Content-Length CommonMiddleware would have added. Sync code runs on a few
+    long-lived threads (WEB_SYNC_THREADS) rather than a new thread each request."""
+
+    def __init__(self, check_key, publishing_after):
+        """`check_key(request)` is awaited before a sync view (core.authentication.check_key_ahead);
+        `publishing_after(work)` awaits a request's work, and publishes the events it held back
+        before the response is sent (core.events.publishing_after)."""
+        self.check_key, self.publishing_after = check_key, publishing_after
+        self.threads = [SyncThread() for _ in range(settings.WEB_SYNC_THREADS)]
+        super().__init__()
+
+    async def __call__(self, scope, receive, send):
+        """Django's, but the request's sync code (its view, the end of its connections) runs on
+        the least busy of this handler's threads, all of it on that one, as on Django's new thread."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django serves HTTP only, not {scope['type']}")
+        thread = min(self.threads, key=lambda thread: thread.requests)
+        thread.requests += 1
+        try:
+            async with ThreadSensitiveContext(executor=thread.executor):
+                await self.handle(scope, receive, send)
+        finally:
+            thread.requests -= 1
 
     def load_middleware(self, is_async=False) -> None:
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
         security = SecurityMiddleware(self._get_response_async)
+
+        async def keyed_response(request):
+            # A sync view's key is checked here, on the event loop's pipelined Redis connection,
+            # not by a Redis round trip from its thread (~15% of a single write).
+            if not iscoroutinefunction(self.resolve_request(request).func):
+                await self.check_key(request)
+            return await self._get_response_async(request)
+
         # Errors (a 404, a bad Host) become responses here, so they get the headers below too.
-        view = convert_exception_to_response(self._get_response_async)
+        view = convert_exception_to_response(keyed_response)
 
         async def respond(request):
             request.user = AnonymousUser()  # what AuthenticationMiddleware gives without a session
@@ -44,6 +77,10 @@ class AgentApiHandler(ASGIHandler):
             return security.process_response(request, response)
 
         self._middleware_chain = convert_exception_to_response(respond)
+
+    def resolve_request(self, request):
+        """Django's, once a request: keyed_response resolves it first."""
+        return request.resolver_match or super().resolve_request(request)
 
     async def handle(self, scope, receive, send):
         """Django's, less its two hand-overs to a thread per request, which start a thread for
@@ -64,7 +101,7 @@ class AgentApiHandler(ASGIHandler):
 
         async def process_request():
             start_request()
-            response = await self.run_get_response(request)
+            response = await self.publishing_after(self.run_get_response(request))
             with contextlib.suppress(asyncio.CancelledError):  # the client left during the send
                 await self.send_response(response, send)
             return response, opened_connection()  # (the view's context: this task's)
@@ -90,6 +127,28 @@ class AgentApiHandler(ASGIHandler):
             else:
                 response.close()
             body_file.close()
+
+
+class SyncThread:
+    """One thread for the sync code of requests, and how many requests use it now. It keeps its
+    SQLite connection from one request to the next (opening one was ~9% of a single write), and
+    its write transactions queue on the process's lock (core.fastpaths.sqlite_writer);
+    PostgreSQL's connections still go back to their pool at the end of each request."""
+
+    def __init__(self):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-api", initializer=one_sqlite_writer)
+        self.requests = 0
+
+
+def one_sqlite_writer() -> None:
+    """This thread's SQLite connections: persistent (CONN_MAX_AGE None) and one writer a process,
+    for this thread only (Django's own handler still gives each request a new thread, whose
+    connection must close)."""
+    for alias in connections:
+        wrapper = connections[alias]
+        if type(wrapper) is SQLiteWrapper:  # Django's own, not a subclass with behaviour of its own
+            wrapper.settings_dict = {**wrapper.settings_dict, "CONN_MAX_AGE": None}
+            wrapper.__class__ = OneWriterWrapper
 
 
 async def anonymous_user() -> AnonymousUser:

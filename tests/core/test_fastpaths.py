@@ -41,6 +41,18 @@ NAMES = [
     ("Django", "django.core.handlers.exception", "convert_exception_to_response", ["get_response"]),
     ("Django", "django.middleware.security", "SecurityMiddleware.process_request", ["self", "request"]),
     ("Django", "django.middleware.security", "SecurityMiddleware.process_response", ["self", "request", "response"]),
+    ("Django", "django.core.handlers.asgi", "ASGIHandler.__call__", ["self", "scope", "receive", "send"]),
+    ("Django", "django.core.handlers.base", "BaseHandler.resolve_request", ["self", "request"]),
+    ("asgiref", "asgiref.sync", "ThreadSensitiveContext.__init__", ["self", "executor"]),
+    # sqlite_writer
+    ("Django", "django.db.backends.sqlite3.base", "DatabaseWrapper._start_transaction_under_autocommit", ["self"]),
+    (
+        "Django",
+        "django.db.backends.base.base",
+        "BaseDatabaseWrapper.set_autocommit",
+        ["self", "autocommit", "force_begin_transaction_with_broken_autocommit"],
+    ),
+    ("Django", "django.db.backends.base.base", "BaseDatabaseWrapper.close", ["self"]),
     # bulk_insert
     ("psycopg", "psycopg", "Cursor", None),
     ("Django", "django.db.backends.base.base", "BaseDatabaseWrapper.wrap_database_errors", None),
@@ -53,11 +65,17 @@ NAMES = [
 ]
 PINNED = sorted({library for library, *_ in NAMES})
 
-# Django calls these on the handler, where AgentApiHandler puts its own.
+# Django calls these on the handler, where AgentApiHandler puts its own, and on the connection,
+# where OneWriterWrapper does.
 CALLED_BY_DJANGO = [
     ("django.core.handlers.asgi", "ASGIHandler.__init__", "self.load_middleware("),
     ("django.core.handlers.asgi", "ASGIHandler.__call__", "self.handle("),
     ("django.core.handlers.base", "BaseHandler.get_response_async", "self._middleware_chain("),
+    ("django.core.handlers.base", "BaseHandler._get_response_async", "self.resolve_request("),
+    # sqlite_writer: where a transaction starts and ends
+    ("django.db.backends.base.base", "BaseDatabaseWrapper.set_autocommit", "self._start_transaction_under_autocommit("),
+    ("django.db.transaction", "Atomic.__enter__", "force_begin_transaction_with_broken_autocommit=True"),
+    ("django.db.transaction", "Atomic.__exit__", "connection.set_autocommit(True)"),
 ]
 
 
@@ -82,7 +100,7 @@ def test_each_name_the_fast_paths_use_is_where_they_use_it(library, module, name
 @pytest.mark.parametrize(("module", "name", "call"), CALLED_BY_DJANGO, ids=[n[1] for n in CALLED_BY_DJANGO])
 def test_django_still_calls_what_the_agent_handler_replaces(module, name, call):
     source = inspect.getsource(found(module, name))
-    assert call in source, f"Django: {module}.{name} no longer calls {call}...), which AgentApiHandler provides"
+    assert call in source, f"Django: {module}.{name} no longer calls {call}...), which core.fastpaths overrides"
 
 
 def test_the_agent_handler_overrides_only_what_djangos_handler_has():
@@ -93,6 +111,43 @@ def test_the_agent_handler_overrides_only_what_djangos_handler_has():
     own = [name for name, value in vars(AgentApiHandler).items() if callable(value)]
     missing = [name for name in own if not hasattr(ASGIHandler, name)]
     assert not missing, f"Django: ASGIHandler has no {missing}, which AgentApiHandler overrides"
+
+
+def test_the_agent_apis_threads_keep_their_sqlite_connection_and_write_one_at_a_time(transactional_db):
+    """core.fastpaths.sqlite_writer: a write transaction holds the process's lock from BEGIN to its
+    end, committed or rolled back, or its connection closed; Django reads CONN_MAX_AGE from
+    the wrapper's settings_dict when it connects."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection, connections, transaction
+
+    from core.fastpaths.agent_handler import one_sqlite_writer
+    from core.fastpaths.sqlite_writer import WRITE_LOCK
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock")
+
+    def transactions():
+        one_sqlite_writer()
+        wrapper = connections["default"]
+        states = []
+        with transaction.atomic():
+            states.append(WRITE_LOCK.locked())
+        states.append(WRITE_LOCK.locked())
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            states.append(WRITE_LOCK.locked())
+            1 / 0  # noqa: B018
+        states.append(WRITE_LOCK.locked())
+        with transaction.atomic():
+            wrapper.close()
+        states.append(WRITE_LOCK.locked())
+        wrapper.ensure_connection()
+        states.append(wrapper.close_at)
+        wrapper.close()
+        return states
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        assert thread.submit(transactions).result() == [True, False, True, False, False, None]
 
 
 def test_what_the_pipelined_connection_takes_from_redis_py_and_hiredis_behaves_as_it_did():
