@@ -49,7 +49,16 @@ def press(request: ApprovalRequest, user: str, action: str = "approvals.approve"
         "channel": {"id": message.slack_channel},
         "message": {"ts": message.ts},
         "response_url": "https://hooks.slack.example/actions/T0TEAM/1/xyz",
-        "actions": [{"type": "button", "action_id": action, "value": request.request_id, "block_id": "b"}],
+        # Each press is its own: Slack stamps it (a press repeated is not a replay).
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action,
+                "value": request.request_id,
+                "block_id": "b",
+                "action_ts": f"{time.time_ns()}",
+            }
+        ],
     }
     return urlencode({"payload": json.dumps(payload)})
 
