@@ -25,13 +25,15 @@ from metrics.models import MetricMinute, MetricPoint, MetricSeries, MetricType
 from metrics.schemas import MetricIn
 
 BUCKETS = Histogram.DEFAULT_BUCKETS  # upper bounds in seconds, the last +Inf
+Pair = tuple[str, str]  # a series' name and labels_key (MetricIn.series_key)
+Items = list[tuple[int, MetricIn]]  # items of a batch, by index
 
 
 # Each web process remembers the ids of the series it has seen, by name and labels: a batch of known
 # series then skips the queries that find or create them. Every batch still locks its series rows
 # by id and checks each is the series remembered; one deleted (or its id reused) since is forgotten
 # and the batch starts over. Cleared when full: a bound on memory, not an eviction policy.
-_SERIES_IDS: dict[tuple[str, str], int] = {}
+_SERIES_IDS: dict[Pair, int] = {}
 SERIES_IDS_MAX = 100_000
 ATTEMPTS = 3  # a batch starts over when its series change under it; a third time in a row is an error
 # What a batch reads of its series (not the labels) and writes back.
@@ -55,8 +57,9 @@ def ingest_metrics(items: list, may_act_as: MayActAs) -> Batch:
 
 
 def _store(batch: Batch, key) -> None:
+    ids, misses = _remembered(batch)  # before the transaction: on SQLite it holds the write lock from BEGIN
     with transaction.atomic():
-        series = _series_of(batch, key)
+        series = _series_of(batch, key, ids, misses)
 
         def row(item: MetricIn) -> Row:
             return {"event_id": item.event_id, "series_id": series[item.series_key]["id"], "timestamp": item.timestamp,
@@ -66,16 +69,21 @@ def _store(batch: Batch, key) -> None:
         batch.store(MetricPoint, row, on_stored=lambda rows: _add(rows, by_id))
 
 
-def _series_of(batch: Batch, key=None) -> dict[tuple[str, str], Row]:
-    """The series of the batch's valid items, locked till the transaction ends: remembered ones by
-    id, others found or created (_found_or_created). Items whose metric_type differs from their
-    series' are rejected. StaleSeries when a series is gone or not the one its id was."""
+def _remembered(batch: Batch) -> tuple[dict[Pair, int], Items]:
+    """The ids of the batch's series this process remembers, and the items of the others."""
     ids, misses = {}, []
     for index, item in batch.valid.items():
         if (found := _SERIES_IDS.get(item.series_key)) is None:
             misses.append((index, item))
         else:
             ids[item.series_key] = found
+    return ids, misses
+
+
+def _series_of(batch: Batch, key, ids: dict[Pair, int], misses: Items) -> dict[Pair, Row]:
+    """The series of the batch's valid items, locked till the transaction ends: those of `ids`
+    (remembered), the others found or created (_found_or_created). Items whose metric_type differs
+    from their series' are rejected. StaleSeries when a series is gone or not the one its id was."""
     if misses:
         ids.update(_found_or_created(batch, key, misses))
     # Always in one order (by id): batches that share series then wait for each other instead of deadlocking.
@@ -95,7 +103,7 @@ def _series_of(batch: Batch, key=None) -> dict[tuple[str, str], Row]:
     return series
 
 
-def _found_or_created(batch: Batch, key, misses: list[tuple[int, MetricIn]]) -> dict[tuple[str, str], int]:
+def _found_or_created(batch: Batch, key, misses: Items) -> dict[Pair, int]:
     """The ids of the series of `misses` (items of the batch), created if new. Items are rejected
     whose metric_type differs from their metric's, that would give a metric more than
     METRICS_MAX_SERIES series (label sets), or an agent key more than METRIC_NAMES_PER_KEY new
@@ -137,9 +145,7 @@ def _reject_mismatch(batch: Batch, index: int, item: MetricIn, kind: str) -> Non
     batch.reject(index, "type_mismatch", f"Metric '{item.name}' is a {kind}, not a {item.metric_type}.")
 
 
-def _reject_past_key_bounds(
-    batch: Batch, key, items: list[tuple[int, MetricIn]], known: set[tuple[str, str]], known_names: set[str]
-) -> None:
+def _reject_past_key_bounds(batch: Batch, key, items: Items, known: set[Pair], known_names: set[str]) -> None:
     """Reject the `items` that would make `key` create more metric names or series than it may."""
     new_names = sorted({item.name for _, item in items if item.name not in known_names})
     names = quotas.admit("metric_names_per_key", key, new_names, settings.METRIC_NAMES_PER_KEY)
