@@ -17,3 +17,8 @@ def waiting_count() -> int:
 def pending_since(moment: datetime) -> QuerySet[ApprovalRequest]:
     """Pending requests made at `moment` or earlier."""
     return ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, created_at__lte=moment)
+
+
+def waiting() -> QuerySet[ApprovalRequest]:
+    """Requests waiting for a person (pending, not past their timeout), newest first."""
+    return ApprovalRequest.objects.waiting()
