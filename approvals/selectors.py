@@ -82,3 +82,8 @@ def may_still_vote(request: ApprovalRequest) -> list[str]:
     voted = request.votes.filter(user__isnull=False).values("user")
     found = users.exclude(pk__in=voted).distinct().order_by("username")
     return list(found.values_list("username", flat=True)[:MAY_STILL_VOTE_SHOWN])
+
+
+def waiting() -> QuerySet[ApprovalRequest]:
+    """Requests waiting for a person (pending, not past their timeout), newest first."""
+    return ApprovalRequest.objects.waiting()

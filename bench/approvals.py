@@ -3,8 +3,9 @@
 1. Decision -> agent back: the agent asks and waits; HOLD s later a reviewer's session decides
    (POST /api/v1/approvals/<id>/decide, the service the admin's buttons call); from the decision
    sent until the agent has it, p50/p99 over LATENCY_SAMPLES sequential requests, through HTTP (a
-   held POST .../wait) and through the SDK (ApprovalGate.request_approval), beside raw Redis
-   wake-ups of the same run. Target: p99 <= 100 ms.
+   held POST .../wait), through the SDK (ApprovalGate.request_approval) and through MCP (the
+   `mcp` SDK's client calling the request_approval tool at /mcp: until the tool's result), beside
+   raw Redis wake-ups of the same run. Target: p99 <= 100 ms.
 2. WAITERS agents waiting on their requests at once on ONE web process: the latency of other
    requests while they wait, as a ratio to the same requests with nobody waiting; then each
    request is decided, one after the other as reviewers would: how many agents got their decision
@@ -124,6 +125,33 @@ def sdk_decisions(base: str, agent_key: str, reviewer: dict) -> dict:
     return percentiles(latencies)
 
 
+async def mcp_decisions(base: str, agent: dict, reviewer: dict) -> dict:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": agent["Authorization"]}, timeout=30) as http,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client,
+        httpx.AsyncClient(base_url=base, headers=agent, timeout=30) as looker,
+        httpx.AsyncClient(base_url=base, headers=reviewer, timeout=30) as person,
+    ):
+
+        async def block():
+            result = await client.call_tool("request_approval", {"approval_type": "mcp", "timeout_seconds": 60})
+            return approved_id(result.structured_content)
+
+        async def asked() -> str:
+            deadline = time.monotonic() + 10
+            while not (pending := (await looker.get("/api/v1/approvals", params={"approval_type": "mcp"})).json()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the tool's request never showed as pending")
+                await asyncio.sleep(0.001)
+            return pending[0]["request_id"]
+
+        return percentiles(await sequential_wakeups(block, lambda request_id: decide(person, request_id), asked))
+
+
 async def many_waiters(base: str, crowd: dict, source: dict, reviewer: dict) -> dict:
     async with (
         httpx.AsyncClient(base_url=base, headers=source, timeout=60) as agent,
@@ -206,6 +234,7 @@ def run(db: str) -> dict:
             reviewer = reviewer_headers(base)
             result["http"] = asyncio.run(http_decisions(base, agent, reviewer))
             result["sdk"] = sdk_decisions(base, agent["Authorization"].split()[1], reviewer)
+            result["mcp"] = asyncio.run(mcp_decisions(base, agent, reviewer))
         with asgi_server(env, workers=1) as base:
             result["crowd"] = asyncio.run(many_waiters(base, crowd, source, reviewer))
     return result
@@ -218,7 +247,7 @@ def report(result: dict) -> str:
         f"{LATENCY_SAMPLES} sequential requests, each wait held {HOLD * 1000:.0f} ms first)",
         f"  {'raw BLPOP <- LPUSH':26} p50 {raw['p50_ms']:6.2f} ms  p99 {raw['p99_ms']:6.2f} ms",
     ]
-    for name, key in [("HTTP wait <- decide", "http"), ("SDK request_approval", "sdk")]:
+    for name, key in [("HTTP wait <- decide", "http"), ("SDK request_approval", "sdk"), ("MCP tool request_approval", "mcp")]:
         figures = result[key]
         lines.append(
             f"  {name:26} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  (target p99 <= 100 ms)  "

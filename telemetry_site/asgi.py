@@ -3,8 +3,9 @@
 Requests to the API that carry an agent key go to a second Django handler, without the
 middleware browsers need and without a thread per request (core.fastpaths.agent_handler, which
 says why). Everything else, the admin and the API with a staff session, goes through Django's own
-handler and the whole middleware list. Outermost, core.observing gives every request its id and
-counts it for the server's own metrics.
+handler and the whole middleware list. `/mcp` goes to the MCP server (mcp_server.http), past the
+load shedder: its tool calls include long-held waits, as the views exempt from shedding do.
+Outermost, core.observing gives every request its id and counts it for the server's own metrics.
 """
 
 import os
@@ -25,6 +26,7 @@ from core.observing import ObservedHttp, ObservedWebsocket  # noqa: E402
 from core.overload import LoadShedder  # noqa: E402
 from core.request_body import BodyLimit  # noqa: E402
 from core.websocket import origin_checked  # noqa: E402
+from mcp_server import http as mcp_http  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
 agent_api_application = AgentApiHandler(check_key_ahead, events.publishing_after)
@@ -45,14 +47,18 @@ async def http_application(scope, receive, send):
     await handler(scope, receive, send)
 
 
+shed_application = LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000)
+
+
+async def routed_application(scope, receive, send):
+    handler = mcp_http.application if mcp_http.serves(scope) else shed_application
+    await handler(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": ObservedHttp(
-            BodyLimit(
-                LoadShedder(http_application, settings.WEB_MAX_IN_FLIGHT, settings.WEB_MAX_LOOP_LAG_MS / 1000),
-                settings.HTTP_MAX_BODY_BYTES,
-            )
-        ),
+        "http": ObservedHttp(BodyLimit(routed_application, settings.HTTP_MAX_BODY_BYTES)),
         "websocket": ObservedWebsocket(origin_checked(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+        "lifespan": mcp_http.lifespan,
     }
 )

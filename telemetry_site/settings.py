@@ -166,6 +166,7 @@ STALE_SWEEP_SECONDS = env.float("STALE_SWEEP_SECONDS", default=10.0)  # how ofte
 STALE_RUN_GRACE_SECONDS = env.float("STALE_RUN_GRACE_SECONDS", default=300.0)  # stale this long: its running runs time out
 SIGNAL_DEFAULT_TTL = env.int("SIGNAL_DEFAULT_TTL", default=60)  # seconds a signal lives unless it says otherwise
 LONG_WAIT_MAX_SECONDS = env.float("LONG_WAIT_MAX_SECONDS", default=60.0)  # longest one wait request is held
+MCP_PROGRESS_SECONDS = env.float("MCP_PROGRESS_SECONDS", default=10.0)  # an MCP approval wait reports progress this often
 # Bounds on what one agent key can consume (core.quotas; docs/operations.md). 0: no bound.
 SIGNAL_MAX_PAYLOAD_BYTES = env.int("SIGNAL_MAX_PAYLOAD_BYTES", default=16 * 1024)  # a signal's payload, as JSON: 413
 SIGNALS_PER_SENDER = env.int("SIGNALS_PER_SENDER", default=200)  # live signals an agent has sent: 429

@@ -249,10 +249,10 @@ def test_a_call_is_answered_when_its_record_fails(telemetry, make_client, upstre
     assert closed.get_stats()["dropped"] == 1
 
 
-def test_the_integrations_ship_with_their_extras():
+def test_the_integrations_and_the_mcp_relay_ship_with_their_extras():
     pyproject = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())
     sdk = ROOT / "client" / "telemetry_client"
     found = {".".join(path.parent.relative_to(sdk.parent).parts) for path in sdk.rglob("__init__.py")}
     assert set(pyproject["tool"]["setuptools"]["packages"]) == found
-    assert set(pyproject["project"]["optional-dependencies"]) == {"openai", "anthropic"}
-    assert not [name for name in pyproject["project"]["dependencies"] if name.startswith(("openai", "anthropic"))]
+    assert set(pyproject["project"]["optional-dependencies"]) == {"openai", "anthropic", "mcp"}
+    assert not [name for name in pyproject["project"]["dependencies"] if name.startswith(("openai", "anthropic", "mcp"))]
