@@ -3,8 +3,9 @@
 1. Signal -> wait return: from just before the send until the waiter has the signal, p50/p99
    over LATENCY_SAMPLES sequential signals (each wait held HOLD seconds first), through HTTP
    with a bare client (a held POST /api/v1/signals/receive, POST /api/v1/signals: what the
-   server adds) and through the SDK (CoordinationSignals.signal here, wait_for_signal in an agent
-   process of its own, bench/sdk_waiter.py: what agents see), beside raw Redis wake-ups (BLPOP woken by
+   server adds) and through the SDK (CoordinationSignals.signal here, wait_for_signal and, in the
+   same run, await_for_signal in an agent process of its own, bench/sdk_waiter.py: what agents
+   see), beside raw Redis wake-ups (BLPOP woken by
    LPUSH, XREAD BLOCK woken by XADD). Targets: p50 <= 5 ms, p99 <= 25 ms (the API this
    follows polled every 500 ms).
 2. WAITERS held receives on ONE web process: the latency of other requests while they wait,
@@ -84,12 +85,13 @@ async def http_signals(base: str, waiter_headers: dict, sender_headers: dict) ->
         return percentiles(await sequential_wakeups(block, wake))
 
 
-def sdk_signals(base: str, key_a: str, key_b: str) -> dict:
-    """The waiter is an agent process of its own (bench/sdk_waiter.py); this process sends."""
+def sdk_signals(base: str, key_a: str, key_b: str, mode: str = "sync") -> dict:
+    """The waiter is an agent process of its own (bench/sdk_waiter.py; `mode` sync: wait_for_signal,
+    async: await_for_signal); this process sends."""
     from telemetry_client import CoordinationSignals, TelemetryClient, TelemetryConfig
 
     waiter = subprocess.Popen(
-        [sys.executable, "-m", "bench.sdk_waiter", base, key_b, "B"],
+        [sys.executable, "-m", "bench.sdk_waiter", base, key_b, "B", mode],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -310,6 +312,7 @@ def run(db: str) -> dict:
             result["http"] = asyncio.run(http_signals(base, key_b, key_a))
             raw_keys = [h["Authorization"].split()[1] for h in (key_a, key_b)]
             result["sdk"] = sdk_signals(base, *raw_keys)
+            result["sdk_async"] = sdk_signals(base, *raw_keys, mode="async")
         with asgi_server(env, workers=1) as base:
             result["crowd"] = asyncio.run(many_waiters(base, env["REDIS_URL"], crowd, source))
         result["heartbeats"] = heartbeats(env, crowd)
@@ -324,7 +327,8 @@ def report(result: dict) -> str:
     ]
     for name, figures in [("raw BLPOP <- LPUSH", raw), ("raw XREAD <- XADD", result["raw"]["xread"])]:
         lines.append(f"  {name:24} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms")
-    for name, key in [("HTTP (bare client)", "http"), ("SDK wait_for_signal", "sdk")]:
+    waits = [("HTTP (bare client)", "http"), ("SDK wait_for_signal", "sdk"), ("SDK await_for_signal", "sdk_async")]
+    for name, key in waits:
         figures = result[key]
         lines.append(
             f"  {name:24} p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  (target <= 5 / <= 25 ms)  "

@@ -1,11 +1,13 @@
 """The SDK's cost in the agent's thread, and what one agent process delivers end to end.
 
-Targets: log_event median <= 20 us and p99 <= 200 us; start_run median <= 100 us (local-telemetry
-promises < 5 ms and < 10 ms); one agent process >= 10,000 events/s delivered to the server; the
-@traced decorator adds <= 5 us (median) to the span it records."""
+Targets: log_event median <= 20 us and p99 <= 200 us (in a thread, and from a coroutine);
+start_run median <= 100 us (local-telemetry promises < 5 ms and < 10 ms); one agent process
+>= 10,000 events/s delivered to the server; the @traced decorator adds <= 5 us (median) to the
+span it records."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -55,6 +57,22 @@ def call_costs(client) -> dict:
         "start_run": _percentiles(starts),
         "end_run": _percentiles(ends),
     }
+
+
+def coroutine_costs(client) -> dict:
+    """log_event called from a coroutine, in a running event loop, timed one by one."""
+    clock = time.perf_counter_ns
+
+    async def agent() -> list[int]:
+        run_id, samples = client.start_run("agent-bench", "bench"), []
+        for step in range(CALLS):
+            t0 = clock()
+            client.log_event(run_id, "step", {"n": step, "note": "a typical small payload"})
+            samples.append(clock() - t0)
+        client.end_run(run_id, status="success")
+        return samples
+
+    return _percentiles(asyncio.run(agent()))
 
 
 def decorator_overhead(client) -> dict:
@@ -120,7 +138,7 @@ def run(db: str) -> dict:
         key = agent_headers()["Authorization"].split()[1]
         with asgi_server(env, workers=2) as base, tempfile.TemporaryDirectory() as spool:
             up = _client(base, key, Path(spool))
-            costs_up = call_costs(up)
+            costs_up = {**call_costs(up), "log_event in a coroutine": coroutine_costs(up)}
             decorator = decorator_overhead(up)
             up.flush(timeout=120)
             sustained = throughput(up)
@@ -142,7 +160,7 @@ def report(result: dict) -> str:
     lines = [f"SDK cost in the agent's thread, and one agent's delivery, on {result['database']}"]
     for state in ("server_up", "server_down"):
         for call, figures in result[state].items():
-            lines.append(f"  {state:11} {call:11} median {figures['median_us']:7.1f} us   p99 {figures['p99_us']:7.1f} us")
+            lines.append(f"  {state:11} {call:24} median {figures['median_us']:7.1f} us   p99 {figures['p99_us']:7.1f} us")
     lines.append("  targets: log_event median <= 20 us, p99 <= 200 us; start_run median <= 100 us")
     d = result["decorator"]
     lines.append(

@@ -9,6 +9,7 @@ has no spool and no thread: every call returns at once with an empty answer.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import itertools
 import logging
@@ -26,16 +27,15 @@ from typing import Any
 from telemetry_client import context
 from telemetry_client.common import never_raises, now, to_json
 from telemetry_client.config import TelemetryConfig
-from telemetry_client.runs import USAGE_FIELDS, Run, RunContext, commit_problem, end_status, new_run_id, run_fields
+from telemetry_client.runs import USAGE_FIELDS, Run, RunContext, associating, end_status, new_run_id, run_fields
 from telemetry_client.sender import Sender, Stats
 from telemetry_client.spool import Spool
-from telemetry_client.transport import Connections
+from telemetry_client.transport import Ask, Connections, adrive, drive
 
 logger = logging.getLogger("telemetry_client")
 
 ENDED_RUNS_REMEMBERED = 10_000  # for associate_commit after end_run
 READ_FLUSH_TIMEOUT = 2.0  # how long a question that reads waits for this client's records to arrive
-LOOKUP_TIMEOUT = 5.0  # associate_commit asking the server about a run started elsewhere
 
 
 class TelemetryClient:
@@ -62,6 +62,7 @@ class TelemetryClient:
         self._closed = False
         self.spool: Spool | None = None
         self.sender: Sender | None = None
+        self._connections: Connections | None = None  # for questions, made on the first
         try:
             self.config = config or TelemetryConfig.from_env()
             for name, value in (("api_url", api_url), ("api_key", api_key), ("enabled", enabled)):
@@ -244,38 +245,19 @@ class TelemetryClient:
         """Link a run to a git commit; (accepted, message). A run of this client (running or
         recently ended) is linked in the background; another's is looked up on the server by its
         run_id (the newest run of that id) and linked there, waiting for the answer."""
-        if not self.enabled:
-            return False, "[ERROR] Telemetry is disabled (TELEMETRY_ENABLED=false): the commit was not recorded"
-        problem = commit_problem(commit_hash, commit_source)
-        if problem:
-            return False, problem
-        commit = {"commit_hash": commit_hash, "commit_source": commit_source}
-        if commit_author:
-            commit["commit_author"] = commit_author
-        if commit_timestamp:
-            commit["commit_timestamp"] = commit_timestamp
-        run = self._runs.get(run_id)
-        event_id = run.event_id if run else self._ended.get(run_id)
-        if event_id is None:
-            return self._associate_elsewhere(run_id, commit)
-        if not self._record({"kind": "commit", "event_id": event_id, **commit}):
-            return False, "[ERROR] The telemetry spool is full or closed; the commit was not recorded"
-        return True, f"Commit {commit_hash} recorded for run {run_id} (delivered in the background)"
+        return drive(associating(self, run_id, commit_hash, commit_source, commit_author, commit_timestamp), self._ask)
 
-    def _associate_elsewhere(self, run_id: str, commit: dict[str, str]) -> tuple[bool, str]:
-        """A run another process started: its event_id from GET /api/v1/runs?run_id=, then the
-        server's associate-commit."""
-        server = self._connect()
-        if server is None:
-            return False, f"[ERROR] Run ID not found: {run_id}"
-        found = self._ask(server, "GET", "/api/v1/runs", LOOKUP_TIMEOUT, params={"run_id": run_id, "limit": 1})
-        if not found:
-            unasked = " (the server could not be asked; see the log)" if found is None else ""
-            return False, f"[ERROR] Run ID not found: {run_id}{unasked}"
-        event_id = found[0]["event_id"]
-        if self._ask(server, "POST", f"/api/v1/runs/{event_id}/associate-commit", LOOKUP_TIMEOUT, body=commit) is None:
-            return False, f"[ERROR] The server did not link commit {commit['commit_hash']} to run {run_id}; see the log"
-        return True, f"Commit {commit['commit_hash']} associated with run {run_id}"
+    @never_raises(default=(False, "[ERROR] associate_commit failed; see the log"))
+    async def aassociate_commit(
+        self,
+        run_id: str,
+        commit_hash: str,
+        commit_source: str,
+        commit_author: str | None = None,
+        commit_timestamp: str | None = None,
+    ) -> tuple[bool, str]:
+        """`associate_commit`, awaited."""
+        return await adrive(associating(self, run_id, commit_hash, commit_source, commit_author, commit_timestamp), self._aask)
 
     @never_raises(default="")
     def record_llm_usage(
@@ -321,33 +303,44 @@ class TelemetryClient:
             logger.warning("telemetry: %s() for unknown run %r: recorded without its run", call, run_id)
         return event_id
 
-    # --- questions (the helpers' ServerApi) ---------------------------------------------------
-    def _connect(self) -> Connections | None:
-        """Connections for questions to this client's server; None when disabled or without one."""
-        if not self.enabled or not self.config.api_url:
-            return None
-        headers = {"Authorization": f"Api-Key {self.config.api_key}"} if self.config.api_key else {}
-        return Connections(self.config.api_url, headers)
+    # --- questions (telemetry_client.api) --------------------------------------------------------
+    def _ask(self, step: Ask, prefix: str = "", timeout: float | None = None) -> Any:
+        """The JSON answer to `step` (its path under `prefix`), or `step.empty` (logged) when there
+        is none. A read (GET) first waits a little for this client's own records to arrive, so that
+        it sees them."""
+        server = self._server(step, prefix)
+        if server is None:
+            return step.empty
+        if self._reads_own_records(step):
+            self.flush(READ_FLUSH_TIMEOUT)
+        found = server.ask(step, prefix + step.path, step.timeout or timeout or self.config.request_timeout)
+        return found if step.empty is None else found or step.empty
 
-    def _ask(
-        self,
-        server: Connections | None,
-        method: str,
-        path: str,
-        timeout: float | None = None,
-        body: Any = None,
-        params: dict | None = None,
-    ) -> Any:
-        """The JSON answer of `server` (from `_connect`), or None (logged) when there is none. A read
-        (GET) first waits a little for this client's own records to arrive, so that it sees them."""
+    async def _aask(self, step: Ask, prefix: str = "", timeout: float | None = None) -> Any:
+        """`_ask`, awaited in the running event loop (on its own connections)."""
+        server = self._server(step, prefix)
+        if server is None:
+            return step.empty
+        if self._reads_own_records(step):
+            await asyncio.to_thread(self.flush, READ_FLUSH_TIMEOUT)
+        found = await server.aask(step, prefix + step.path, step.timeout or timeout or self.config.request_timeout)
+        return found if step.empty is None else found or step.empty
+
+    def _server(self, step: Ask, prefix: str) -> Connections | None:
+        """This client's connections to its server; None (logged) when disabled or without one."""
         if not self.enabled:
             return None
-        if server is None:
-            logger.warning("telemetry: TELEMETRY_API_URL is not set; %s %s not sent", method, path)
+        if not self.config.api_url:
+            logger.warning("telemetry: TELEMETRY_API_URL is not set; %s %s not sent", step.method, prefix + step.path)
             return None
-        if method == "GET" and self.sender is not None and not self.sender.failing and self.spool.pending():
-            self.flush(READ_FLUSH_TIMEOUT)
-        return server.ask(method, path, timeout or self.config.request_timeout, body, params)
+        if self._connections is None:
+            headers = {"Authorization": f"Api-Key {self.config.api_key}"} if self.config.api_key else {}
+            with self._lock:
+                self._connections = self._connections or Connections(self.config.api_url, headers)
+        return self._connections
+
+    def _reads_own_records(self, step: Ask) -> bool:
+        return step.method == "GET" and self.sender is not None and not self.sender.failing and bool(self.spool.pending())
 
     # --- delivery ---------------------------------------------------------------------------------
     @never_raises(default=False)
@@ -371,6 +364,21 @@ class TelemetryClient:
             self.sender.stop(timeout=5.0)
         if self.spool:
             self.spool.release()
+        if self._connections is not None:
+            self._connections.close()
+
+    @never_raises(default=False)
+    async def aflush(self, timeout: float = 10.0) -> bool:
+        """`flush`, awaited (the wait runs in a thread of the loop's executor)."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    @never_raises()
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """`close`, awaited; it also closes the running event loop's connections (which asyncio.run
+        would close at its end)."""
+        if self._connections is not None:
+            await self._connections.aclose()
+        await asyncio.to_thread(self.close, timeout)
 
     def _at_exit(self) -> None:
         self.close(self.config.exit_flush_timeout)

@@ -4,12 +4,16 @@ or a request body, and the guard that keeps a call from raising into the agent."
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger("telemetry_client")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def now() -> str:
@@ -21,10 +25,23 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def never_raises(default: Any = None):
-    """Telemetry must not break the agent: log what goes wrong and return `default`."""
+def never_raises(default: Any = None) -> Callable[[F], F]:
+    """Telemetry must not break the agent: log what goes wrong and return `default` (a coroutine
+    function's too)."""
 
-    def decorate(method):
+    def decorate(method: F) -> F:
+        if inspect.iscoroutinefunction(method):
+
+            @functools.wraps(method)
+            async def awaited(self, *args, **kwargs):
+                try:
+                    return await method(self, *args, **kwargs)
+                except Exception:  # not a cancellation: that goes on to the caller
+                    logger.exception("telemetry: %s failed (the agent continues)", method.__name__)
+                    return default
+
+            return awaited  # type: ignore[return-value]
+
         @functools.wraps(method)
         def safe(self, *args, **kwargs):
             try:
@@ -33,6 +50,6 @@ def never_raises(default: Any = None):
                 logger.exception("telemetry: %s failed (the agent continues)", method.__name__)
                 return default
 
-        return safe
+        return safe  # type: ignore[return-value]
 
     return decorate

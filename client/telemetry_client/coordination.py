@@ -17,6 +17,7 @@ from typing import Any
 
 from telemetry_client.api import ServerApi
 from telemetry_client.client import TelemetryClient
+from telemetry_client.transport import Ask, Pause, Steps
 
 logger = logging.getLogger("telemetry_client")
 
@@ -90,10 +91,28 @@ class HeartbeatCoordinator:
     ) -> None:
         """Register and begin a heartbeat for `agent_id` (beating again from a thread every
         `interval` seconds if given; `stale_after_seconds`: this agent's own stale threshold)."""
+        self._api.run(self._starting(agent_id, metadata, display_name, interval, stale_after_seconds))
+
+    async def astart_heartbeat(
+        self,
+        agent_id: str,
+        metadata: dict[str, Any] | None = None,
+        display_name: str | None = None,
+        *,
+        interval: float | None = None,
+        stale_after_seconds: float | None = None,
+    ) -> None:
+        """`start_heartbeat`, awaited (the beats every `interval` still go from a thread)."""
+        await self._api.arun(self._starting(agent_id, metadata, display_name, interval, stale_after_seconds))
+
+    def _starting(
+        self, agent_id: str, metadata: dict[str, Any] | None, display_name: str | None, interval: float | None,
+        stale_after_seconds: float | None,
+    ) -> Steps[None]:  # fmt: skip
         self._stop_thread()
         self.agent_id = agent_id
         body = {"metadata": metadata or {}, "display_name": display_name, "stale_after_seconds": stale_after_seconds}
-        self._api.answer("POST", f"/{agent_id}/heartbeat/start", body=body)
+        yield Ask("POST", f"/{agent_id}/heartbeat/start", body, idempotent=True)
         if interval and self._api.enabled:
             self._beating = threading.Event()
             thread = threading.Thread(
@@ -104,37 +123,68 @@ class HeartbeatCoordinator:
     def beat(self, status: str = "running", progress: float = 0.0, current_task: str = "") -> None:
         """Emit one heartbeat with the current status and progress (0-1, or a percentage)."""
         self._state = {"status": status, "progress": progress, "current_task": current_task}
-        self._send_beat()
+        self._api.run(self._beating_once())
+
+    async def abeat(self, status: str = "running", progress: float = 0.0, current_task: str = "") -> None:
+        self._state = {"status": status, "progress": progress, "current_task": current_task}
+        await self._api.arun(self._beating_once())
 
     def stop_heartbeat(self, final_status: str = "completed") -> None:
         """Stop beating and record a final status; the agent is then neither active nor stale."""
+        self._api.run(self._stopping(final_status))
+
+    async def astop_heartbeat(self, final_status: str = "completed") -> None:
+        await self._api.arun(self._stopping(final_status))
+
+    def _stopping(self, final_status: str) -> Steps[None]:
         self._stop_thread()
         if self._require_agent("stop_heartbeat"):
-            self._api.answer("POST", f"/{self.agent_id}/heartbeat/stop", body={"final_status": final_status})
+            yield Ask("POST", f"/{self.agent_id}/heartbeat/stop", {"final_status": final_status}, idempotent=True)
 
     def get_active_agents(self) -> list[AgentHeartbeat]:
-        return [AgentHeartbeat.from_dict(raw) for raw in self._api.call("GET", "/active", [])]
+        return self._api.run(self._agents("/active", None))
+
+    async def aget_active_agents(self) -> list[AgentHeartbeat]:
+        return await self._api.arun(self._agents("/active", None))
 
     def is_agent_alive(self, agent_id: str) -> bool:
         """Whether `agent_id` beat within its threshold and has not stopped."""
-        return bool(self._api.call("GET", f"/{agent_id}", {}).get("alive", False))
+        return self._api.run(self._alive(agent_id))
+
+    async def ais_agent_alive(self, agent_id: str) -> bool:
+        return await self._api.arun(self._alive(agent_id))
+
+    def _alive(self, agent_id: str) -> Steps[bool]:
+        return bool((yield Ask("GET", f"/{agent_id}", empty={})).get("alive", False))
 
     def get_agent_status(self, agent_id: str) -> AgentHeartbeat | None:
-        raw = self._api.answer("GET", f"/{agent_id}")
+        return self._api.run(self._status(agent_id))
+
+    async def aget_agent_status(self, agent_id: str) -> AgentHeartbeat | None:
+        return await self._api.arun(self._status(agent_id))
+
+    def _status(self, agent_id: str) -> Steps[AgentHeartbeat | None]:
+        raw = yield Ask("GET", f"/{agent_id}")
         return AgentHeartbeat.from_dict(raw) if raw else None
 
     def get_stale_agents(self, threshold_seconds: float = 60.0) -> list[AgentHeartbeat]:
         """Agents that have not stopped but are silent for more than `threshold_seconds`."""
-        found = self._api.call("GET", "/stale", [], params={"threshold_seconds": threshold_seconds})
+        return self._api.run(self._agents("/stale", threshold_seconds))
+
+    async def aget_stale_agents(self, threshold_seconds: float = 60.0) -> list[AgentHeartbeat]:
+        return await self._api.arun(self._agents("/stale", threshold_seconds))
+
+    def _agents(self, path: str, threshold_seconds: float | None) -> Steps[list[AgentHeartbeat]]:
+        found = yield Ask("GET", path, params={"threshold_seconds": threshold_seconds}, empty=[])
         return [AgentHeartbeat.from_dict(raw) for raw in found]
 
-    def _send_beat(self) -> None:
+    def _beating_once(self) -> Steps[None]:
         if self._require_agent("beat"):
-            self._api.answer("POST", f"/{self.agent_id}/heartbeat", body=self._state)
+            yield Ask("POST", f"/{self.agent_id}/heartbeat", self._state, idempotent=True)
 
     def _beat_every(self, interval: float, stopped: threading.Event) -> None:
         while not stopped.wait(interval):
-            self._send_beat()
+            self._api.run(self._beating_once())
 
     def _stop_thread(self) -> None:
         if self._beating is not None:
@@ -208,14 +258,18 @@ class CoordinationSignals:
         credentials: Any = None,
     ) -> str:
         """Send a signal to `target_agent` (None: to every agent); its id, or "" if not sent."""
-        body = {
-            "signal_type": signal_type,
-            "source_agent": source_agent or self.agent_id,
-            "target_agent": target_agent,
-            "payload": payload or {},
-            "ttl_seconds": ttl_seconds,
-        }
-        return self._api.call("POST", "", {}, body=body).get("signal_id", "")
+        return self._api.run(self._sending(signal_type, source_agent, target_agent, payload, ttl_seconds))
+
+    async def asignal(
+        self,
+        signal_type: str,
+        source_agent: str | None = None,
+        target_agent: str | None = None,
+        payload: dict[str, Any] | None = None,
+        ttl_seconds: int | None = None,
+        credentials: Any = None,
+    ) -> str:
+        return await self._api.arun(self._sending(signal_type, source_agent, target_agent, payload, ttl_seconds))
 
     def broadcast(
         self,
@@ -226,16 +280,51 @@ class CoordinationSignals:
         credentials: Any = None,
     ) -> str:
         """Send a signal to every agent but the sender; its id, or "" if not sent."""
-        return self.signal(signal_type, source_agent, None, payload, ttl_seconds, credentials)
+        return self._api.run(self._sending(signal_type, source_agent, None, payload, ttl_seconds))
+
+    async def abroadcast(
+        self,
+        signal_type: str,
+        source_agent: str | None = None,
+        payload: dict[str, Any] | None = None,
+        ttl_seconds: int | None = None,
+        credentials: Any = None,
+    ) -> str:
+        return await self._api.arun(self._sending(signal_type, source_agent, None, payload, ttl_seconds))
+
+    def _sending(
+        self, signal_type: str, source_agent: str | None, target_agent: str | None, payload: dict[str, Any] | None,
+        ttl_seconds: int | None,
+    ) -> Steps[str]:  # fmt: skip
+        body = {
+            "signal_type": signal_type,
+            "source_agent": source_agent or self.agent_id,
+            "target_agent": target_agent,
+            "payload": payload or {},
+            "ttl_seconds": ttl_seconds,
+        }
+        return (yield Ask("POST", "", body, empty={})).get("signal_id", "")
 
     def wait_for_signal(
         self, signal_type: str, source_agent: str | None = None, timeout: float = 30.0, poll_interval: float = 0.5
     ) -> CoordinationSignal | None:
         """Take the next matching signal, waiting up to `timeout` seconds for one; None if none came."""
+        return self._api.run(self._waiting(signal_type, source_agent, timeout, poll_interval))
+
+    async def await_for_signal(
+        self, signal_type: str, source_agent: str | None = None, timeout: float = 30.0, poll_interval: float = 0.5
+    ) -> CoordinationSignal | None:
+        """`wait_for_signal`, awaited. Cancelling the task ends its wait on the server, which then
+        takes nothing: a signal sent after goes to the next wait."""
+        return await self._api.arun(self._waiting(signal_type, source_agent, timeout, poll_interval))
+
+    def _waiting(
+        self, signal_type: str, source_agent: str | None, timeout: float, poll_interval: float
+    ) -> Steps[CoordinationSignal | None]:
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            found = self._receive(signal_type, source_agent, consume=True, timeout=remaining)
+            found = yield self._receive(signal_type, source_agent, consume=True, timeout=remaining)
             if found is not None and found.get("signal"):
                 return CoordinationSignal.from_dict(found["signal"])
             remaining = deadline - time.monotonic()
@@ -244,23 +333,43 @@ class CoordinationSignals:
             if found is None:  # the server could not be asked: pause before asking again
                 if not self._api.enabled:
                     return None
-                time.sleep(min(poll_interval, remaining))
+                yield Pause(min(poll_interval, remaining))
 
     def check_signal(self, signal_type: str, source_agent: str | None = None, consume: bool = True) -> CoordinationSignal | None:
         """The next matching signal if there is one now (taken, or only looked at with consume=False)."""
-        found = (self._receive(signal_type, source_agent, consume=consume, timeout=0) or {}).get("signal")
+        return self._api.run(self._checking(signal_type, source_agent, consume))
+
+    async def acheck_signal(
+        self, signal_type: str, source_agent: str | None = None, consume: bool = True
+    ) -> CoordinationSignal | None:
+        return await self._api.arun(self._checking(signal_type, source_agent, consume))
+
+    def _checking(self, signal_type: str, source_agent: str | None, consume: bool) -> Steps[CoordinationSignal | None]:
+        found = ((yield self._receive(signal_type, source_agent, consume=consume, timeout=0)) or {}).get("signal")
         return CoordinationSignal.from_dict(found) if found else None
 
     def get_pending_signals(self, signal_type: str | None = None) -> list[CoordinationSignal]:
         """Every signal this agent would receive now, oldest first (none is taken)."""
-        found = self._api.call("GET", "", [], params=self._agent_params(signal_type))
+        return self._api.run(self._pending(signal_type))
+
+    async def aget_pending_signals(self, signal_type: str | None = None) -> list[CoordinationSignal]:
+        return await self._api.arun(self._pending(signal_type))
+
+    def _pending(self, signal_type: str | None) -> Steps[list[CoordinationSignal]]:
+        found = yield Ask("GET", "", params=self._agent_params(signal_type), empty=[])
         return [CoordinationSignal.from_dict(raw) for raw in found]
 
     def clear_signals(self, signal_type: str | None = None) -> int:
         """Drop this agent's pending signals; how many."""
-        return int(self._api.call("DELETE", "", {}, params=self._agent_params(signal_type)).get("cleared", 0))
+        return self._api.run(self._clearing(signal_type))
 
-    def _receive(self, signal_type: str, source_agent: str | None, consume: bool, timeout: float) -> dict | None:
+    async def aclear_signals(self, signal_type: str | None = None) -> int:
+        return await self._api.arun(self._clearing(signal_type))
+
+    def _clearing(self, signal_type: str | None) -> Steps[int]:
+        return int((yield Ask("DELETE", "", params=self._agent_params(signal_type), empty={})).get("cleared", 0))
+
+    def _receive(self, signal_type: str, source_agent: str | None, consume: bool, timeout: float) -> Ask:
         body = {
             "agent_id": self.agent_id,
             "signal_type": signal_type or "",
@@ -268,8 +377,9 @@ class CoordinationSignals:
             "consume": consume,
             "timeout": timeout,
         }
-        # The server holds a wait for at most LONG_WAIT_MAX_SECONDS and then answers null.
-        return self._api.answer("POST", "/receive", timeout=timeout + QUICK_TIMEOUT, body=body)
+        # The server holds a wait for at most LONG_WAIT_MAX_SECONDS and then answers null. Taking
+        # is not repeatable (the lost answer may have held the signal); looking is.
+        return Ask("POST", "/receive", body, timeout=timeout + QUICK_TIMEOUT, idempotent=not consume)
 
     def _agent_params(self, signal_type: str | None) -> dict[str, str]:
         params = {"agent_id": self.agent_id, "signal_type": signal_type}

@@ -10,6 +10,7 @@ from typing import Any
 from telemetry_client.api import ServerApi
 from telemetry_client.client import TelemetryClient
 from telemetry_client.common import never_raises
+from telemetry_client.transport import Ask, Steps
 
 
 class FeatureStatus(str, enum.Enum):
@@ -42,7 +43,14 @@ class TelemetryFeatures:
     @never_raises(default=[])
     def check_all(self) -> list[FeatureInfo]:
         """Every feature with its status; without an answer, one: the server, unavailable."""
-        found = self._api.answer("GET", "/features")
+        return self._api.run(self._checking())
+
+    @never_raises(default=[])
+    async def acheck_all(self) -> list[FeatureInfo]:
+        return await self._api.arun(self._checking())
+
+    def _checking(self) -> Steps[list[FeatureInfo]]:
+        found = yield Ask("GET", "/features")
         if not found:
             return [FeatureInfo("server", FeatureStatus.UNAVAILABLE, "the telemetry server", "no answer (see the log)")]
         return [
@@ -52,7 +60,17 @@ class TelemetryFeatures:
 
     def get_status(self, name: str) -> FeatureStatus:
         """A feature's status (unavailable when the server does not know it or cannot be asked)."""
-        return next((feature.status for feature in self.check_all() if feature.name == name), FeatureStatus.UNAVAILABLE)
+        return _status(self.check_all(), name)
+
+    async def aget_status(self, name: str) -> FeatureStatus:
+        return _status(await self.acheck_all(), name)
 
     def is_available(self, name: str) -> bool:
         return self.get_status(name) is FeatureStatus.AVAILABLE
+
+    async def ais_available(self, name: str) -> bool:
+        return await self.aget_status(name) is FeatureStatus.AVAILABLE
+
+
+def _status(features: list[FeatureInfo], name: str) -> FeatureStatus:
+    return next((feature.status for feature in features if feature.name == name), FeatureStatus.UNAVAILABLE)

@@ -2,7 +2,8 @@
 ask which tier a stage should use, rate templates.
 
 Ratings are recorded like runs: spooled and sent in the background, so `record_*` never waits.
-The questions (`get_quality_stats`, `recommend_tier`, `get_template_confidence`) ask the server;
+The questions (`get_quality_stats`, `recommend_tier`, `get_template_confidence`, and their `a`
+forms to await) ask the server;
 the client delivers its own ratings first, so the answers include those just recorded.
 """
 
@@ -20,6 +21,7 @@ from telemetry_client.api import ServerApi
 from telemetry_client.client import TelemetryClient
 from telemetry_client.common import never_raises, now
 from telemetry_client.process import UsesClient
+from telemetry_client.transport import Ask, Steps
 
 logger = logging.getLogger("telemetry_client")
 
@@ -135,18 +137,32 @@ class FeedbackLoop(UsesClient):
     @never_raises()
     def get_quality_stats(self, workflow_name: str, stage_name: str, tier: ModelTier | str | None = None) -> QualityStats | None:
         """None when the stage has no ratings (of that tier), or the server could not answer."""
-        params = {"workflow_name": workflow_name, "stage_name": stage_name}
-        if tier is not None:
-            params["tier"] = _tier(tier)
-        found = self._api.answer("GET", "/stats", params=params)
+        return self._api.run(self._stats(workflow_name, stage_name, tier))
+
+    @never_raises()
+    async def aget_quality_stats(
+        self, workflow_name: str, stage_name: str, tier: ModelTier | str | None = None
+    ) -> QualityStats | None:
+        return await self._api.arun(self._stats(workflow_name, stage_name, tier))
+
+    def _stats(self, workflow_name: str, stage_name: str, tier: ModelTier | str | None) -> Steps[QualityStats | None]:
+        params = {"workflow_name": workflow_name, "stage_name": stage_name, "tier": None if tier is None else _tier(tier)}
+        found = yield Ask("GET", "/stats", params=params)
         return QualityStats.from_dict(found) if found else None
 
     @never_raises()
     def recommend_tier(self, workflow_name: str, stage_name: str, current_tier: ModelTier | str) -> TierRecommendation:
         """The server's recommendation; without an answer, stay on `current_tier` (confidence 0)."""
+        return self._api.run(self._recommending(workflow_name, stage_name, current_tier))
+
+    @never_raises()
+    async def arecommend_tier(self, workflow_name: str, stage_name: str, current_tier: ModelTier | str) -> TierRecommendation:
+        return await self._api.arun(self._recommending(workflow_name, stage_name, current_tier))
+
+    def _recommending(self, workflow_name: str, stage_name: str, current_tier: ModelTier | str) -> Steps[TierRecommendation]:
         current = _tier(current_tier)
         params = {"workflow_name": workflow_name, "stage_name": stage_name, "current_tier": current}
-        found = self._api.answer("GET", "/recommendation", params=params)
+        found = yield Ask("GET", "/recommendation", params=params)
         if not found:
             return TierRecommendation(workflow_name, stage_name, current, current, "No answer from the telemetry server.", 0.0)
         return TierRecommendation.from_dict(found)
@@ -167,5 +183,12 @@ class FeedbackLoop(UsesClient):
     @never_raises(default=0.5)
     def get_template_confidence(self, template_id: str) -> float:
         """good / (good + bad) of the template's ratings; 0.5 before any (or without an answer)."""
-        found = self._api.answer("GET", "/templates/confidence", params={"template_id": template_id})
+        return self._api.run(self._confidence(template_id))
+
+    @never_raises(default=0.5)
+    async def aget_template_confidence(self, template_id: str) -> float:
+        return await self._api.arun(self._confidence(template_id))
+
+    def _confidence(self, template_id: str) -> Steps[float]:
+        found = yield Ask("GET", "/templates/confidence", params={"template_id": template_id})
         return float(found["confidence"]) if found else 0.5

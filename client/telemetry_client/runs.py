@@ -10,6 +10,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from telemetry_client.transport import Ask, Steps
+
 if TYPE_CHECKING:
     from telemetry_client.client import TelemetryClient
 
@@ -33,6 +35,9 @@ STATUSES = frozenset({"running", "success", "failed", "partial", "timeout", "can
 STATUS_ALIASES = {"failure": "failed", "completed": "success", "succeeded": "success", "canceled": "cancelled"}
 COMMIT_SOURCES = ("manual", "llm", "ci")
 COMMIT_HASH = re.compile(r"^[0-9a-fA-F]{7,40}$")
+
+
+LOOKUP_TIMEOUT = 5.0  # associate_commit asking the server about a run started elsewhere
 
 
 def new_run_id(agent_name: str) -> str:
@@ -69,6 +74,43 @@ def commit_problem(commit_hash: Any, commit_source: Any) -> str | None:
     return None
 
 
+def associating(
+    client: TelemetryClient,
+    run_id: str,
+    commit_hash: str,
+    commit_source: str,
+    commit_author: str | None,
+    commit_timestamp: str | None,
+) -> Steps[tuple[bool, str]]:
+    """associate_commit's steps: a run of `client` is linked in the background, another's on the server."""
+    if not client.enabled:
+        return False, "[ERROR] Telemetry is disabled (TELEMETRY_ENABLED=false): the commit was not recorded"
+    problem = commit_problem(commit_hash, commit_source)
+    if problem:
+        return False, problem
+    commit = {"commit_hash": commit_hash, "commit_source": commit_source}
+    if commit_author:
+        commit["commit_author"] = commit_author
+    if commit_timestamp:
+        commit["commit_timestamp"] = commit_timestamp
+    run = client._runs.get(run_id)
+    event_id = run.event_id if run else client._ended.get(run_id)
+    if event_id is None and not client.config.api_url:
+        return False, f"[ERROR] Run ID not found: {run_id}"
+    if event_id is None:  # a run another process started: found on the server, linked there
+        found = yield Ask("GET", "/api/v1/runs", params={"run_id": run_id, "limit": 1}, timeout=LOOKUP_TIMEOUT)
+        if not found:
+            unasked = " (the server could not be asked; see the log)" if found is None else ""
+            return False, f"[ERROR] Run ID not found: {run_id}{unasked}"
+        linked = yield Ask("POST", f"/api/v1/runs/{found[0]['event_id']}/associate-commit", commit, timeout=LOOKUP_TIMEOUT)
+        if linked is None:
+            return False, f"[ERROR] The server did not link commit {commit_hash} to run {run_id}; see the log"
+        return True, f"Commit {commit_hash} associated with run {run_id}"
+    if not client._record({"kind": "commit", "event_id": event_id, **commit}):
+        return False, "[ERROR] The telemetry spool is full or closed; the commit was not recorded"
+    return True, f"Commit {commit_hash} recorded for run {run_id} (delivered in the background)"
+
+
 class Run:
     """A run this client started: the server's id for it, and the fields to send when it ends."""
 
@@ -98,3 +140,8 @@ class RunContext:
         self, commit_hash: str, commit_source: str, commit_author: str | None = None, commit_timestamp: str | None = None
     ) -> tuple[bool, str]:
         return self._client.associate_commit(self.run_id, commit_hash, commit_source, commit_author, commit_timestamp)
+
+    async def aassociate_commit(
+        self, commit_hash: str, commit_source: str, commit_author: str | None = None, commit_timestamp: str | None = None
+    ) -> tuple[bool, str]:
+        return await self._client.aassociate_commit(self.run_id, commit_hash, commit_source, commit_author, commit_timestamp)

@@ -7,13 +7,14 @@ an empty answer ("", [], {} or False).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from telemetry_client.api import ServerApi
 from telemetry_client.client import TelemetryClient
+from telemetry_client.transport import Ask, Steps
 
 
 @dataclass
@@ -63,7 +64,13 @@ class EventStreamer:
     def publish_event(self, event_type: str, data: dict[str, Any], source: str = "attune") -> str:
         """Publish an event; its stream id, or "" when the server could not be reached. The server
         records the key's name as the event's source: `source` is sent and ignored."""
-        return self._api.call("POST", f"/{event_type}", {}, body={"data": data, "source": source}).get("event_id", "")
+        return self._api.run(self._publishing(event_type, data, source))
+
+    async def apublish_event(self, event_type: str, data: dict[str, Any], source: str = "attune") -> str:
+        return await self._api.arun(self._publishing(event_type, data, source))
+
+    def _publishing(self, event_type: str, data: dict[str, Any], source: str) -> Steps[str]:
+        return (yield Ask("POST", f"/{event_type}", {"data": data, "source": source}, empty={})).get("event_id", "")
 
     def consume_events(
         self, event_types: list[str] | None = None, block_ms: int | None = None, count: int = 10, start_id: str = "$"
@@ -72,30 +79,65 @@ class EventStreamer:
         that has a stream), in batches of `count`. Without `block_ms` it yields what is there
         and stops; with it, it keeps waiting and stops once `block_ms` passes with nothing new.
         The server wakes the moment an event arrives; there is no polling."""
-        types = event_types or self._api.call("GET", "", {}).get("event_types", [])
-        if not types:
-            return
-        after = {event_type: start_id for event_type in types}
-        while True:
-            params = {"types": ",".join(after), "after": ",".join(after.values()), "count": count}
-            if block_ms:
-                params["block_ms"] = block_ms
-            answer = self._api.call("GET", "/consume", {}, timeout=(block_ms or 0) / 1000 + 10, params=params)
-            found = answer.get("events", [])
-            after.update(answer.get("after", {}))
-            yield from (StreamEvent.from_dict(raw) for raw in found)
-            if not found:
-                return
+        after = {event_type: start_id for event_type in event_types or self._api.run(self._types())}
+        while after and (batch := self._api.run(self._next_batch(after, block_ms, count))):
+            yield from batch
+
+    async def aconsume_events(
+        self, event_types: list[str] | None = None, block_ms: int | None = None, count: int = 10, start_id: str = "$"
+    ) -> AsyncIterator[StreamEvent]:
+        """`consume_events`, as an async iterator (`async for event in streamer.aconsume_events()`).
+        Cancelling the task that iterates ends its wait on the server."""
+        after = {event_type: start_id for event_type in event_types or await self._api.arun(self._types())}
+        while after and (batch := await self._api.arun(self._next_batch(after, block_ms, count))):
+            for event in batch:
+                yield event
+
+    def _types(self) -> Steps[list[str]]:
+        return (yield Ask("GET", "", empty={})).get("event_types", [])
+
+    def _next_batch(self, after: dict[str, str], block_ms: int | None, count: int) -> Steps[list[StreamEvent]]:
+        """The events after `after` (each type's last id, moved on past them); [] when none came."""
+        params = {"types": ",".join(after), "after": ",".join(after.values()), "count": count, "block_ms": block_ms or None}
+        answer = yield Ask("GET", "/consume", params=params, timeout=(block_ms or 0) / 1000 + 10, empty={})
+        after.update(answer.get("after", {}))
+        return [StreamEvent.from_dict(raw) for raw in answer.get("events", [])]
 
     def get_recent_events(self, event_type: str, count: int = 100, start_id: str = "-", end_id: str = "+") -> list[StreamEvent]:
-        found = self._api.call("GET", f"/{event_type}", [], params={"count": count, "start": start_id, "end": end_id})
+        return self._api.run(self._recent(event_type, count, start_id, end_id))
+
+    async def aget_recent_events(
+        self, event_type: str, count: int = 100, start_id: str = "-", end_id: str = "+"
+    ) -> list[StreamEvent]:
+        return await self._api.arun(self._recent(event_type, count, start_id, end_id))
+
+    def _recent(self, event_type: str, count: int, start_id: str, end_id: str) -> Steps[list[StreamEvent]]:
+        found = yield Ask("GET", f"/{event_type}", params={"count": count, "start": start_id, "end": end_id}, empty=[])
         return [StreamEvent.from_dict(raw) for raw in found]
 
     def get_stream_info(self, event_type: str) -> dict[str, Any]:
-        return self._api.call("GET", f"/{event_type}/info", {})
+        return self._api.run(self._info(event_type))
+
+    async def aget_stream_info(self, event_type: str) -> dict[str, Any]:
+        return await self._api.arun(self._info(event_type))
+
+    def _info(self, event_type: str) -> Steps[dict[str, Any]]:
+        return (yield Ask("GET", f"/{event_type}/info", empty={}))
 
     def delete_stream(self, event_type: str) -> bool:
-        return bool(self._api.call("DELETE", f"/{event_type}", {}).get("deleted", False))
+        return self._api.run(self._deleting(event_type))
+
+    async def adelete_stream(self, event_type: str) -> bool:
+        return await self._api.arun(self._deleting(event_type))
+
+    def _deleting(self, event_type: str) -> Steps[bool]:
+        return bool((yield Ask("DELETE", f"/{event_type}", empty={})).get("deleted", False))
 
     def trim_stream(self, event_type: str, max_length: int = 1000) -> int:
-        return int(self._api.call("POST", f"/{event_type}/trim", {}, body={"max_length": max_length}).get("removed", 0))
+        return self._api.run(self._trimming(event_type, max_length))
+
+    async def atrim_stream(self, event_type: str, max_length: int = 1000) -> int:
+        return await self._api.arun(self._trimming(event_type, max_length))
+
+    def _trimming(self, event_type: str, max_length: int) -> Steps[int]:
+        return int((yield Ask("POST", f"/{event_type}/trim", {"max_length": max_length}, empty={})).get("removed", 0))

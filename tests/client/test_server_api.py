@@ -1,11 +1,14 @@
 """How the SDK's questions reach the server (telemetry_client.api): kept-alive connections that
-survive a restart of the server, proxies named by the environment, and HTTPS."""
+survive a restart of the server or a close under a request, proxies named by the environment,
+and HTTPS."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import threading
+import time
 import urllib.parse
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,9 +22,32 @@ from tests.services import asgi_server, free_port
 
 
 @contextmanager
+def loopback_server(handle):
+    """An asyncio server on loopback running `handle(reader, writer)` for each connection, in a
+    thread of its own; yields its port."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+
+        async def shut_down():
+            server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@contextmanager
 def forwarding_proxy():
-    """An HTTP proxy on loopback, in a thread of its own: CONNECT tunnels and plain requests named
-    by absolute URL. Yields its URL (with a login) and the head of each request it was sent."""
+    """An HTTP proxy on loopback: CONNECT tunnels and plain requests named by absolute URL. Yields
+    its URL (with a login) and the head of each request it was sent."""
     heads: list[str] = []
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -50,23 +76,50 @@ def forwarding_proxy():
             upstream_writer.write(head)
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://agent:p%40ss@127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
-    finally:
+    with loopback_server(handle) as port:
+        yield f"http://agent:p%40ss@127.0.0.1:{port}", heads
 
-        async def shut_down():
-            server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
 
-        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+@contextmanager
+def keep_alive_server(upstream: str, drop_reused: bool = False):
+    """A loopback server in front of the real one at `upstream`: it forwards each request and
+    keeps the connection alive. With `drop_reused`, it closes a connection as the next request on
+    it arrives, unanswered: what a server whose keep-alive timeout fires just then does. Yields
+    its URL and its counts: connections accepted, requests dropped, requests being answered."""
+    counts = {"connections": 0, "dropped": 0, "open": 0}
+    host, port = urllib.parse.urlsplit(upstream).netloc.split(":")
+
+    def without_connection_header(head: bytes) -> bytes:
+        return b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:"))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        counts["connections"] += 1
+        answered = False
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n"))[:-4]
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                body = await reader.readexactly(int(length[1]) if length else 0)
+                if answered and drop_reused:
+                    counts["dropped"] += 1
+                    return
+                counts["open"] += 1
+                upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+                upstream_writer.write(without_connection_header(head) + b"\r\nConnection: close\r\n\r\n" + body)
+                answer = await upstream_reader.read()  # to the end: the server closes after it
+                upstream_writer.close()
+                counts["open"] -= 1
+                response_head, _, response_body = answer.partition(b"\r\n\r\n")
+                writer.write(without_connection_header(response_head) + b"\r\n\r\n" + response_body)
+                await writer.drain()
+                answered = True
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    with loopback_server(handle) as own_port:
+        yield f"http://127.0.0.1:{own_port}", counts
 
 
 @pytest.fixture
@@ -88,15 +141,15 @@ def round_trip(signals: CoordinationSignals, signal_type: str = "go") -> None:
 def test_questions_keep_their_connection_and_find_a_restarted_server(server_env, make_client, sdk_logs):
     port = free_port()
     with asgi_server(server_env, port=port) as base:
+        with keep_alive_server(base) as (kept_alive, counts):
+            signals = CoordinationSignals(make_client(kept_alive), agent_id="alpha")
+            for _ in range(3):
+                round_trip(signals)
+            assert counts["connections"] == 1
         signals = CoordinationSignals(make_client(base), agent_id="alpha")
         round_trip(signals)
-        connection = signals._api.server.local.kept.connection
-        first = connection.sock
-        round_trip(signals)
-        assert connection.sock is first  # kept alive
     with asgi_server(server_env, port=port):
         round_trip(signals)  # the kept connection was closed by the old server: replaced, not failed
-        assert connection.sock is not first
     assert "failed" not in sdk_logs.text
     assert signals.get_pending_signals() == []  # the server is down: logged, not raised
     assert "GET /api/v1/signals?agent_id=alpha failed" in sdk_logs.text
@@ -106,24 +159,45 @@ def test_questions_keep_their_connection_and_find_a_restarted_server(server_env,
     assert "failed" not in sdk_logs.text
 
 
-def test_each_thread_asks_on_a_connection_of_its_own(live_asgi, make_client, sdk_logs):
-    signals = CoordinationSignals(make_client(live_asgi), agent_id="alpha")
-    sockets = []
+def test_a_repeatable_question_is_asked_again_when_a_kept_alive_connection_closes_under_it(live_asgi, make_client, sdk_logs):
+    """Reads, heartbeats, looks at signals and approval waits are asked again on a new connection;
+    taking or sending a signal is not (the lost answer may have held the signal, or it was sent)."""
+    with keep_alive_server(live_asgi, drop_reused=True) as (dropping, counts):
+        client = make_client(dropping)
+        heartbeat, signals = HeartbeatCoordinator(client), CoordinationSignals(client, agent_id="alpha")
+        heartbeat.start_heartbeat("alpha")
+        heartbeat.beat(status="building", progress=0.5)
+        status = heartbeat.get_agent_status("alpha")
+        assert status is not None and status.status == "building"
+        assert asyncio.run(heartbeat.aget_agent_status("alpha")).status == "building"
+        assert signals.check_signal("go", consume=False) is None
+        assert counts["dropped"] == 3 and "failed" not in sdk_logs.text
 
-    def ask(signal_type: str):
-        round_trip(signals, signal_type)
-        first = signals._api.server.local.kept.connection.sock
-        for _ in range(20):
-            round_trip(signals, signal_type)
-        if signals._api.server.local.kept.connection.sock is first:  # kept alive within the thread
-            sockets.append(first)
+        assert signals.signal("go", target_agent="alpha") == ""
+        assert counts["dropped"] == 4 and "POST /api/v1/signals failed: Server disconnected" in sdk_logs.text
+    assert CoordinationSignals(make_client(live_asgi), agent_id="alpha").get_pending_signals() == []
 
-    threads = [threading.Thread(target=ask, args=(f"go-{n}",)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert len({id(sock) for sock in sockets}) == len(sockets) == 4
+
+def test_threads_ask_at_the_same_time_each_on_a_connection(live_asgi, make_client, sdk_logs):
+    with keep_alive_server(live_asgi) as (kept_alive, counts):
+        signals = CoordinationSignals(make_client(kept_alive), agent_id="alpha")
+        taken = {}
+
+        def wait(signal_type: str):
+            taken[signal_type] = signals.wait_for_signal(signal_type, timeout=30)
+
+        threads = [threading.Thread(target=wait, args=(f"go-{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while counts["open"] < 4:  # four waits held at once
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.02)
+        sender = CoordinationSignals(make_client(live_asgi), agent_id="alpha")
+        sent = {f"go-{n}": sender.signal(f"go-{n}", target_agent="alpha") for n in range(4)}
+        for thread in threads:
+            thread.join(30)
+        assert {signal_type: found.signal_id for signal_type, found in taken.items()} == sent
     assert "failed" not in sdk_logs.text
 
 
@@ -181,10 +255,14 @@ def test_https_directly_and_through_a_proxy_tunnel(server_env, make_client, tls_
         assert "CERTIFICATE_VERIFY_FAILED" in sdk_logs.text  # our CA is not one certifi trusts
 
         no_proxy_settings.setenv("SSL_CERT_FILE", tls_files["ca"])
-        round_trip(CoordinationSignals(make_client(base), agent_id="alpha"))
+        direct = make_client(base)
+        round_trip(CoordinationSignals(direct, agent_id="alpha"))
+        direct.close()  # (else the server's stop waits for its idle connection's TLS close)
         with forwarding_proxy() as (proxy, heads):
             no_proxy_settings.setenv("HTTPS_PROXY", proxy)
-            round_trip(CoordinationSignals(make_client(base), agent_id="alpha"))
+            tunnelled = make_client(base)
+            round_trip(CoordinationSignals(tunnelled, agent_id="alpha"))
+            tunnelled.close()
             authority = base.removeprefix("https://")
             assert heads[0].startswith(f"CONNECT {authority} HTTP/1.")
             assert "Proxy-Authorization: Basic " in heads[0]
