@@ -10,6 +10,7 @@ import time
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
@@ -101,6 +102,14 @@ def make_key(name: str, agents: list[str] | None = None, scopes: list[str] | Non
     raw = AgentKey.objects.assign_key(key)
     key.save()
     return key, raw
+
+
+def make_reviewer(name: str, *groups, password: str = "pw", **fields):  # noqa: S107 - the test users' one
+    """A staff user who may view and decide approval requests (in `groups`, if given)."""
+    user = get_user_model().objects.create_user(name, password=password, is_staff=True, **fields)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
+    user.groups.add(*groups)
+    return user
 
 
 def at_once(call, times: int = 6) -> list:

@@ -8,11 +8,10 @@ import threading
 import time
 
 import pytest
-from django.contrib.auth.models import Permission
 from telemetry_client import ApprovalGate, TelemetryClient, TelemetryConfig
 
 from approvals.models import ApprovalRequest
-from tests.conftest import logged_in_page, make_key
+from tests.conftest import logged_in_page, make_key, make_reviewer
 from tests.services import asgi_server, celery_processes, wait_until_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,9 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def reviewer(django_user_model):
-    user = django_user_model.objects.create_user("rita", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["decide_approvalrequest", "view_approvalrequest"]))
-    return user
+    return make_reviewer("rita")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.utils import timezone
@@ -17,15 +17,13 @@ from approvals import policies, selectors, services
 from approvals.models import ApprovalPolicy, ApprovalRequest, AuditEntry, Vote
 from core import events
 from notifications.models import Delivery, NotificationChannel
+from tests.conftest import make_reviewer
 
 pytestmark = pytest.mark.django_db
 
 
 def reviewer(django_user_model, name: str, *groups: Group):
-    user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
-    user.groups.add(*groups)
-    return user
+    return make_reviewer(name, *groups)
 
 
 def test_the_first_policy_by_order_then_the_most_specific_matches():

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 
-from tests.conftest import logged_in_page, make_key
+from tests.conftest import logged_in_page, make_key, make_reviewer
 from tests.services import asgi_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,9 +20,7 @@ def people(django_user_model) -> str:
     django_user_model.objects.create_superuser("root", password="pw")
     leads = Group.objects.create(name="leads")
     for name in ("ann", "bob", "cat"):
-        user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
-        user.user_permissions.add(*Permission.objects.filter(codename__in=["view_approvalrequest", "decide_approvalrequest"]))
-        user.groups.add(leads)
+        make_reviewer(name, leads)
     return make_key("deployer")[1]
 
 

@@ -25,6 +25,7 @@ from telemetry_client import (
 
 from approvals import services
 from approvals.models import ApprovalRequest as StoredRequest
+from tests.conftest import make_reviewer
 from tests.services import asgi_server, wait_until_held
 
 BLOCKING = {
@@ -56,7 +57,9 @@ def test_every_blocking_call_has_an_awaitable_form_with_its_parameters():
 
 @pytest.fixture
 def no_warnings():
-    """Fails the test on any warning (an unclosed client or socket is a ResourceWarning)."""
+    """Fails the test on any warning (an unclosed client or socket is a ResourceWarning). What
+    earlier tests left is collected first: only this test's own garbage counts."""
+    gc.collect()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
@@ -160,7 +163,7 @@ def test_a_cancelled_wait_ends_on_the_server_and_leaves_its_signal_and_request_t
         request_id = asyncio.run(agent())
         stored = StoredRequest.objects.get(request_id=request_id)
         assert stored.status == "pending"
-        services.decide(stored, True, django_user_model.objects.create_user("ada"), "go ahead")
+        services.decide(stored, True, make_reviewer("ada"), "go ahead")
         answer = httpx.post(
             f"{base}/api/v1/approvals/{request_id}/wait", json={"timeout": 5}, headers={"Authorization": f"Api-Key {agent_key}"}
         )
