@@ -9,7 +9,7 @@ with client.track_run("my_agent", "process_files") as ctx:
 """
 
 from telemetry_client.approvals import ApprovalGate, ApprovalRequest, ApprovalResponse
-from telemetry_client.client import RunContext, TelemetryClient
+from telemetry_client.client import TelemetryClient
 from telemetry_client.config import TelemetryConfig
 from telemetry_client.context import current_run, current_span
 from telemetry_client.coordination import AgentHeartbeat, CoordinationSignal, CoordinationSignals, HeartbeatCoordinator
@@ -18,6 +18,7 @@ from telemetry_client.features import FeatureInfo, FeatureStatus, TelemetryFeatu
 from telemetry_client.feedback import FeedbackEntry, FeedbackLoop, ModelTier, QualityStats, TierRecommendation
 from telemetry_client.metrics import MetricsRecorder
 from telemetry_client.process import get_client, init
+from telemetry_client.runs import RunContext
 from telemetry_client.streams import EventStreamer, StreamEvent
 from telemetry_client.tracing import Span, SpanContext, SpanKind, SpanStatusCode, Tracer
 from telemetry_client.trackers import HelpTracker, UsageTracker

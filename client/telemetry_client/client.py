@@ -13,20 +13,19 @@ import asyncio
 import atexit
 import itertools
 import logging
-import os
 import platform
-import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from telemetry_client import context
 from telemetry_client.common import never_raises, now, to_json
-from telemetry_client.config import TelemetryConfig
+from telemetry_client.config import TelemetryConfig, fallback_spool_dir
 from telemetry_client.runs import USAGE_FIELDS, Run, RunContext, associating, end_status, new_run_id, run_fields
 from telemetry_client.sender import Sender, Stats
 from telemetry_client.spool import Spool
@@ -80,16 +79,16 @@ class TelemetryClient:
         for problem in problems:
             logger.warning("telemetry: %s", problem)
         self.spool = self._claim_spool()
-        self.sender = self._start_sender() if self.spool and self.config.api_url else None
+        self.sender = self._start_sender(self.spool, self.config.api_url) if self.spool and self.config.api_url else None
         atexit.register(self._at_exit)
 
-    def _start_sender(self) -> Sender | None:
+    def _start_sender(self, spool: Spool, api_url: str) -> Sender | None:
         try:
-            orphans = Spool.orphans(self.spool.path.parent, self.config.spool_max_bytes)
+            orphans = Spool.orphans(spool.path.parent, self.config.spool_max_bytes)
             sender = Sender(
-                self.spool,
+                spool,
                 orphans,
-                self.config.api_url,
+                api_url,
                 self.config.api_key,
                 self.config.batch_size,
                 self.config.flush_interval,
@@ -100,13 +99,11 @@ class TelemetryClient:
             sender.start()
             return sender
         except Exception:
-            logger.exception("telemetry: cannot start delivery; records stay in the spool %s", self.spool.path)
+            logger.exception("telemetry: cannot start delivery; records stay in the spool %s", spool.path)
             return None
 
     def _claim_spool(self) -> Spool | None:
-        # Windows has no uids, and its temporary folder is the user's own.
-        user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
-        for root in (self.config.spool_dir, Path(tempfile.gettempdir()) / f"telemetry-client{user}"):
+        for root in (self.config.spool_dir, fallback_spool_dir()):
             try:
                 return Spool.claim(Path(root), self.config.spool_max_bytes)
             except Exception as exc:  # noqa: BLE001 - an OSError, a NUL in the path, no locking: never the agent's problem
@@ -213,7 +210,7 @@ class TelemetryClient:
         self._record(record)
 
     @contextmanager
-    def track_run(self, agent_name: str, job_type: str, trigger_type: str = "cli", **kwargs: Any):
+    def track_run(self, agent_name: str, job_type: str, trigger_type: str = "cli", **kwargs: Any) -> Iterator[RunContext]:
         """A run around a block: ends `success`, or `failed` with the error if the block raises
         (`cancelled` on KeyboardInterrupt or SystemExit), and re-raises the agent's exception. It
         is the current run inside the block (`telemetry_client.current_run()`)."""
@@ -340,7 +337,8 @@ class TelemetryClient:
         return self._connections
 
     def _reads_own_records(self, step: Ask) -> bool:
-        return step.method == "GET" and self.sender is not None and not self.sender.failing and bool(self.spool.pending())
+        sender, spool = self.sender, self.spool
+        return step.method == "GET" and sender is not None and spool is not None and not sender.failing and spool.pending()
 
     # --- delivery ---------------------------------------------------------------------------------
     @never_raises(default=False)
@@ -392,5 +390,5 @@ class TelemetryClient:
     def __enter__(self) -> TelemetryClient:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -33,7 +33,7 @@ def never_raises(default: Any = None) -> Callable[[F], F]:
         if inspect.iscoroutinefunction(method):
 
             @functools.wraps(method)
-            async def awaited(self, *args, **kwargs):
+            async def awaited(self: Any, *args: Any, **kwargs: Any) -> Any:
                 try:
                     return await method(self, *args, **kwargs)
                 except Exception:  # not a cancellation: that goes on to the caller
@@ -43,7 +43,7 @@ def never_raises(default: Any = None) -> Callable[[F], F]:
             return awaited  # type: ignore[return-value]
 
         @functools.wraps(method)
-        def safe(self, *args, **kwargs):
+        def safe(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return method(self, *args, **kwargs)
             except Exception:

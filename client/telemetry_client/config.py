@@ -22,12 +22,19 @@ TRUE = frozenset({"1", "true", "yes", "on"})
 
 def _default_spool_dir() -> Path:
     state = os.environ.get("XDG_STATE_HOME")
-    if not state:
-        try:
-            state = Path.home() / ".local" / "state"
-        except (RuntimeError, KeyError):  # no HOME, and a uid without a passwd entry (containers)
-            state = tempfile.gettempdir()
-    return Path(state) / "telemetry-client"
+    if state:
+        return Path(state) / "telemetry-client"
+    try:
+        return Path.home() / ".local" / "state" / "telemetry-client"
+    except (RuntimeError, KeyError):  # no HOME, and a uid without a passwd entry (containers)
+        return Path(tempfile.gettempdir()) / "telemetry-client"
+
+
+def fallback_spool_dir() -> Path:
+    """The spool dir when the configured one is unusable: the user's own in the temporary folder
+    (Windows has no uids, and its temporary folder is the user's own)."""
+    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+    return Path(tempfile.gettempdir()) / f"telemetry-client{user}"
 
 
 def _env(name: str, fallback: str) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from telemetry_client.runs import RunContext
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 run_var: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("telemetry_run", default=None)
 span_var: contextvars.ContextVar[tuple[Span, Tracer] | None] = contextvars.ContextVar("telemetry_span", default=None)
+
+F = TypeVar("F", bound=Callable[..., Any])
+Scope = Callable[[], AbstractContextManager[Any]]
 
 
 def current_run() -> RunContext | None:
@@ -31,42 +34,43 @@ def current_span() -> Span | None:
     return found[0] if found else None
 
 
-def restore(var: contextvars.ContextVar, token: contextvars.Token) -> None:
+def restore(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
     try:
         var.reset(token)
     except ValueError:  # set in another context: a generator with a `with` inside resumed elsewhere
         var.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
 
 
-def scoped(fn: Callable, scope: Callable[[], AbstractContextManager]) -> Callable:
+def scoped(fn: F, scope: Scope) -> F:
     """`fn` with a new `scope()` around each call: a function's call, a coroutine's await, a
     generator's iteration (first next() to exhaustion or close)."""
+    # Each wrapper takes and returns what `fn` does (functools.wraps), which mypy cannot see.
     if inspect.isasyncgenfunction(fn):
-        return _async_generator(fn, scope)
+        return cast(F, _async_generator(fn, scope))
     if inspect.isgeneratorfunction(fn):
-        return _generator(fn, scope)
+        return cast(F, _generator(fn, scope))
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
-        async def awaited(*args, **kwargs):
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
             with scope():
                 return await fn(*args, **kwargs)
 
-        return awaited
+        return cast(F, awaited)
 
     @functools.wraps(fn)
-    def called(*args, **kwargs):
+    def called(*args: Any, **kwargs: Any) -> Any:
         with scope():
             return fn(*args, **kwargs)
 
-    return called
+    return cast(F, called)
 
 
 # A generator's body runs in a context of its own, entered at each step and left at each yield,
 # so the run and span it sets are seen by its body only, never by its consumer between yields.
 
 
-def _stepped(context: contextvars.Context, inner: Any):
+def _stepped(context: contextvars.Context, inner: Any) -> Generator[Any, Any, Any]:
     """`yield from inner` with each step of `inner` run in `context`."""
     step, value = inner.send, None
     while True:
@@ -83,9 +87,9 @@ def _stepped(context: contextvars.Context, inner: Any):
             step, value = inner.throw, error
 
 
-def _generator(fn: Callable, scope: Callable[[], AbstractContextManager]) -> Callable:
+def _generator(fn: Callable[..., Any], scope: Scope) -> Callable[..., Generator[Any, Any, Any]]:
     @functools.wraps(fn)
-    def generator(*args, **kwargs):
+    def generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         context = contextvars.copy_context()
         block = scope()
         context.run(block.__enter__)
@@ -112,13 +116,13 @@ class _InContext:
     def __init__(self, context: contextvars.Context, awaitable: Any):
         self.context, self.awaitable = context, awaitable
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, Any, Any]:
         return (yield from _stepped(self.context, self.awaitable.__await__()))
 
 
-def _async_generator(fn: Callable, scope: Callable[[], AbstractContextManager]) -> Callable:
+def _async_generator(fn: Callable[..., Any], scope: Scope) -> Callable[..., AsyncGenerator[Any, Any]]:
     @functools.wraps(fn)
-    async def generator(*args, **kwargs):
+    async def generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         context = contextvars.copy_context()
         block = scope()
         context.run(block.__enter__)

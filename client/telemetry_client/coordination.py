@@ -303,7 +303,8 @@ class CoordinationSignals:
             "payload": payload or {},
             "ttl_seconds": ttl_seconds,
         }
-        return (yield Ask("POST", "", body, empty={})).get("signal_id", "")
+        answer: dict[str, str] = yield Ask("POST", "", body, empty={})
+        return answer.get("signal_id", "")
 
     def wait_for_signal(
         self, signal_type: str, source_agent: str | None = None, timeout: float = 30.0, poll_interval: float = 0.5

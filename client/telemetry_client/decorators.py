@@ -15,27 +15,32 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
-from telemetry_client.context import current_run, scoped, span_var
+from telemetry_client.context import F, current_run, scoped, span_var
 from telemetry_client.process import get_client
 from telemetry_client.tracing import SpanKind, Tracer
 
 logger = logging.getLogger("telemetry_client")
 
 
-def track_run(agent_name: str, job_type: str, trigger_type: str = "cli", **fields: Any) -> Callable:
+def track_run(agent_name: str, job_type: str, trigger_type: str = "cli", **fields: Any) -> Callable[[F], F]:
     """A decorator: each call of the function (a coroutine's await, a generator's iteration) in a
     run of the process's client, `get_client().track_run(...)`, the current run inside it."""
 
-    def decorate(fn: Callable) -> Callable:
+    def decorate(fn: F) -> F:
         return scoped(fn, lambda: get_client().track_run(agent_name, job_type, trigger_type, **fields))
 
     return decorate
 
 
-def traced(name: str | Callable | None = None, *, agent_name: str | None = None, kind: str = SpanKind.INTERNAL,
-           attributes: dict[str, Any] | None = None) -> Callable:  # fmt: skip
+@overload
+def traced(name: F) -> F: ...
+@overload
+def traced(name: str | None = None, *, agent_name: str | None = None, kind: str = SpanKind.INTERNAL,
+           attributes: dict[str, Any] | None = None) -> Callable[[F], F]: ...  # fmt: skip
+def traced(name: str | Callable[..., Any] | None = None, *, agent_name: str | None = None, kind: str = SpanKind.INTERNAL,
+           attributes: dict[str, Any] | None = None) -> Callable[..., Any]:  # fmt: skip
     """A decorator: each call in a span named `name` (default: the function's qualified name), a
     child of the current span. Its agent is `agent_name` (on the process's client), else the
     current span's, else the current run's; with none of them the call runs without a span (one
@@ -44,11 +49,11 @@ def traced(name: str | Callable | None = None, *, agent_name: str | None = None,
         return traced()(name)
     fixed = Tracer(agent_name) if agent_name else None
 
-    def decorate(fn: Callable) -> Callable:
+    def decorate(fn: F) -> F:
         span_name = name or fn.__qualname__
         warned = False
 
-        def scope():
+        def scope() -> contextlib.AbstractContextManager[Any]:
             nonlocal warned
             tracer = fixed or _current_tracer()
             if tracer is not None:

@@ -86,7 +86,8 @@ class QualityStats:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QualityStats:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 @dataclass

@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams
@@ -36,12 +36,12 @@ def relay(url: str, api_key: str) -> Server[Client]:
         async with http, Client(streamable_http_client(url, http_client=http)) as remote:
             yield remote
 
-    async def list_tools(ctx: Any, params: PaginatedRequestParams | None) -> ListToolsResult:
+    async def list_tools(ctx: ServerRequestContext[Client], params: PaginatedRequestParams | None) -> ListToolsResult:
         return await ctx.lifespan_context.list_tools(cursor=params.cursor if params else None)
 
-    async def call_tool(ctx: Any, params: CallToolRequestParams) -> CallToolResult:
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            await ctx.session.report_progress(done, total, message)
+    async def call_tool(ctx: ServerRequestContext[Client], params: CallToolRequestParams) -> CallToolResult:
+        async def progress(progress: float, total: float | None, message: str | None) -> None:  # mcp's ProgressFnT
+            await ctx.session.report_progress(progress, total, message)
 
         return await ctx.lifespan_context.call_tool(params.name, params.arguments or {}, progress_callback=progress)
 

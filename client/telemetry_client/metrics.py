@@ -51,9 +51,10 @@ class MetricsRecorder(UsesClient):
         if metric_type == COUNTER and value < 0:
             logger.warning("telemetry: counter %s refused: an increment of %r (must be >= 0)", name, value)
             return ""
+        event_id = str(uuid.uuid4())
         record = {
             "kind": "metric",
-            "event_id": str(uuid.uuid4()),
+            "event_id": event_id,
             "timestamp": now(),
             "agent_name": self.agent_name,
             "name": name,
@@ -61,7 +62,7 @@ class MetricsRecorder(UsesClient):
             "value": value,
             "labels": {label: str(label_value) for label, label_value in labels.items()},
         }
-        return record["event_id"] if self.memory._record(record) else ""
+        return event_id if self.memory._record(record) else ""
 
     def increment(self, name: str, value: float = 1, **labels: Any) -> str:
         return self.record(name, value, COUNTER, **labels)

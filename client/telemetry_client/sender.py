@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+from typing import Any
 
 import httpx
 
@@ -168,7 +169,7 @@ class Sender(threading.Thread):
             return True
         return self._failed(f"{code}: {response.text[:200]}")
 
-    def _record_results(self, lines: list[bytes], results: list[dict]) -> None:
+    def _record_results(self, lines: list[bytes], results: list[dict[str, Any]]) -> None:
         for line, result in zip(lines, results, strict=False):
             if result.get("status") == "rejected":
                 self._reject(line, result.get("error", {}))
@@ -188,7 +189,7 @@ class Sender(threading.Thread):
             lines.remove(line)
         return bool(bad)
 
-    def _reject(self, line: bytes, error: dict) -> None:
+    def _reject(self, line: bytes, error: dict[str, Any]) -> None:
         self.stats.rejected += 1
         logger.warning(
             "telemetry: the server rejected a record (%s: %s); kept in %s",

@@ -153,6 +153,7 @@ class Spool:
                 return False
             if self.write_offset >= SEGMENT_BYTES:
                 self._open_segment(self.write_segment + 1)
+            assert self.write_fd is not None, "append to a spool opened for replay only"
             os.write(self.write_fd, line)
             self.write_offset += len(line)
             self.size += len(line)

@@ -70,7 +70,8 @@ class EventStreamer:
         return await self._api.arun(self._publishing(event_type, data, source))
 
     def _publishing(self, event_type: str, data: dict[str, Any], source: str) -> Steps[str]:
-        return (yield Ask("POST", f"/{event_type}", {"data": data, "source": source}, empty={})).get("event_id", "")
+        answer: dict[str, str] = yield Ask("POST", f"/{event_type}", {"data": data, "source": source}, empty={})
+        return answer.get("event_id", "")
 
     def consume_events(
         self, event_types: list[str] | None = None, block_ms: int | None = None, count: int = 10, start_id: str = "$"
@@ -88,13 +89,16 @@ class EventStreamer:
     ) -> AsyncIterator[StreamEvent]:
         """`consume_events`, as an async iterator (`async for event in streamer.aconsume_events()`).
         Cancelling the task that iterates ends its wait on the server."""
-        after = {event_type: start_id for event_type in event_types or await self._api.arun(self._types())}
+        if not event_types:
+            event_types = await self._api.arun(self._types())
+        after = {event_type: start_id for event_type in event_types}
         while after and (batch := await self._api.arun(self._next_batch(after, block_ms, count))):
             for event in batch:
                 yield event
 
     def _types(self) -> Steps[list[str]]:
-        return (yield Ask("GET", "", empty={})).get("event_types", [])
+        answer: dict[str, list[str]] = yield Ask("GET", "", empty={})
+        return answer.get("event_types", [])
 
     def _next_batch(self, after: dict[str, str], block_ms: int | None, count: int) -> Steps[list[StreamEvent]]:
         """The events after `after` (each type's last id, moved on past them); [] when none came."""
@@ -122,7 +126,8 @@ class EventStreamer:
         return await self._api.arun(self._info(event_type))
 
     def _info(self, event_type: str) -> Steps[dict[str, Any]]:
-        return (yield Ask("GET", f"/{event_type}/info", empty={}))
+        info: dict[str, Any] = yield Ask("GET", f"/{event_type}/info", empty={})
+        return info
 
     def delete_stream(self, event_type: str) -> bool:
         return self._api.run(self._deleting(event_type))

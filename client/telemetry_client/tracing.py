@@ -26,11 +26,11 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from telemetry_client.client import TelemetryClient
 from telemetry_client.common import never_raises, now
-from telemetry_client.context import current_run, current_span, restore, scoped, span_var
+from telemetry_client.context import F, current_run, current_span, restore, scoped, span_var
 from telemetry_client.process import UsesClient
 
 logger = logging.getLogger("telemetry_client")
@@ -197,14 +197,19 @@ class Tracer(UsesClient):
         raised on)."""
         return SpanBlock(self, self.start_span(parent or current_span() or self.extract(), name, kind, attributes))
 
-    def traced(self, name: str | Callable | None = None, kind: str = SpanKind.INTERNAL,
-               attributes: dict[str, Any] | None = None) -> Callable:  # fmt: skip
+    @overload
+    def traced(self, name: F) -> F: ...
+    @overload
+    def traced(self, name: str | None = None, kind: str = SpanKind.INTERNAL,
+               attributes: dict[str, Any] | None = None) -> Callable[[F], F]: ...  # fmt: skip
+    def traced(self, name: str | Callable[..., Any] | None = None, kind: str = SpanKind.INTERNAL,
+               attributes: dict[str, Any] | None = None) -> Callable[..., Any]:  # fmt: skip
         """A decorator: each call of the function (a coroutine's await, a generator's iteration)
         in a span, `self.span(name or the function's qualified name, ...)`. `@tracer.traced` too."""
         if callable(name):
             return self.traced()(name)
 
-        def decorate(fn: Callable) -> Callable:
+        def decorate(fn: F) -> F:
             span_name = name or fn.__qualname__
             return scoped(fn, lambda: self.span(span_name, kind=kind, attributes=attributes))
 

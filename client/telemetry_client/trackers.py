@@ -73,7 +73,7 @@ class _LocalTracker(UsesClient):
     """A tracker's file `name` in `directory` (default: `local` in the client's spool dir) and the
     salt of its user ids."""
 
-    def __init__(self, directory: str | os.PathLike | None, memory: TelemetryClient | None, name: str):
+    def __init__(self, directory: str | os.PathLike[str] | None, memory: TelemetryClient | None, name: str):
         super().__init__(memory)
         self.directory = Path(directory) if directory else self.memory.config.spool_dir / "local"
         self.file = _JsonLines(self.directory / name)
@@ -115,7 +115,7 @@ class UsageTracker(_LocalTracker):
     dir), and sent to the server as `agent_name`'s usage by `memory` (None: the process's client)."""
 
     def __init__(
-        self, directory: str | os.PathLike | None = None, memory: TelemetryClient | None = None, agent_name: str = "local"
+        self, directory: str | os.PathLike[str] | None = None, memory: TelemetryClient | None = None, agent_name: str = "local"
     ):
         super().__init__(directory, memory, USAGE_FILE)
         self.agent_name = agent_name
@@ -153,7 +153,7 @@ class UsageTracker(_LocalTracker):
             "user": self._hash(user_id),
         }
         kept = self._keep(record)
-        fields = {
+        fields: dict[str, Any] = {
             name: record[name] for name in ("workflow", "stage", "tier", "cache_read_tokens", "cache_write_tokens", "success")
         }
         if cost is not None:
@@ -196,7 +196,7 @@ class HelpTracker(_LocalTracker):
     `directory`; template ratings also go to the server's FeedbackLoop through `memory` (None: the
     process's client)."""
 
-    def __init__(self, directory: str | os.PathLike | None = None, memory: TelemetryClient | None = None):
+    def __init__(self, directory: str | os.PathLike[str] | None = None, memory: TelemetryClient | None = None):
         super().__init__(directory, memory, HELP_FILE)
 
     @never_raises(default=False)

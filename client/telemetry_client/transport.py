@@ -78,7 +78,8 @@ def drive(steps: Steps[T], ask: Callable[[Ask], Any]) -> T:
             else:
                 answer = ask(step)
     except StopIteration as done:
-        return done.value
+        result: T = done.value  # the generator's return value, which Steps[T] types as T
+        return result
 
 
 async def adrive(steps: Steps[T], ask: Callable[[Ask], Awaitable[Any]]) -> T:
@@ -93,7 +94,8 @@ async def adrive(steps: Steps[T], ask: Callable[[Ask], Awaitable[Any]]) -> T:
             else:
                 answer = await ask(step)
     except StopIteration as done:
-        return done.value
+        result: T = done.value  # the generator's return value, which Steps[T] types as T
+        return result
 
 
 class Connections:
