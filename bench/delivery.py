@@ -34,8 +34,8 @@ def run(db: str) -> dict:
     with environment(db) as env:
         from django.db.models import Sum
 
-        from core.events import stream_key
         from core.redis import get_redis
+        from core.streams import stream_key
         from notifications.forwarding import FORWARD_CURSOR, FORWARD_LOCK
         from notifications.models import Delivery, NotificationChannel
 

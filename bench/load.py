@@ -223,7 +223,7 @@ class Probe:
 
     def streams(self) -> dict[str, int]:
         """Entries in each event type's stream (each capped at about EVENT_STREAM_MAXLEN)."""
-        from core.events import STREAM_PREFIX
+        from core.streams import STREAM_PREFIX
 
         keys = list(self.redis.scan_iter(match=f"{STREAM_PREFIX}*", _type="STREAM"))
         pipe = self.redis.pipeline(transaction=False)

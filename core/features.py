@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from core import events
+from core import streams
 from core.redis import get_redis
 from core.tasks import BACKGROUND_TICK_KEY
 
@@ -53,7 +53,7 @@ def _redis():
 
 
 def _streams():
-    types = len(events.event_types())
+    types = len(streams.event_types())
     return AVAILABLE, f"{types} event types with a stream"
 
 

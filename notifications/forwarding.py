@@ -9,7 +9,7 @@ from contextlib import suppress
 from django.db import transaction
 from redis.exceptions import LockError
 
-from core import events
+from core import events, streams
 from core.fastpaths.bulk_insert import insert_rows
 from core.redis import get_redis
 from notifications.models import Delivery, Notification, NotificationChannel
@@ -25,7 +25,7 @@ FORWARD_LOCK = "telemetry:forward:lock"
 
 
 # KEYS: a stream. ARGV: the id to read from, how many at most, the stream's event type. Returns
-# the first and last ids read, how many, and the events as a JSON array of what events.decode()
+# the first and last ids read, how many, and the events as a JSON array of what streams.decode()
 # returns, made here from the entries as stored: parsing and writing each in Python was most of
 # forwarding's cost. Nothing when there is nothing to read.
 READ_RECORDS = """
@@ -84,14 +84,14 @@ def start_forwarding(channel: NotificationChannel) -> None:
         if key.decode().removeprefix(prefix) not in channel.forwards:  # event types may hold ":" themselves
             redis.delete(key)
     for event_type in channel.forwards:
-        latest = redis.xrevrange(events.stream_key(event_type), count=1)
+        latest = redis.xrevrange(streams.stream_key(event_type), count=1)
         redis.set(FORWARD_CURSOR.format(channel=channel.pk, event_type=event_type), latest[0][0] if latest else "0-0", nx=True)
 
 
 def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
     cursor_key = FORWARD_CURSOR.format(channel=channel.pk, event_type=event_type)
     cursor = redis.get(cursor_key)
-    stream = events.stream_key(event_type)
+    stream = streams.stream_key(event_type)
     since = f"({cursor.decode()}" if cursor else f"{int(channel.created_at.timestamp() * 1000)}-0"
     _warn_if_trimmed(redis, event_type, since.lstrip("("), channel)
     # A channel that is down gets its records as waiting for its backoff, for the retry sweep;
@@ -128,9 +128,9 @@ def _forward(redis, channel: NotificationChannel, event_type: str) -> int:
 def _warn_if_trimmed(redis, event_type: str, since: str, channel: NotificationChannel) -> None:
     """Log when the stream has been trimmed and its oldest event is newer than where forwarding
     goes on from: the events between may have been trimmed unread (it keeps EVENT_STREAM_MAXLEN)."""
-    stream = events.stream_key(event_type)
+    stream = streams.stream_key(event_type)
     oldest = redis.xrange(stream, count=1)
-    if not oldest or events.parse_stream_id(oldest[0][0]) <= events.parse_stream_id(since):
+    if not oldest or streams.parse_stream_id(oldest[0][0]) <= streams.parse_stream_id(since):
         return
     if int(redis.hget(events.PUBLISHED_KEY, event_type) or 0) > redis.xlen(stream):
         logger.warning(

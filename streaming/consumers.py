@@ -26,7 +26,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from rest_framework import exceptions
 
-from core import events, quotas
+from core import events, quotas, streams
 from core.api import describe
 from core.redis import REDIS_DOWN
 from core.throttling import count_request
@@ -54,7 +54,7 @@ def parse_query(query_string: bytes, key) -> tuple[FeedFilter, tuple[int, int] |
         fields["types"] = ["List event types, comma-separated."]
     since = query.get("since")
     try:
-        since_id = events.parse_stream_id(since) if since else None
+        since_id = streams.parse_stream_id(since) if since else None
     except ValueError:
         fields["since"] = ["A stream id such as 1700000000000-0, as the events carry in `event_id`."]
     if fields:
@@ -104,7 +104,7 @@ class LiveFeedConsumer(AsyncWebsocketConsumer):
         replayed = await self._replay(since, live_after) if since else 0
         if replayed is None:
             return
-        ready = {"type": "ready", "replayed": replayed, "live_after": events.format_stream_id(live_after)}
+        ready = {"type": "ready", "replayed": replayed, "live_after": streams.format_stream_id(live_after)}
         await self.send(text_data=json.dumps(ready))
         self.writer = asyncio.create_task(self._write())
 
@@ -122,7 +122,7 @@ class LiveFeedConsumer(AsyncWebsocketConsumer):
             if over and cutoff < live_after:
                 get_feed().unsubscribe(self)
                 await quotas.refused_async("replay_limit")
-                resume = events.format_stream_id(cutoff)
+                resume = streams.format_stream_id(cutoff)
                 message = f"The replay stops at LIVE_REPLAY_MAX_EVENTS or LIVE_CLIENT_BUFFER; reconnect with since={resume}."
                 error = {"code": "replay_limit", "message": message, "since": resume}
                 await self.send(text_data=json.dumps({"type": "error", "error": error}))

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core import events
-from core.events import StreamId, format_stream_id, parse_stream_id
+from core import streams
 from core.redis import for_event_loop, get_async_blocking_redis, get_async_redis
 from core.scopes import permissions_for
+from core.streams import StreamId, format_stream_id, parse_stream_id
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class FeedEvent:
 
     @classmethod
     def from_entry(cls, event_type: str, entry_id: bytes, fields: dict[bytes, bytes]) -> FeedEvent:
-        event = events.decode(event_type, entry_id, fields)
+        event = streams.decode(event_type, entry_id, fields)
         data = event["data"]
         agent = (data.get("agent_id") or data.get("agent_name")) if isinstance(data, dict) else None
         readers = private_to(event["event_type"], data)
@@ -257,22 +257,22 @@ class StreamReader:
         return cutoff, batch
 
     async def _learn_types(self, redis) -> None:
-        for event_type in await redis.smembers(events.TYPES_KEY):
+        for event_type in await redis.smembers(streams.TYPES_KEY):
             self.positions.setdefault(event_type.decode(), self.start)
 
     async def _read(self, redis, block: bool) -> tuple[list[FeedEvent], set[str]]:
-        streams = {events.stream_key(t): format_stream_id(position) for t, position in self.positions.items()}
-        streams[events.NEW_TYPES_KEY] = format_stream_id(self.new_types_position)
+        after = {streams.stream_key(t): format_stream_id(position) for t, position in self.positions.items()}
+        after[streams.NEW_TYPES_KEY] = format_stream_id(self.new_types_position)
         client = get_async_blocking_redis() if block else redis
-        answer = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS if block else None)
+        answer = await client.xread(after, count=READ_COUNT, block=BLOCK_MS if block else None)
         got: list[FeedEvent] = []
         full: set[str] = set()
         for key, entries in answer or []:
             key = key.decode()
-            if key == events.NEW_TYPES_KEY:
+            if key == streams.NEW_TYPES_KEY:
                 self.new_types_position = parse_stream_id(entries[-1][0])
                 continue
-            event_type = key.removeprefix(events.STREAM_PREFIX)
+            event_type = key.removeprefix(streams.STREAM_PREFIX)
             got += (FeedEvent.from_entry(event_type, entry_id, fields) for entry_id, fields in entries)
             self.positions[event_type] = got[-1].id
             if len(entries) == READ_COUNT:
@@ -293,13 +293,13 @@ async def replay(
     a complete resume point. A page reads at most `page` entries of each stream."""
     redis = get_async_redis()
     if types is None:
-        types = [member.decode() for member in await redis.smembers(events.TYPES_KEY)]
+        types = [member.decode() for member in await redis.smembers(streams.TYPES_KEY)]
     types = sorted(types)
     low = since
     while low < until:
         pipe = redis.pipeline(transaction=False)
         for event_type in types:
-            pipe.xrange(events.stream_key(event_type), min=f"({format_stream_id(low)}", max=format_stream_id(until), count=page)
+            pipe.xrange(streams.stream_key(event_type), min=f"({format_stream_id(low)}", max=format_stream_id(until), count=page)
         got: list[FeedEvent] = []
         cutoff = until
         for event_type, entries in zip(types, await pipe.execute(), strict=True):

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import selectors as approvals
-from core import events, quotas
+from core import events, quotas, streams
 from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.scopes import permissions_for
@@ -53,7 +53,7 @@ class StreamList(APIView):
 
     @extend_schema(operation_id="streams_list", responses=OpenApiTypes.OBJECT, summary="The event types that have a stream")
     def get(self, request):
-        return Response({"event_types": events.event_types()})
+        return Response({"event_types": streams.event_types()})
 
 
 class Stream(APIView):
@@ -71,7 +71,7 @@ class Stream(APIView):
         for name, value in bounds.items():
             if value not in ("-", "+") and not valid_stream_id(value.removeprefix("(")):  # "(": excluding that id
                 raise exceptions.ValidationError({name: ["A stream id such as 1700000000000-0, or - or +."]})
-        return Response(readable(reader_of(request), events.recent(event_type, count, bounds["start"], bounds["end"])))
+        return Response(readable(reader_of(request), streams.recent(event_type, count, bounds["start"], bounds["end"])))
 
     @extend_schema(
         request=PublishIn,
@@ -96,7 +96,7 @@ class Stream(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Delete the stream; `deleted`: whether it existed")
     def delete(self, request, event_type: str):
-        return Response({"deleted": events.delete(event_type)})
+        return Response({"deleted": streams.delete(event_type)})
 
 
 class StreamInfo(APIView):
@@ -104,7 +104,7 @@ class StreamInfo(APIView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="Length and first and last event ids of the stream")
     def get(self, request, event_type: str):
-        return Response(events.info(event_type))
+        return Response(streams.info(event_type))
 
 
 class StreamTrim(APIView):
@@ -112,7 +112,7 @@ class StreamTrim(APIView):
 
     @extend_schema(request=TrimIn, responses=OpenApiTypes.OBJECT, summary="Keep only the newest `max_length` events")
     def post(self, request, event_type: str):
-        return Response({"removed": events.trim(event_type, validate(TrimIn, request.data).max_length)})
+        return Response({"removed": streams.trim(event_type, validate(TrimIn, request.data).max_length)})
 
 
 @exempt_from_shedding
@@ -133,7 +133,7 @@ async def consume(request: HttpRequest, key) -> dict:
     count = bounded_int(request.GET, "count", 10, 1, 1000)
     block_ms = bounded_int(request.GET, "block_ms", 0, 0, CONSUME_MAX_BLOCK_MS)
     async with quotas.held(key, block_ms / 1000):
-        found = await events.read(positions, count, block_ms or None)
+        found = await streams.read(positions, count, block_ms or None)
     for event in found:
         positions[event["event_type"]] = event["event_id"]
     reader = key if key is not None else await session_reader_async(await request.auser())
@@ -156,7 +156,7 @@ def live_page(request: HttpRequest):
         pending_approvals=approvals.waiting_count() if may_see_approvals else None,
         show_agents=request.user.has_perms(permissions_for("coordination:read")),
         agent_links=agent_links(request.user),
-        event_types=events.event_types(),
+        event_types=streams.event_types(),
     )
 
 

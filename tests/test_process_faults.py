@@ -24,7 +24,7 @@ from alerts.models import Alert, AlertRule
 from approvals import services as approvals
 from approvals.models import ApprovalRequest, ApprovalStatus
 from coordination.models import Agent
-from core import events
+from core import streams
 from notifications.models import Delivery, NotificationChannel
 from operations.embedded_redis import free_port
 from runs.models import Run, RunEvent
@@ -45,7 +45,7 @@ def wait_until(condition, seconds: float = 30, every: float = 0.2) -> None:
 
 def announced() -> int:
     """How many transitions the sweeps and the alert evaluations have announced so far."""
-    return sum(events.info(kind)["length"] for kind in ("agent.stale", "approval.expired", "alert.opened"))
+    return sum(streams.info(kind)["length"] for kind in ("agent.stale", "approval.expired", "alert.opened"))
 
 
 def recorded() -> tuple[int, int, int]:
@@ -91,9 +91,9 @@ def test_workers_killed_mid_sweep_leave_each_transition_recorded_and_announced_o
             wait_until(lambda: recorded() == (FLEET, FLEET, FLEET), 60)
             time.sleep(2)  # more sweeps and evaluations: nothing twice
     fleet_ids = [f"fleet-{n:03d}" for n in range(FLEET)]
-    assert Counter(e["data"]["agent_id"] for e in events.recent("agent.stale", 10 * FLEET)) == dict.fromkeys(fleet_ids, 1)
+    assert Counter(e["data"]["agent_id"] for e in streams.recent("agent.stale", 10 * FLEET)) == dict.fromkeys(fleet_ids, 1)
     assert all(fleet.get(f"/api/v1/agents/{agent_id}").json()["stale"] for agent_id in fleet_ids)
-    expiries = Counter(e["data"]["request_id"] for e in events.recent("approval.expired", 10 * FLEET))
+    expiries = Counter(e["data"]["request_id"] for e in streams.recent("approval.expired", 10 * FLEET))
     assert expiries == {request.request_id: 1 for request in requests}
     assert Counter(Alert.objects.values_list("subject", flat=True)) == {f"agent:{agent_id}": 1 for agent_id in fleet_ids}
     deliveries = Counter(delivery.notification["data"]["alert_id"] for delivery in Delivery.objects.all())

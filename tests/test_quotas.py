@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from coordination import heartbeats
 from coordination.models import Agent
-from core import events
+from core import events, streams
 from core.redis import get_redis
 from tests.conftest import make_key
 from tests.services import PROMETHEUS_ACCEPT, asgi_server, wait_until_held
@@ -175,12 +175,12 @@ def test_keys_without_streams_admin_create_few_event_types_and_small_entries(ser
         for n in range(3):
             assert agent.post(f"/api/v1/streams/mint.{n}", json={"data": {}}).status_code == 201
         refused(agent.post("/api/v1/streams/mint.3", json={"data": {}}), 429, "new_event_types")
-        assert "mint.3" not in events.event_types()
+        assert "mint.3" not in streams.event_types()
         assert agent.post("/api/v1/streams/mint.0", json={"data": {}}).status_code == 201  # an existing type is free
         assert agent.post("/api/v1/streams/bystander.mark", json={"data": {}}).status_code == 201
 
         refused(agent.post("/api/v1/streams/mint.0", json={"data": {"pad": "x" * 2048}}), 413, "stream_entry_too_large")
-        assert events.info("mint.0")["length"] == 2
+        assert streams.info("mint.0")["length"] == 2
 
         assert admin.post("/api/v1/streams/admin.new", json={"data": {"pad": "x" * 4096}}).status_code == 201
         busy = bystander.served()
@@ -461,7 +461,7 @@ def test_an_approval_requests_context_is_bounded_in_size(server_env):
         agent = httpx.Client(base_url=base, headers=api_key(make_key("asker")[1]), timeout=30)
         big = agent.post("/api/v1/approvals", json={"approval_type": "deploy", "context": {"diff": "x" * 4096}})
         assert "APPROVAL_CONTEXT_MAX_BYTES" in refused(big, 413, "approval_context_too_large")["message"]
-        assert events.info("approval.requested")["length"] == 0
+        assert streams.info("approval.requested")["length"] == 0
         fits = agent.post("/api/v1/approvals", json={"approval_type": "deploy", "context": {"diff": "x" * 4000}})
         assert fits.status_code == 201
         busy = bystander.served()
@@ -480,7 +480,7 @@ def test_an_agents_heartbeat_metadata_is_bounded_in_size(server_env):
         agent = httpx.Client(base_url=base, headers=api_key(make_key("fleet", agents=["fleet-*"])[1]), timeout=30)
         big = agent.post("/api/v1/agents/fleet-1/heartbeat/start", json={"metadata": {"notes": "x" * 2048}})
         assert "HEARTBEAT_METADATA_MAX_BYTES" in refused(big, 413, "heartbeat_metadata_too_large")["message"]
-        assert agent.get("/api/v1/agents/fleet-1").status_code == 404 and events.info("agent.started")["length"] == 0
+        assert agent.get("/api/v1/agents/fleet-1").status_code == 404 and streams.info("agent.started")["length"] == 0
         fits = agent.post("/api/v1/agents/fleet-1/heartbeat/start", json={"metadata": {"notes": "x" * 2000}})
         assert fits.status_code == 200 and len(fits.json()["metadata"]["notes"]) == 2000
         busy = bystander.served()

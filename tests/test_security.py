@@ -50,7 +50,7 @@ from approvals import services as approvals
 from approvals.models import ApprovalPolicy, ApprovalRequest
 from chatops.models import SlackUser
 from coordination import heartbeats, signals
-from core import events
+from core import events, streams
 from core.models import AgentKey
 from core.redis import get_redis
 from core.scopes import agent_default, known, permissions_for
@@ -1057,7 +1057,7 @@ def test_on_the_real_server_a_reviewer_and_a_view_only_operator_write_nothing_an
             ]
         after = [line for line in database_text().splitlines() if not line.startswith("django_session:")]
         redis_after = {
-            "stream": events.info(STREAM)["length"],
+            "stream": streams.info(STREAM)["length"],
             "heartbeat": async_to_sync(heartbeats.status)("alpha"),
             "signals": async_to_sync(signals.pending)("alpha", ""),
         }

@@ -17,7 +17,7 @@ from alerts.rules import VOLUME_SAMPLES_KEY, Finding
 from approvals import services as approvals
 from approvals.models import ApprovalRequest
 from coordination import heartbeats
-from core import events
+from core import events, streams
 from core.redis import get_redis
 from notifications.models import NotificationChannel
 from quality.models import LlmUsage
@@ -39,7 +39,7 @@ def evaluate(capture) -> tuple[int, int]:
 
 
 def summaries(event_type: str) -> list[str]:
-    return [event["data"]["summary"] for event in events.recent(event_type, 100)]
+    return [event["data"]["summary"] for event in streams.recent(event_type, 100)]
 
 
 @pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_a_stale_agent_alerts_once_and_its_recovery_closes_it(agent, eager, djan
     assert evaluate(django_capture_on_commit_callbacks) == (0, 1)
     assert evaluate(django_capture_on_commit_callbacks) == (0, 0)
     assert mail.outbox[1].subject.startswith("[resolved] alpha is stale") and mail.outbox[1].to == ["ops@example.com"]
-    assert events.recent("alert.closed", 10)[0]["data"]["closed_at"] is not None
+    assert streams.recent("alert.closed", 10)[0]["data"]["closed_at"] is not None
 
     go_silent(agent)  # a second spell: a second alert
     heartbeats.sweep()
@@ -162,7 +162,7 @@ def test_concurrent_evaluations_open_one_alert(agent):
     heartbeats.sweep()
     results = at_once(lambda: services.evaluate_all()["opened"])
     assert sorted(results) == [0] * 5 + [1]
-    assert Alert.objects.count() == 1 and len(events.recent("alert.opened", 10)) == 1
+    assert Alert.objects.count() == 1 and len(streams.recent("alert.opened", 10)) == 1
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.db import connection
 
 from approvals import services
 from approvals.models import ApprovalRequest
-from core import events
+from core import streams
 from tests.conftest import key_client, make_key
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_an_agent_asks_and_sees_its_pending_request(agent, django_capture_on_com
     assert [r["request_id"] for r in agent.get("/api/v1/approvals").json()] == [asked["request_id"]]
     assert agent.get("/api/v1/approvals", {"approval_type": "other"}).json() == []
     assert agent.get(f"/api/v1/approvals/{asked['request_id']}").json()["context"] == {"diff": "+1 -1"}
-    assert [e["data"]["request_id"] for e in events.recent("approval.requested", 5)] == [asked["request_id"]]
+    assert [e["data"]["request_id"] for e in streams.recent("approval.requested", 5)] == [asked["request_id"]]
 
 
 def test_a_person_decides_once_and_the_waiting_agent_gets_it(agent, approver):
@@ -114,7 +114,7 @@ def test_two_reviewers_deciding_at_once_record_one_decision(django_user_model):
     assert len(winners) == 1
     stored = ApprovalRequest.objects.get(pk=request.pk)
     assert stored.responder_name == winners[0]
-    assert len(events.recent("approval.decided", 10)) == 1
+    assert len(streams.recent("approval.decided", 10)) == 1
 
 
 def test_a_request_past_its_timeout_expires_once_and_is_never_decided(agent, approver, django_capture_on_commit_callbacks):
@@ -128,7 +128,7 @@ def test_a_request_past_its_timeout_expires_once_and_is_never_decided(agent, app
     assert (stored.status, stored.approved) == ("expired", False) and "Expired" in stored.reason
     late = approver.post(f"/api/v1/approvals/{asked['request_id']}/decide", {"approved": True}, format="json")
     assert late.status_code == 400
-    assert [e["data"]["status"] for e in events.recent("approval.expired", 5)] == ["expired"]
+    assert [e["data"]["status"] for e in streams.recent("approval.expired", 5)] == ["expired"]
     assert agent.post("/api/v1/approvals/clear-expired", format="json").json() == {"cleared": 1}
     assert not ApprovalRequest.objects.filter(request_id=asked["request_id"]).exists()
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from approvals import policies, selectors, services
 from approvals.models import ApprovalPolicy, ApprovalRequest, AuditEntry, Vote
-from core import events
+from core import streams
 from notifications.models import Delivery, NotificationChannel
 from tests.conftest import make_reviewer
 
@@ -155,7 +155,7 @@ def test_many_voters_at_once_are_counted_once_each_and_decide_once(django_user_m
         assert stored.status == "rejected" and votes[-1].approved is False and all(v.approved for v in votes[:-1])
         assert len(votes) <= 3
     assert rejecting or stored.status == "approved"
-    assert len(events.recent("approval.decided", 10)) == 1
+    assert len(streams.recent("approval.decided", 10)) == 1
     assert list(AuditEntry.objects.filter(request_id=stored.request_id).values_list("event", flat=True)) == [
         "requested",
         "notified",

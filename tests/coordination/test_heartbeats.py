@@ -7,7 +7,7 @@ import pytest
 
 from coordination import heartbeats
 from coordination.models import Agent
-from core import events
+from core import streams
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def test_first_beat_registers_the_agent_and_status_reads_it_back(agent):
     assert row.status == "working" and row.last_seen_at is not None
     state = agent.get("/api/v1/agents/alpha").json()
     assert (state["status"], state["progress"], state["current_task"]) == ("working", 0.4, "t1")
-    assert [e["event_type"] for e in events.recent("agent.heartbeat", 10)] == ["agent.heartbeat"]
+    assert [e["event_type"] for e in streams.recent("agent.heartbeat", 10)] == ["agent.heartbeat"]
 
 
 def test_start_beat_stop_and_the_lists(agent):
@@ -37,8 +37,8 @@ def test_start_beat_stop_and_the_lists(agent):
     assert agent.get("/api/v1/agents/active").json() == []
     assert agent.get("/api/v1/agents/alpha").json()["status"] == "done"
     assert Agent.objects.get(agent_id="alpha").stopped_at is not None
-    assert [e["event_type"] for e in events.recent("agent.started", 5)] == ["agent.started"]
-    assert [e["data"]["status"] for e in events.recent("agent.stopped", 5)] == ["done"]
+    assert [e["event_type"] for e in streams.recent("agent.started", 5)] == ["agent.started"]
+    assert [e["data"]["status"] for e in streams.recent("agent.stopped", 5)] == ["done"]
 
 
 def test_an_agent_silent_past_its_threshold_is_stale(agent):

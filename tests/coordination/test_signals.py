@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from core import events
+from core import streams
 from tests.conftest import key_client, make_key
 from tests.services import asgi_server, held_waits, wait_until_held
 
@@ -41,7 +41,7 @@ def test_a_directed_signal_reaches_its_target_once(fleet):
     got = receive(fleet["b"], signal_type="go")
     assert got["signal_id"] == sent["signal_id"] and got["payload"] == {"step": 2}
     assert receive(fleet["b"], signal_type="go") is None
-    assert [e["data"]["signal_id"] for e in events.recent("signal.sent", 5)] == [sent["signal_id"]]
+    assert [e["data"]["signal_id"] for e in streams.recent("signal.sent", 5)] == [sent["signal_id"]]
 
 
 def test_a_broadcast_reaches_each_other_agent_once(fleet):

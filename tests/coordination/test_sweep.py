@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from coordination import heartbeats
 from coordination.models import Agent
-from core import events
+from core import streams
 from runs import services
 from runs.models import Run, RunStatus
 from tests.conftest import at_once, go_silent, key_client, make_key
@@ -24,7 +24,7 @@ def test_concurrent_sweeps_record_one_transition(agent):
     go_silent(agent)
     results = at_once(heartbeats.sweep)
     assert sorted(results) == [[]] * 5 + [["alpha"]]
-    assert [e["data"]["agent_id"] for e in events.recent("agent.stale", 10)] == ["alpha"]
+    assert [e["data"]["agent_id"] for e in streams.recent("agent.stale", 10)] == ["alpha"]
     assert Agent.objects.get(agent_id="alpha").stale_since is not None
     assert agent.get("/api/v1/agents/alpha").json()["stale"] is True
     assert heartbeats.sweep() == []  # a later sweep records nothing new
@@ -39,9 +39,9 @@ def test_a_beat_while_the_sweep_runs_keeps_the_agent_live(agent):
     assert heartbeats._mark_silent_stale(silent) is False
     assert Agent.objects.get(agent_id="alpha").stale_since is None
     assert agent.get("/api/v1/agents/alpha").json()["stale"] is False
-    assert events.recent("agent.stale", 10) == []
+    assert streams.recent("agent.stale", 10) == []
     agent.post("/api/v1/agents/alpha/heartbeat", {}, format="json")
-    assert events.recent("agent.recovered", 10) == []
+    assert streams.recent("agent.recovered", 10) == []
 
 
 @pytest.mark.django_db
@@ -49,12 +49,12 @@ def test_a_stale_agent_that_beats_again_recovers_once(agent, django_capture_on_c
     go_silent(agent)
     with django_capture_on_commit_callbacks(execute=True):
         assert heartbeats.sweep() == ["alpha"]
-    assert [e["data"]["agent_id"] for e in events.recent("agent.stale", 10)] == ["alpha"]
+    assert [e["data"]["agent_id"] for e in streams.recent("agent.stale", 10)] == ["alpha"]
     for _ in range(2):
         agent.post("/api/v1/agents/alpha/heartbeat", {"status": "running"}, format="json")
     assert Agent.objects.get(agent_id="alpha").stale_since is None
     assert agent.get("/api/v1/agents/alpha").json()["stale"] is False
-    assert [e["data"]["agent_id"] for e in events.recent("agent.recovered", 10)] == ["alpha"]
+    assert [e["data"]["agent_id"] for e in streams.recent("agent.recovered", 10)] == ["alpha"]
     assert heartbeats.sweep() == []
 
 
@@ -72,7 +72,7 @@ def test_an_agent_whose_live_state_redis_lost_is_judged_by_its_row(django_captur
     Agent.objects.create(agent_id="fresh", last_seen_at=timezone.now())
     with django_capture_on_commit_callbacks(execute=True):
         assert heartbeats.sweep() == ["ghost"]
-    assert [e["data"]["agent_id"] for e in events.recent("agent.stale", 10)] == ["ghost"]
+    assert [e["data"]["agent_id"] for e in streams.recent("agent.stale", 10)] == ["ghost"]
 
 
 @pytest.mark.django_db
@@ -94,7 +94,7 @@ def test_runs_of_an_agent_stale_past_the_grace_time_out(django_capture_on_commit
         recent.pk: RunStatus.RUNNING,
     }
     assert "heartbeats" in Run.objects.get(pk=abandoned.pk).error_summary
-    assert [e["data"]["status"] for e in events.recent("run.ended", 10)] == ["timeout"]
+    assert [e["data"]["status"] for e in streams.recent("run.ended", 10)] == ["timeout"]
     assert services.time_out_abandoned_runs(grace_seconds=300) == 0
 
 
@@ -115,7 +115,7 @@ def test_the_worker_and_beat_sweep_and_sync_the_registry(server_env):
         wait_for(lambda: Agent.objects.get(agent_id="alpha").last_seen_at > first_seen, 20)  # the registry sync
         wait_for(lambda: Agent.objects.get(agent_id="alpha").stale_since is not None, 20)  # the sweep
         time.sleep(2.5)  # more sweeps: still one transition
-        assert len(events.recent("agent.stale", 10)) == 1
+        assert len(streams.recent("agent.stale", 10)) == 1
         agent.post("/api/v1/agents/alpha/heartbeat", {"status": "running"}, format="json")
         assert Agent.objects.get(agent_id="alpha").stale_since is None
-        assert len(events.recent("agent.recovered", 10)) == 1
+        assert len(streams.recent("agent.recovered", 10)) == 1

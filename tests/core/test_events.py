@@ -5,14 +5,14 @@ import json
 import pytest
 from django.db import transaction
 
-from core import events
+from core import events, streams
 from core.redis import get_redis
 
 
 def entries(event_type: str) -> list[dict]:
     return [
         {key.decode(): value.decode() for key, value in fields.items()}
-        for _, fields in get_redis().xrange(events.stream_key(event_type))
+        for _, fields in get_redis().xrange(streams.stream_key(event_type))
     ]
 
 
@@ -38,7 +38,7 @@ def test_streams_are_capped_approximately(settings):
     settings.EVENT_STREAM_MAXLEN = 100
     for start in range(0, 2000, 500):
         events.publish_now(events.Event("demo.many", {"n": n}) for n in range(start, start + 500))
-    length = get_redis().xlen(events.stream_key("demo.many"))
+    length = get_redis().xlen(streams.stream_key("demo.many"))
     assert 100 <= length < 400  # trimmed whole nodes at a time, never below the cap
 
 

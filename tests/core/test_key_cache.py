@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from coordination import heartbeats, signals
-from core import events
+from core import streams
 from core.authentication import authenticate_key, authenticate_key_async, checked_key, remembered_key
 from core.redis import get_redis
 from tests.conftest import key_client, make_key
@@ -145,7 +145,7 @@ def test_a_beat_on_a_key_known_here_that_changed_is_checked_afresh_and_records_n
     response = client.post(BEAT, {"status": "second"}, format="json")
     assert response.status_code == answer, response.content
     recorded = ["first", "second"] if answer == 200 else ["first"]
-    assert [event["data"]["status"] for event in events.recent("agent.heartbeat", 10)] == recorded
+    assert [event["data"]["status"] for event in streams.recent("agent.heartbeat", 10)] == recorded
     assert async_to_sync(heartbeats.status)("alpha").status == recorded[-1]
     if answer == 200:  # known again, by the entry now in Redis
         assert remembered_key(raw)[1].sha1 == hashlib.sha1(get_redis().get(check.entry)).hexdigest()  # noqa: S324
@@ -160,7 +160,7 @@ def test_a_signal_sent_on_a_key_known_here_that_was_revoked_is_refused_and_never
     key.revoked = True
     key.save()
     assert client.post("/api/v1/signals", {**signal, "signal_type": "stop"}, format="json").status_code == 401
-    assert [event["data"]["signal_type"] for event in events.recent("signal.sent", 10)] == ["go"]
+    assert [event["data"]["signal_type"] for event in streams.recent("signal.sent", 10)] == ["go"]
     assert [pending["signal_type"] for pending in async_to_sync(signals.pending)("beta")] == ["go"]
 
 

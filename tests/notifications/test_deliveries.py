@@ -13,7 +13,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from core import events
+from core import events, streams
 from core.redis import get_redis
 from notifications import forwarding, sending, services
 from notifications.models import Delivery, Notification, NotificationChannel
@@ -42,7 +42,7 @@ def test_forwarded_events_are_signed_and_sent_once(eager):
         assert forwarding.forward_events() == 0
     [body] = [verified(channel, request) for request in received]  # one message for the three
     assert [record["data"]["run_id"] for record in body["records"]] == ["r0", "r1", "r2"]
-    assert body["records"] == events.recent("run.ended", 3)  # as the API reads them from the stream
+    assert body["records"] == streams.recent("run.ended", 3)  # as the API reads them from the stream
     assert (body["topic"], body["subject"]) == ("run.ended", "3 run.ended records")
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.records) == ("delivered", 3)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core import events
+from core import streams
 from core.redis import get_redis
 from runs.models import Run
 from tests.runs.factories import run_payload
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def published(event_type: str) -> list[dict]:
-    return [json.loads(fields[b"data"]) for _, fields in get_redis().xrange(events.stream_key(event_type))]
+    return [json.loads(fields[b"data"]) for _, fields in get_redis().xrange(streams.stream_key(event_type))]
 
 
 def test_a_new_run_is_announced_once(agent):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from django.db import connection
 
-from core import events
+from core import streams
 from core.redis import get_redis
 from runs.models import Run
 from tests.conftest import make_key
@@ -49,7 +49,7 @@ def together(base: str, raw_key: str, requests: list[tuple[str, str, dict]]) -> 
 
 def announced(event_type: str) -> Counter:
     """How many times each run (by event_id) was announced as `event_type`."""
-    return Counter(json.loads(fields[b"data"])["event_id"] for _, fields in get_redis().xrange(events.stream_key(event_type)))
+    return Counter(json.loads(fields[b"data"])["event_id"] for _, fields in get_redis().xrange(streams.stream_key(event_type)))
 
 
 def database_files_open(pid: int) -> int:

@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from core import events
-from core.events import parse_stream_id
+from core.streams import parse_stream_id
 from telemetry_site.asgi import application
 from tests.conftest import make_key, make_operator
 

@@ -14,7 +14,7 @@ from websockets.sync.client import connect as ws_connect
 
 from alerts import services as alerts
 from alerts.models import AlertRule
-from core import events
+from core import events, streams
 from core.redis import get_redis
 from tests.conftest import make_key
 
@@ -34,7 +34,7 @@ def test_an_agent_cannot_publish_the_servers_event_types(live_asgi):
             assert forged.status_code == 403, event_type
             assert forged.json()["error"]["code"] == "reserved_event_type"
         assert api.get("/api/v1/streams").json()["event_types"] == []
-    assert not any(get_redis().exists(events.stream_key(event_type)) for event_type in FORGED)
+    assert not any(get_redis().exists(streams.stream_key(event_type)) for event_type in FORGED)
     assert events.published_counts() == {}
 
 
