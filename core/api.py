@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import kombu.exceptions
 import pydantic
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DataError, InterfaceError, OperationalError
@@ -29,9 +30,11 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.authentication import (
+    CHALLENGE,
     KeyCheck,
     StaleKey,
     authenticate_key_async,
+    check_key_ahead,
     forget_known,
     key_from_header,
     keyless,
@@ -234,6 +237,24 @@ def async_endpoint(
     return decorate
 
 
+def by_method(view, **endpoints):
+    """One URL served by two kinds of view: the methods named in `endpoints` (POST=...) by those
+    async endpoints, the others by `view` (a DRF view, on a thread). drf-spectacular documents
+    `view`'s methods (through its `cls`), core.openapi the endpoints'."""
+    by_name = {method.upper(): endpoint for method, endpoint in endpoints.items()}
+
+    async def dispatch(request, *args, **kwargs):
+        endpoint = by_name.get(request.method)
+        if endpoint is not None:
+            return await endpoint(request, *args, **kwargs)
+        await check_key_ahead(request)  # as the agent API's handler does before a sync view
+        return await sync_to_async(view)(request, *args, **kwargs)
+
+    dispatch.cls, dispatch.initkwargs = view.cls, view.initkwargs
+    dispatch.endpoints = list(by_name.values())
+    return csrf_exempt(dispatch)
+
+
 @dataclass(frozen=True)
 class AsyncEndpointDoc:
     scopes: dict[str, str]
@@ -258,7 +279,9 @@ def json_body(request, schema: type[Schema]) -> Schema:
 def error_response(exc: exceptions.APIException) -> JsonResponse:
     """The API's error reply from an async view (DRF answers its own views)."""
     wait = getattr(exc, "wait", None)
-    headers = {"Retry-After": str(max(1, round(wait)))} if wait else None
+    headers = {"Retry-After": str(max(1, round(wait)))} if wait else {}
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = CHALLENGE
     return JsonResponse(describe(exc), status=exc.status_code, headers=headers)
 
 

@@ -61,6 +61,10 @@ class KeyUser:
         return self.username
 
 
+# The WWW-Authenticate header of a 401: how to authenticate.
+CHALLENGE = 'Api-Key realm="api"'
+
+
 def key_from_header(header: str) -> str | None:
     """The key in `Api-Key <key>` or `Bearer <key>`, or None when the header is something else."""
     scheme, _, key = header.strip().partition(" ")
@@ -108,10 +112,10 @@ async def check_key_ahead(request) -> None:
     request.checked_agent_key, which AgentKeyAuthentication then takes instead of asking Redis from
     the thread. Any other failure (the database away) is left to the view, which checks the key
     again and answers it as it always did."""
-    raw_key = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
-    if raw_key is None:
-        return
     try:
+        raw_key = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
+        if raw_key is None:
+            return
         request.checked_agent_key = await authenticate_key_async(raw_key)
     except exceptions.AuthenticationFailed as refused:
         request.checked_agent_key = refused
@@ -317,7 +321,7 @@ class AgentKeyAuthentication(authentication.BaseAuthentication):
         return KeyUser(key), key
 
     def authenticate_header(self, request) -> str:
-        return 'Api-Key realm="api"'
+        return CHALLENGE
 
 
 class KeylessAuthentication(authentication.BaseAuthentication):

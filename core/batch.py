@@ -68,6 +68,13 @@ class Batch(BatchResults):
                 event_id = item.get("event_id") if isinstance(item, dict) else None
                 self._set(index, event_id, "rejected", error_body("invalid", "Invalid item: see fields.", validation_fields(exc)))
 
+    @classmethod
+    def of_valid(cls, items: list[pydantic.BaseModel]) -> Batch:
+        """A batch of items checked already (each against its schema)."""
+        batch = cls([], pydantic.BaseModel)
+        batch.results, batch.valid = [None] * len(items), dict(enumerate(items))
+        return batch
+
     def _set(self, index: int, event_id: Any, status: str, error: dict | None = None) -> None:
         result = {"index": index, "event_id": event_id, "status": status}
         if error:

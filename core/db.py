@@ -48,3 +48,11 @@ def close_connections() -> None:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
+
+
+def close_obsolete_connections() -> None:
+    """What Django does at the end of a request, for this thread's connections outside a
+    transaction: close those past CONN_MAX_AGE (PostgreSQL's, back to their pool) or broken."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()

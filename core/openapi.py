@@ -80,8 +80,10 @@ def _endpoints(patterns, prefix: str):
         route = prefix + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
         if isinstance(pattern, URLResolver):
             yield from _endpoints(pattern.url_patterns, route)
-        elif isinstance(pattern, URLPattern) and hasattr(pattern.callback, "api"):
-            yield route, pattern.callback
+        elif isinstance(pattern, URLPattern):
+            for endpoint in getattr(pattern.callback, "endpoints", [pattern.callback]):  # core.api.by_method
+                if hasattr(endpoint, "api"):
+                    yield route, endpoint
 
 
 def _schema(model, components: dict) -> dict:

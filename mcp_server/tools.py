@@ -222,7 +222,8 @@ async def start_run(
         now = datetime.now(UTC)
         data = _given(event_id=str(uuid.uuid4()), run_id=run_id or f"{now:%Y%m%dT%H%M%SZ}-{agent}-{uuid.uuid4().hex[:8]}",
                       agent_name=agent, job_type=job_type, start_time=now.isoformat(), input_summary=input_summary)  # fmt: skip
-        run, _ = await sync_to_async(runs.create_run)(validate(RunIn, data))
+        run = validate(RunIn, data)
+        await runs.run_creates.write(run)  # its event_id is new: created
         return {"event_id": run.event_id, "run_id": run.run_id, "status": run.status}
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from operator import attrgetter
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from rest_framework import exceptions
 
 from coordination import selectors as coordination
 from core import events
 from core.batch import Batch, MayActAs, Row, row_of
+from core.group_commit import GroupCommit
+from core.models import AgentKey
+from core.permissions import agent_forbidden
 from runs.changes import runs_changed
 from runs.models import Run, RunEvent, RunStatus
 from runs.schemas import BatchEventIn, CommitIn, CommitItem, EventIn, RunEnd, RunIn, RunPatch
@@ -33,24 +38,14 @@ def build_run(data: RunIn) -> Run:
     return run
 
 
-def create_run(data: RunIn) -> tuple[Run, bool]:
-    """The run for `data.event_id`, and whether this call stored it (False: a duplicate)."""
-    run = build_run(data)
-    try:
-        with transaction.atomic():
-            run.save(force_insert=True)
-    except IntegrityError:
-        existing = Run.objects.filter(event_id=data.event_id).first()
-        if existing is None:
-            raise
-        return existing, False
-    events.publish(lifecycle_event(row_of(run)))
-    return run, True
-
-
 def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, RunIn)
     batch.reject_forbidden_agents(may_act_as)
+    return store_runs(batch)
+
+
+def store_runs(batch: Batch) -> Batch:
+    """Store the valid runs of `batch`, announcing each one created (run.started or run.ended)."""
     rows: dict[str, Row] = {}
     batch.store(
         Run,
@@ -62,16 +57,56 @@ def ingest_runs(items: list, may_act_as: MayActAs) -> Batch:
     return batch
 
 
+def create_runs(runs: list[RunIn]) -> list[str]:
+    """Store runs checked already; for each, "created", or "duplicate" when its event_id was stored
+    before (or earlier in the list)."""
+    return [result["status"] for result in store_runs(Batch.of_valid(runs)).results]
+
+
+# One run a request (POST /api/v1/runs, the MCP tool): `await run_creates.write(run)` is
+# create_runs' answer for it, stored in one transaction with the others arriving meanwhile.
+run_creates = GroupCommit(create_runs)
+
+
 def update_run(run: Run, patch: RunPatch) -> list[str]:
     """Apply a PATCH; returns the names of the fields it set, in the model's order."""
     changes = patch.changes()
     was_running = run.status == RunStatus.RUNNING
     run.apply(changes)
-    with transaction.atomic():  # on SQLite: queued on the process's write lock (core.fastpaths.sqlite_writer)
-        run.save(update_fields=[*changes, "duration_ms", "updated_at"])
+    run.save(update_fields=[*changes, "duration_ms", "updated_at"])
     if was_running and run.status != RunStatus.RUNNING:
         events.publish(lifecycle_event(row_of(run)))
     return [f.name for f in Run._meta.fields if f.name in changes]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One PATCH of a run, by the key that sends it (None: staff)."""
+
+    event_id: str
+    patch: RunPatch
+    key: AgentKey | None
+
+
+def update_runs(patches: list[Patch]) -> list[list[str] | exceptions.APIException]:
+    """Apply PATCHes in one transaction, in order; for each, the fields it set, or why not (the
+    run unknown, or not the key's to change)."""
+    runs = Run.objects.in_bulk({patch.event_id for patch in patches}, field_name="event_id")
+    outcomes: list[list[str] | exceptions.APIException] = []
+    with transaction.atomic():
+        for patch in patches:
+            run = runs.get(patch.event_id)
+            if run is None:
+                outcomes.append(exceptions.NotFound("No Run matches the given query."))
+            elif patch.key is not None and not patch.key.may_act_as(run.agent_name):
+                outcomes.append(agent_forbidden(run.agent_name))
+            else:
+                outcomes.append(update_run(run, patch.patch))
+    return outcomes
+
+
+# One PATCH a request: `await run_updates.write(Patch(...))` is update_runs' answer for it.
+run_updates = GroupCommit(update_runs)
 
 
 def associate_commit(run: Run, commit: CommitIn) -> bool:

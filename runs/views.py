@@ -1,17 +1,18 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import LimitOffsetPage, validate
+from core.api import LimitOffsetPage, async_endpoint, validate
 from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView, batch_response, items_of
-from core.permissions import ensure_may_act_as
+from core.permissions import ensure_key_may_act_as, ensure_may_act_as
 from runs import services
 from runs.deliveries import run_deliveries
 from runs.filters import RunFilter
@@ -20,7 +21,6 @@ from runs.schemas import (
     BatchEventInList,
     CommitIn,
     CommitOut,
-    CreatedOut,
     EventInList,
     EventOut,
     EventOutList,
@@ -29,7 +29,6 @@ from runs.schemas import (
     RunInList,
     RunOutList,
     RunPatch,
-    UpdatedOut,
     run_json,
 )
 
@@ -40,7 +39,7 @@ def writable_run(request, event_id: str) -> Run:
     return run
 
 
-class RunListCreate(GenericAPIView):
+class RunList(GenericAPIView):
     required_scopes = RECORDS_SCOPES
     queryset = Run.objects.all()
     filter_backends = [DjangoFilterBackend]
@@ -53,14 +52,16 @@ class RunListCreate(GenericAPIView):
         page = LimitOffsetPage(request)
         return page.response([run_json(run) for run in page.rows(self.filter_queryset(self.get_queryset()))])
 
-    @extend_schema(request=RunIn, responses={201: CreatedOut, 200: CreatedOut}, summary="Record a run (idempotent on event_id)")
-    def post(self, request):
-        data = validate(RunIn, request.data)
-        ensure_may_act_as(request, data.agent_name)
-        run, created = services.create_run(data)
-        if created:
-            return Response({"status": "created", "event_id": run.event_id, "run_id": run.run_id}, status=status.HTTP_201_CREATED)
-        return Response({"status": "duplicate", "event_id": data.event_id, "message": "Event already exists (idempotent)"})
+
+@async_endpoint({"POST": "runs:write"}, {"POST": RunIn})
+async def create_run(request, key, body: RunIn):
+    """Record a run (idempotent on event_id)
+
+    201 with `status` "created", or 200 with "duplicate" when a run with this event_id exists."""
+    ensure_key_may_act_as(key, body.agent_name)
+    if await services.run_creates.write(body) == "created":
+        return JsonResponse({"status": "created", "event_id": body.event_id, "run_id": body.run_id}, status=201)
+    return {"status": "duplicate", "event_id": body.event_id, "message": "Event already exists (idempotent)"}
 
 
 @extend_schema_view(post=extend_schema(request=RunInList, responses=BATCH_RESPONSES, summary="Record up to 1000 runs"))
@@ -77,14 +78,14 @@ class RunDetail(APIView):
         run = get_object_or_404(Run, event_id=event_id)
         return Response({**run_json(run), "deliveries": run_deliveries(run)})
 
-    @extend_schema(request=RunPatch, responses=UpdatedOut, summary="Update the 11 editable fields")
-    def patch(self, request, event_id: str):
-        run = writable_run(request, event_id)
-        patch = validate(RunPatch, request.data)
-        if not patch.model_fields_set:
-            raise exceptions.ValidationError({"body": ["No fields to update; editable: " + ", ".join(RunPatch.model_fields)]})
-        fields = services.update_run(run, patch)
-        return Response({"event_id": run.event_id, "updated": True, "fields_updated": fields})
+
+@async_endpoint({"PATCH": "runs:write"}, {"PATCH": RunPatch})
+async def update_run(request, key, event_id: str, body: RunPatch):
+    """Update the 11 editable fields"""
+    if not body.model_fields_set:
+        raise exceptions.ValidationError({"body": ["No fields to update; editable: " + ", ".join(RunPatch.model_fields)]})
+    fields = await services.run_updates.write(services.Patch(event_id, body, key))
+    return {"event_id": event_id, "updated": True, "fields_updated": fields}
 
 
 class AssociateCommit(APIView):

@@ -8,6 +8,7 @@ load shedder: its tool calls include long-held waits, as the views exempt from s
 Outermost, core.observing gives every request its id and counts it for the server's own metrics.
 """
 
+import gc
 import os
 
 from django.conf import settings
@@ -62,3 +63,10 @@ application = ProtocolTypeRouter(
         "lifespan": mcp_http.lifespan,
     }
 )
+
+# What is loaded by now (Django, the apps, the libraries: most of the process's objects) lives as
+# long as the process: kept out of the garbage collector's full passes, which otherwise walked all of
+# it every half second under load and stalled the event loop ~150 ms each time (bench.ingest: the
+# bare view's p99 at 64 clients 163 -> 53 ms, 27% more requests answered).
+gc.collect()
+gc.freeze()

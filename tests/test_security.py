@@ -433,12 +433,12 @@ def expected_outcomes() -> dict[str, dict[str, tuple]]:
 
 def view_methods(callback) -> set[str] | None:
     """The HTTP methods an API view answers (None for views that do not say)."""
-    if hasattr(callback, "api"):  # core.api.async_endpoint
-        return set(callback.api.scopes)
+    endpoints = getattr(callback, "endpoints", [callback])  # core.api.by_method's, or the view
+    methods = {method for endpoint in endpoints if hasattr(endpoint, "api") for method in endpoint.api.scopes}  # async_endpoint
     view_class = getattr(callback, "cls", None)
     if view_class is not None and issubclass(view_class, APIView):
-        return {m.upper() for m in view_class.http_method_names if m not in ("head", "options") and hasattr(view_class, m)}
-    return None
+        methods |= {m.upper() for m in view_class.http_method_names if m not in ("head", "options") and hasattr(view_class, m)}
+    return methods or None
 
 
 def outcome(response, persona: str) -> str:

@@ -16,12 +16,12 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from core.db import opened_connection, start_request
-from core.fastpaths.sqlite_writer import OneWriterWrapper, SQLiteWrapper
+from core.fastpaths.sqlite_writer import one_sqlite_writer
 from core.request_context import note_route
 
 
@@ -138,17 +138,6 @@ class SyncThread:
     def __init__(self):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-api", initializer=one_sqlite_writer)
         self.requests = 0
-
-
-def one_sqlite_writer() -> None:
-    """This thread's SQLite connections: persistent (CONN_MAX_AGE None) and one writer a process,
-    for this thread only (Django's own handler still gives each request a new thread, whose
-    connection must close)."""
-    for alias in connections:
-        wrapper = connections[alias]
-        if type(wrapper) is SQLiteWrapper:  # Django's own, not a subclass with behaviour of its own
-            wrapper.settings_dict = {**wrapper.settings_dict, "CONN_MAX_AGE": None}
-            wrapper.__class__ = OneWriterWrapper
 
 
 async def anonymous_user() -> AnonymousUser:

@@ -114,40 +114,55 @@ def test_the_agent_handler_overrides_only_what_djangos_handler_has():
 
 
 def test_the_agent_apis_threads_keep_their_sqlite_connection_and_write_one_at_a_time(transactional_db):
-    """core.fastpaths.sqlite_writer: a write transaction holds the process's lock from BEGIN to its
-    end, committed or rolled back, or its connection closed; Django reads CONN_MAX_AGE from
-    the wrapper's settings_dict when it connects."""
+    """core.fastpaths.sqlite_writer: a write transaction holds the process's lock and the web
+    processes' flock from BEGIN to its end, committed or rolled back, or its connection closed;
+    Django reads CONN_MAX_AGE from the wrapper's settings_dict when it connects."""
+    import fcntl
+    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection, connections, transaction
 
-    from core.fastpaths.agent_handler import one_sqlite_writer
-    from core.fastpaths.sqlite_writer import WRITE_LOCK
+    from core.fastpaths.sqlite_writer import WRITE_LOCK, one_sqlite_writer
 
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's write lock")
+
+    def locked() -> tuple[bool, bool]:
+        """Whether this process's lock is taken, and the flock (tried from another open file, as
+        another process would)."""
+        other = os.open(f"{connection.settings_dict['NAME']}-writers", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flocked = False
+        except BlockingIOError:
+            flocked = True
+        finally:
+            os.close(other)
+        return WRITE_LOCK.locked(), flocked
 
     def transactions():
         one_sqlite_writer()
         wrapper = connections["default"]
         states = []
         with transaction.atomic():
-            states.append(WRITE_LOCK.locked())
-        states.append(WRITE_LOCK.locked())
+            states.append(locked())
+        states.append(locked())
         with pytest.raises(ZeroDivisionError), transaction.atomic():
-            states.append(WRITE_LOCK.locked())
+            states.append(locked())
             1 / 0  # noqa: B018
-        states.append(WRITE_LOCK.locked())
+        states.append(locked())
         with transaction.atomic():
             wrapper.close()
-        states.append(WRITE_LOCK.locked())
+        states.append(locked())
         wrapper.ensure_connection()
         states.append(wrapper.close_at)
         wrapper.close()
         return states
 
+    held, free = (True, True), (False, False)
     with ThreadPoolExecutor(max_workers=1) as thread:
-        assert thread.submit(transactions).result() == [True, False, True, False, False, None]
+        assert thread.submit(transactions).result() == [held, free, held, free, free, None]
 
 
 def test_what_the_pipelined_connection_takes_from_redis_py_and_hiredis_behaves_as_it_did():

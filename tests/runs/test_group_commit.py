@@ -1,0 +1,130 @@
+"""Single runs written at the same moment are stored as one group (core.group_commit), each
+answered its own outcome: created, duplicate (once stored, or earlier in the same group), or the
+error of the one item the database refused, which fails alone."""
+
+import asyncio
+from collections import Counter
+from contextlib import contextmanager
+
+import pytest
+from django.db import DatabaseError, OperationalError, connection, connections
+from rest_framework.exceptions import NotFound, PermissionDenied
+
+from core.models import AgentKey
+from runs import services
+from runs.models import Run
+from runs.schemas import RunIn, RunPatch
+from runs.services import Patch
+from tests.runs.factories import run_payload
+from tests.runs.test_single_writes import announced, locked_database
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def written_together(runs: list[dict]) -> list:
+    """Each run written by its own task, all at once on one event loop: the first starts a group,
+    which the others join before it is stored. Each task's outcome, or the exception it raised."""
+
+    async def write_all():
+        writes = [services.run_creates.write(RunIn.model_validate(run)) for run in runs]
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    return asyncio.run(write_all())
+
+
+@contextmanager
+def poisoned_runs():
+    """The database refuses any run whose job_type is "poison" (a trigger raising an error)."""
+    table = Run._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(
+                f"CREATE TRIGGER poison BEFORE INSERT ON {table} WHEN NEW.job_type = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'poisoned run'); END"
+            )
+        else:
+            cursor.execute(
+                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.job_type = 'poison' THEN "
+                "RAISE EXCEPTION 'poisoned run'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(f"CREATE TRIGGER poison BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION poison()")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER poison{'' if connection.vendor == 'sqlite' else f' ON {table}'}")
+            if connection.vendor != "sqlite":
+                cursor.execute("DROP FUNCTION poison()")
+
+
+def test_runs_written_together_are_one_group_each_answered_its_own_outcome():
+    stored_before = run_payload()
+    assert written_together([stored_before]) == ["created"]
+    twin = run_payload()
+    runs = [run_payload(), twin, run_payload(status="success"), twin, stored_before, twin]
+
+    assert written_together(runs) == ["created", "created", "created", "duplicate", "duplicate", "duplicate"]
+
+    assert services.run_creates.sizes[-1] == len(runs)  # one group, one transaction
+    assert sorted(Run.objects.values_list("event_id", flat=True)) == sorted({run["event_id"] for run in [stored_before, *runs]})
+    assert announced("run.started") == Counter({run["event_id"]: 1 for run in [stored_before, runs[0], twin]})
+    assert announced("run.ended") == Counter({runs[2]["event_id"]: 1})
+
+
+def test_an_item_the_database_refuses_fails_alone_and_its_neighbours_are_stored():
+    runs = [run_payload(), run_payload(job_type="poison"), run_payload(), run_payload()]
+    runs.append(runs[0])  # a duplicate within the group, answered duplicate once stored alone too
+    with poisoned_runs():
+        outcomes = written_together(runs)
+
+    assert outcomes[:1] + outcomes[2:] == ["created", "created", "created", "duplicate"]
+    assert isinstance(outcomes[1], DatabaseError) and "poisoned run" in str(outcomes[1])
+    assert sorted(Run.objects.values_list("event_id", flat=True)) == sorted(run["event_id"] for run in runs[:1] + runs[2:4])
+    assert announced("run.started") == Counter({run["event_id"]: 1 for run in runs[:1] + runs[2:4]})
+
+
+def test_a_locked_database_fails_each_write_of_the_group_and_stores_none_of_it():
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's lock; PostgreSQL stopped mid-ingest: tests/test_faults.py")
+    runs = [run_payload() for _ in range(5)]
+    options = connections.settings["default"]["OPTIONS"]  # the writer's connection is opened from these
+    busy_timeout, options["timeout"] = options["timeout"], 0.2
+    try:
+        with locked_database():
+            outcomes = written_together(runs)
+    finally:
+        options["timeout"] = busy_timeout
+
+    assert [type(outcome) for outcome in outcomes] == [OperationalError] * len(runs)
+    assert not Run.objects.exists() and announced("run.started") == Counter()
+    assert written_together(runs) == ["created"] * len(runs)  # and each, retried, is stored once
+
+
+def test_patches_written_together_apply_in_order_each_answered_its_own_outcome():
+    mine, other, theirs = (Run.objects.create(**run_payload(agent)) for agent in ("alpha", "alpha", "beta"))
+    key = AgentKey(name="alpha", agents=["alpha"], scopes=["runs:write"])
+    patches = [
+        Patch(mine.event_id, RunPatch(status="success"), key),
+        Patch(mine.event_id, RunPatch(items_succeeded=3), key),
+        Patch("no-such-run", RunPatch(status="failed"), key),
+        Patch(theirs.event_id, RunPatch(status="failed"), key),
+        Patch(other.event_id, RunPatch(error_summary="x" * 10), None),  # staff
+    ]
+
+    async def write_all():
+        return await asyncio.gather(*(services.run_updates.write(patch) for patch in patches), return_exceptions=True)
+
+    outcomes = asyncio.run(write_all())
+
+    assert services.run_updates.sizes[-1] == len(patches)
+    assert outcomes[:2] + outcomes[4:] == [["status"], ["items_succeeded"], ["error_summary"]]
+    assert [(type(error), error.get_codes()) for error in outcomes[2:4]] == [
+        (NotFound, "not_found"),
+        (PermissionDenied, "agent_forbidden"),
+    ]
+    assert set(Run.objects.values_list("agent_name", "status", "items_succeeded", "error_summary")) == {
+        ("alpha", "success", 3, ""),
+        ("alpha", "running", 0, "x" * 10),
+        ("beta", "running", 0, ""),
+    }
+    assert announced("run.ended") == Counter({mine.event_id: 1})
