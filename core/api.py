@@ -182,6 +182,7 @@ def async_endpoint(
     bodies: dict[str, type[pydantic.BaseModel]] | None = None,
     key_checked_in_script: frozenset[str] = frozenset(),
     session_permissions: dict[str, tuple[str, ...]] | None = None,
+    documented: dict[str, tuple[type[pydantic.BaseModel] | None, type[pydantic.BaseModel]]] | None = None,
 ):
     """An async JSON view (it holds no thread while it waits): checks the method and the scope it
     needs (`scopes` by method: a key must hold it, a staff session the model permissions behind
@@ -195,7 +196,10 @@ def async_endpoint(
     Redis, and the view gets `key_check=` to pass to the one EventScript that does its work (None
     when the key was read afresh, or for staff). The view must write nothing before that script:
     when the key changed meanwhile, the script raises StaleKey and the view runs again on the key
-    read afresh."""
+    read afresh.
+
+    `documented` adds to the OpenAPI schema, by method, the body a view reads itself (or None) and
+    the one it answers."""
     bodies = bodies or {}
     session_permissions = session_permissions or {}
 
@@ -231,7 +235,7 @@ def async_endpoint(
                 raise
             return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
 
-        endpoint.api = AsyncEndpointDoc(scopes, bodies, view.__doc__ or "")
+        endpoint.api = AsyncEndpointDoc(scopes, bodies, view.__doc__ or "", documented or {})
         return csrf_exempt(endpoint)
 
     return decorate
@@ -260,6 +264,7 @@ class AsyncEndpointDoc:
     scopes: dict[str, str]
     bodies: dict[str, type[pydantic.BaseModel]]
     doc: str
+    documented: dict[str, tuple[type[pydantic.BaseModel] | None, type[pydantic.BaseModel]]]
 
 
 def _check_csrf(request) -> None:
@@ -271,9 +276,14 @@ def _check_csrf(request) -> None:
 
 def json_body(request, schema: type[Schema]) -> Schema:
     """The request's JSON body (up to API_MAX_BODY_BYTES) checked against `schema`."""
+    return validate(schema, json_data(request, settings.API_MAX_BODY_BYTES))
+
+
+def json_data(request, limit: int):
+    """The request's JSON body, up to `limit` bytes, as it came ({} if empty)."""
     if request.content_type != "application/json" and request.META.get("CONTENT_LENGTH", "0") != "0":
         raise exceptions.UnsupportedMediaType(request.content_type)
-    return validate(schema, parse_json(request, settings.API_MAX_BODY_BYTES))
+    return parse_json(request, limit)
 
 
 def error_response(exc: exceptions.APIException) -> JsonResponse:

@@ -17,11 +17,11 @@ from operator import or_
 from typing import Annotated
 
 from django.conf import settings
+from django.http import JsonResponse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from pydantic import BaseModel, Field, RootModel
 from rest_framework import exceptions
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import error_body
@@ -36,6 +36,20 @@ BATCH_RESPONSES = {
     200: OpenApiResponse(description="the batch was read; rejected items are counted in `failed` and listed in `errors`"),
     207: OpenApiResponse(description="with `Prefer: multi-status`: some items rejected; see results"),
 }
+
+
+class BatchOut(BaseModel):
+    """The reply to a batch (BatchResults.body), for the OpenAPI schema of the async endpoints."""
+
+    total: int
+    inserted: int
+    duplicates: int
+    failed: int
+    errors: list[str]
+    results: list[dict]
+    updated: int | None = None
+
+
 MULTI_STATUS = "multi-status"  # the preference (RFC 7240) that asks for 207 when some items are rejected
 
 
@@ -73,14 +87,15 @@ def prefers_multi_status(request) -> bool:
     return any(p.partition(";")[0].partition("=")[0].strip().lower() == MULTI_STATUS for p in preferences)
 
 
-def batch_response(request, results: BatchResults) -> Response:
+def batch_response(request, results: BatchResults) -> JsonResponse:
     """200 with per-item results, the rejected ones counted in `failed` and listed in `errors`:
     local-telemetry's client takes any other status for a failure and sends the batch again. 207
-    when some items were rejected and the request asked for it with `Prefer: multi-status`."""
+    when some items were rejected and the request asked for it with `Prefer: multi-status`. For
+    DRF's views and the async endpoints alike."""
     if not prefers_multi_status(request):
-        return Response(results.body())
+        return JsonResponse(results.body())
     status = 207 if results.failed else 200
-    return Response(results.body(), status=status, headers={"Preference-Applied": MULTI_STATUS})
+    return JsonResponse(results.body(), status=status, headers={"Preference-Applied": MULTI_STATUS})
 
 
 class BatchView(APIView):

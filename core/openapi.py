@@ -65,8 +65,12 @@ def add_async_endpoints(result: dict, generator, request, public) -> dict:
                     **{code: _error(text) for code, text in ERRORS.items()},
                 },
             }
-            if method in doc.bodies:
-                operation["requestBody"] = {"content": {"application/json": {"schema": _schema(doc.bodies[method], components)}}}
+            read, answered = doc.documented.get(method, (None, None))
+            if body := doc.bodies.get(method) or read:
+                operation["requestBody"] = {"content": {"application/json": {"schema": _schema(body, components)}}}
+            if answered is not None:
+                for code in ("200", "201"):
+                    operation["responses"][code]["content"]["application/json"]["schema"] = _schema(answered, components)
             item[method.lower()] = operation
     for item in result["paths"].values():
         for operation in item.values():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from operator import attrgetter
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -80,33 +82,35 @@ def update_run(run: Run, patch: RunPatch) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Patch:
-    """One PATCH of a run, by the key that sends it (None: staff)."""
+class RunWrite:
+    """One request's write to a stored run (a PATCH, a commit, events), by the key that sends it
+    (None: staff): `apply(run)` makes it and returns the request's answer."""
 
     event_id: str
-    patch: RunPatch
     key: AgentKey | None
+    apply: Callable[[Run], Any]
 
 
-def update_runs(patches: list[Patch]) -> list[list[str] | exceptions.APIException]:
-    """Apply PATCHes in one transaction, in order; for each, the fields it set, or why not (the
+def write_runs(writes: list[RunWrite]) -> list[Any]:
+    """Writes to stored runs, in one transaction, in order; for each, its answer, or why not (the
     run unknown, or not the key's to change)."""
-    runs = Run.objects.in_bulk({patch.event_id for patch in patches}, field_name="event_id")
-    outcomes: list[list[str] | exceptions.APIException] = []
+    runs = Run.objects.in_bulk({write.event_id for write in writes}, field_name="event_id")
+    answers: list[Any] = []
     with transaction.atomic():
-        for patch in patches:
-            run = runs.get(patch.event_id)
+        for write in writes:
+            run = runs.get(write.event_id)
             if run is None:
-                outcomes.append(exceptions.NotFound("No Run matches the given query."))
-            elif patch.key is not None and not patch.key.may_act_as(run.agent_name):
-                outcomes.append(agent_forbidden(run.agent_name))
+                answers.append(exceptions.NotFound("No Run matches the given query."))
+            elif write.key is not None and not write.key.may_act_as(run.agent_name):
+                answers.append(agent_forbidden(run.agent_name))
             else:
-                outcomes.append(update_run(run, patch.patch))
-    return outcomes
+                answers.append(write.apply(run))
+    return answers
 
 
-# One PATCH a request: `await run_updates.write(Patch(...))` is update_runs' answer for it.
-run_updates = GroupCommit(update_runs)
+# One write to a run a request: `await run_writes.write(RunWrite(...))` is write_runs' answer for
+# it, made in one transaction with the others arriving meanwhile.
+run_writes = GroupCommit(write_runs)
 
 
 def associate_commit(run: Run, commit: CommitIn) -> bool:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -10,9 +12,9 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import LimitOffsetPage, async_endpoint, validate
-from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView, batch_response, items_of
-from core.permissions import ensure_key_may_act_as, ensure_may_act_as
+from core.api import LimitOffsetPage, async_endpoint, json_data
+from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchOut, BatchView, batch_response, items_of
+from core.permissions import ensure_key_may_act_as
 from runs import services
 from runs.deliveries import run_deliveries
 from runs.filters import RunFilter
@@ -21,6 +23,7 @@ from runs.schemas import (
     BatchEventInList,
     CommitIn,
     CommitOut,
+    CreatedOut,
     EventInList,
     EventOut,
     EventOutList,
@@ -29,14 +32,10 @@ from runs.schemas import (
     RunInList,
     RunOutList,
     RunPatch,
+    UpdatedOut,
     run_json,
 )
-
-
-def writable_run(request, event_id: str) -> Run:
-    run = get_object_or_404(Run, event_id=event_id)
-    ensure_may_act_as(request, run.agent_name)
-    return run
+from runs.services import RunWrite
 
 
 class RunList(GenericAPIView):
@@ -53,7 +52,7 @@ class RunList(GenericAPIView):
         return page.response([run_json(run) for run in page.rows(self.filter_queryset(self.get_queryset()))])
 
 
-@async_endpoint({"POST": "runs:write"}, {"POST": RunIn})
+@async_endpoint({"POST": "runs:write"}, {"POST": RunIn}, documented={"POST": (None, CreatedOut)})
 async def create_run(request, key, body: RunIn):
     """Record a run (idempotent on event_id)
 
@@ -79,28 +78,28 @@ class RunDetail(APIView):
         return Response({**run_json(run), "deliveries": run_deliveries(run)})
 
 
-@async_endpoint({"PATCH": "runs:write"}, {"PATCH": RunPatch})
+@async_endpoint({"PATCH": "runs:write"}, {"PATCH": RunPatch}, documented={"PATCH": (None, UpdatedOut)})
 async def update_run(request, key, event_id: str, body: RunPatch):
     """Update the 11 editable fields"""
     if not body.model_fields_set:
         raise exceptions.ValidationError({"body": ["No fields to update; editable: " + ", ".join(RunPatch.model_fields)]})
-    fields = await services.run_updates.write(services.Patch(event_id, body, key))
+    fields = await services.run_writes.write(RunWrite(event_id, key, functools.partial(services.update_run, patch=body)))
     return {"event_id": event_id, "updated": True, "fields_updated": fields}
 
 
-class AssociateCommit(APIView):
-    required_scopes = RECORDS_SCOPES
+@async_endpoint({"POST": "runs:write"}, {"POST": CommitIn}, documented={"POST": (None, CommitOut)})
+async def associate_commit(request, key, event_id: str, body: CommitIn):
+    """Link a run to the git commit it produced"""
 
-    @extend_schema(request=CommitIn, responses=CommitOut, summary="Link a run to the git commit it produced")
-    def post(self, request, event_id: str):
-        run = writable_run(request, event_id)
-        services.associate_commit(run, validate(CommitIn, request.data))
-        return Response({"status": "success", "event_id": run.event_id, "run_id": run.run_id, "commit_hash": run.git_commit_hash})
+    def linked(run: Run) -> dict:
+        services.associate_commit(run, body)
+        return {"status": "success", "event_id": run.event_id, "run_id": run.run_id, "commit_hash": run.git_commit_hash}
+
+    return await services.run_writes.write(RunWrite(event_id, key, linked))
 
 
 class RunEvents(APIView):
     required_scopes = RECORDS_SCOPES
-    max_body_bytes = settings.BATCH_MAX_BODY_BYTES
 
     @extend_schema(responses=EventOutList, summary="Events of a run, oldest first; ?limit= and ?offset=")
     def get(self, request, event_id: str):
@@ -108,10 +107,13 @@ class RunEvents(APIView):
         page = LimitOffsetPage(request)
         return page.response([EventOut.model_validate(e).model_dump(mode="json") for e in page.rows(run.events.all())])
 
-    @extend_schema(request=EventInList, responses=BATCH_RESPONSES, summary="Record one event or a list of events")
-    def post(self, request, event_id: str):
-        batch = services.record_events(writable_run(request, event_id), items_of(request.data, allow_single=True, key="events"))
-        return batch_response(request, batch)
+
+@async_endpoint({"POST": "runs:write"}, documented={"POST": (EventInList, BatchOut)})
+async def record_events(request, key, event_id: str):
+    """Record one event or a list of events"""
+    items = items_of(json_data(request, settings.BATCH_MAX_BODY_BYTES), allow_single=True, key="events")
+    batch = await services.run_writes.write(RunWrite(event_id, key, functools.partial(services.record_events, items=items)))
+    return batch_response(request, batch)
 
 
 @extend_schema_view(post=extend_schema(request=BatchEventInList, responses=BATCH_RESPONSES, summary="Record events of any runs"))

@@ -33,6 +33,8 @@ from telemetry_client import TelemetryClient, TelemetryConfig
 from operations.embedded_redis import EmbeddedRedis, free_port
 from runs.models import Run, RunEvent
 from tests.conftest import make_key
+from tests.runs.factories import run_payload
+from tests.runs.test_single_writes import together
 from tests.services import PROMETHEUS_ACCEPT, ROOT, ThrowawayPostgres, asgi_server, celery_processes, postgres_bin_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -415,6 +417,25 @@ def test_a_database_outage_mid_ingest_is_only_503s_and_the_sdk_then_delivers_eac
             "error": {"code": "unavailable", "message": "the database is unavailable; retry later"}
         }
     assert f"delivery failed (503 Service Unavailable); retrying in {refused[0].retry_after}.0 s" in caplog.text
+
+
+def test_single_runs_sent_together_while_the_database_is_away_are_each_503_then_stored_once(fragile_database):
+    """Single POSTs gathered into one group (core.group_commit): the outage fails every one of them,
+    none is stored half-way, and each sent again is stored once."""
+    db = fragile_database
+    runs = [run_payload(run_id=f"single-{index}") for index in range(6)]
+    with asgi_server(db.env) as base:
+        assert [
+            answer.status_code for answer in together(base, db.key, [("POST", "/api/v1/runs", run_payload(run_id="before"))])
+        ] == [201]
+        with db.taken_away():
+            answers = together(base, db.key, [("POST", "/api/v1/runs", run) for run in runs])
+        assert [(answer.status_code, answer.json()["error"]["code"]) for answer in answers] == [(503, "unavailable")] * len(runs)
+        assert db.run_ids() == ["before"]
+        assert [answer.status_code for answer in together(base, db.key, [("POST", "/api/v1/runs", run) for run in runs])] == [
+            201
+        ] * len(runs)
+    assert Counter(db.run_ids()) == {"before": 1, **{run["run_id"]: 1 for run in runs}}
 
 
 # --- 3. The web server killed mid-ingest ---------------------------------------------------------

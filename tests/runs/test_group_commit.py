@@ -3,6 +3,7 @@ answered its own outcome: created, duplicate (once stored, or earlier in the sam
 error of the one item the database refused, which fails alone."""
 
 import asyncio
+import functools
 from collections import Counter
 from contextlib import contextmanager
 
@@ -12,9 +13,9 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 
 from core.models import AgentKey
 from runs import services
-from runs.models import Run
-from runs.schemas import RunIn, RunPatch
-from runs.services import Patch
+from runs.models import Run, RunEvent
+from runs.schemas import CommitIn, RunIn, RunPatch
+from runs.services import RunWrite
 from tests.runs.factories import run_payload
 from tests.runs.test_single_writes import announced, locked_database
 
@@ -100,31 +101,40 @@ def test_a_locked_database_fails_each_write_of_the_group_and_stores_none_of_it()
     assert written_together(runs) == ["created"] * len(runs)  # and each, retried, is stored once
 
 
-def test_patches_written_together_apply_in_order_each_answered_its_own_outcome():
+def test_writes_to_runs_made_together_apply_in_order_each_answered_its_own_outcome():
     mine, other, theirs = (Run.objects.create(**run_payload(agent)) for agent in ("alpha", "alpha", "beta"))
     key = AgentKey(name="alpha", agents=["alpha"], scopes=["runs:write"])
-    patches = [
-        Patch(mine.event_id, RunPatch(status="success"), key),
-        Patch(mine.event_id, RunPatch(items_succeeded=3), key),
-        Patch("no-such-run", RunPatch(status="failed"), key),
-        Patch(theirs.event_id, RunPatch(status="failed"), key),
-        Patch(other.event_id, RunPatch(error_summary="x" * 10), None),  # staff
+
+    def patch(**fields):
+        return functools.partial(services.update_run, patch=RunPatch(**fields))
+
+    commit = functools.partial(services.associate_commit, commit=CommitIn(commit_hash="ABC1234", commit_source="llm"))
+    event = {"event_id": "e-1", "event_type": "step", "timestamp": "2026-01-01T00:00:00Z"}
+    writes = [
+        RunWrite(mine.event_id, key, patch(status="success")),
+        RunWrite(mine.event_id, key, patch(items_succeeded=3)),
+        RunWrite("no-such-run", key, patch(status="failed")),
+        RunWrite(theirs.event_id, key, patch(status="failed")),
+        RunWrite(other.event_id, None, patch(error_summary="x" * 10)),  # staff
+        RunWrite(mine.event_id, key, commit),
+        RunWrite(mine.event_id, key, commit),  # linked so already
+        RunWrite(other.event_id, key, functools.partial(services.record_events, items=[event, event, {"event_id": "e-2"}])),
     ]
 
     async def write_all():
-        return await asyncio.gather(*(services.run_updates.write(patch) for patch in patches), return_exceptions=True)
+        return await asyncio.gather(*(services.run_writes.write(write) for write in writes), return_exceptions=True)
 
     outcomes = asyncio.run(write_all())
 
-    assert services.run_updates.sizes[-1] == len(patches)
-    assert outcomes[:2] + outcomes[4:] == [["status"], ["items_succeeded"], ["error_summary"]]
-    assert [(type(error), error.get_codes()) for error in outcomes[2:4]] == [
-        (NotFound, "not_found"),
-        (PermissionDenied, "agent_forbidden"),
-    ]
-    assert set(Run.objects.values_list("agent_name", "status", "items_succeeded", "error_summary")) == {
-        ("alpha", "success", 3, ""),
-        ("alpha", "running", 0, "x" * 10),
-        ("beta", "running", 0, ""),
+    assert services.run_writes.sizes[-1] == len(writes)
+    assert outcomes[:2] + outcomes[4:7] == [["status"], ["items_succeeded"], ["error_summary"], True, False]
+    refusals = [(type(error), error.get_codes()) for error in outcomes[2:4]]
+    assert refusals == [(NotFound, "not_found"), (PermissionDenied, "agent_forbidden")]
+    assert [result["status"] for result in outcomes[7].results] == ["created", "duplicate", "rejected"]
+    assert set(Run.objects.values_list("agent_name", "status", "items_succeeded", "error_summary", "git_commit_hash")) == {
+        ("alpha", "success", 3, "", "abc1234"),
+        ("alpha", "running", 0, "x" * 10, ""),
+        ("beta", "running", 0, "", ""),
     }
+    assert list(RunEvent.objects.values_list("run__event_id", "event_id")) == [(other.event_id, "e-1")]
     assert announced("run.ended") == Counter({mine.event_id: 1})
