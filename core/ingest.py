@@ -9,6 +9,7 @@ what the kinds are.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, reduce
@@ -16,7 +17,9 @@ from itertools import groupby
 from operator import or_
 from typing import Annotated
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.http import JsonResponse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -24,9 +27,10 @@ from pydantic import BaseModel, Field, RootModel
 from rest_framework import exceptions
 from rest_framework.views import APIView
 
-from core.api import error_body
+from core.api import async_endpoint, error_body, json_data
 from core.batch import Batch, BatchResults, MayActAs
-from core.permissions import agent_checker
+from core.group_commit import GroupCommit
+from core.permissions import agent_checker, key_checker
 
 Store = Callable[[list, MayActAs], Batch]
 # The scopes of every endpoint that records what agents did or reads it back (runs, events, usage,
@@ -104,12 +108,38 @@ class BatchView(APIView):
 
     max_body_bytes = settings.BATCH_MAX_BODY_BYTES
     key = "runs"
-    allow_single = False  # True: a bare JSON object is a batch of one
     ingest: Callable[[list, MayActAs], BatchResults]
 
     def post(self, request):
-        results = self.ingest(items_of(request.data, allow_single=self.allow_single, key=self.key), agent_checker(request))
-        return batch_response(request, results)
+        return batch_response(request, self.ingest(items_of(request.data, key=self.key), agent_checker(request)))
+
+
+def in_one_transaction(writes: list[Callable[[], BatchResults]]) -> list[BatchResults]:
+    """Each write, in order, in one transaction."""
+    with transaction.atomic():
+        return [write() for write in writes]
+
+
+# Single items posted to the endpoints of batch_endpoint, each request's with the others'
+# arriving meanwhile (core.group_commit).
+single_items = GroupCommit(in_one_transaction)
+
+
+def batch_endpoint(ingest: Callable[[list, MayActAs], BatchResults], key: str, schema: type[BaseModel], summary: str):
+    """An endpoint that POSTs one item (a JSON object), or a batch as BatchView takes it, to
+    `ingest`, with per-item results as BatchView's. One item is stored with the single items of
+    the other requests arriving meanwhile, in one transaction; a batch in a transaction of its own.
+    `schema` (a list of items) and `summary` describe it in the OpenAPI schema."""
+
+    async def endpoint(request, principal):
+        data = json_data(request, settings.BATCH_MAX_BODY_BYTES)
+        write = functools.partial(ingest, items_of(data, allow_single=True, key=key), key_checker(principal))
+        if isinstance(data, dict) and key not in data:
+            return batch_response(request, await single_items.write(write))
+        return batch_response(request, await sync_to_async(write)())
+
+    endpoint.__name__, endpoint.__doc__, endpoint.__module__ = key.replace("-", "_"), summary, ingest.__module__
+    return async_endpoint({"POST": RECORDS_SCOPES["POST"]}, documented={"POST": (schema, BatchOut)})(endpoint)
 
 
 def _kind(item) -> str | None:

@@ -69,6 +69,13 @@ def agent_checker(request) -> Callable[[str], bool]:
     return checker
 
 
+def key_checker(key: AgentKey | None) -> Callable[[str], bool]:
+    """agent_checker for async views, from the key core.api.authorize gave (None: staff)."""
+    checker = functools.cache(key.may_act_as if key is not None else lambda agent_id: True)
+    checker.key = key
+    return checker
+
+
 def ensure_may_act_as(request, agent_id: str) -> None:
     if not may_act_as(request, agent_id):
         raise agent_forbidden(agent_id)

@@ -1,24 +1,16 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import validate
-from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView
+from core.ingest import RECORDS_SCOPES, batch_endpoint
 from core.openapi import query_parameters
 from metrics import query, services
 from metrics.schemas import MetricInList, MetricQuery, MetricQueryOut
 
-
-@extend_schema_view(
-    post=extend_schema(request=MetricInList, responses=BATCH_RESPONSES, summary="Record metric points (one or a list)")
-)
-class MetricBatch(BatchView):
-    required_scopes = RECORDS_SCOPES
-    key = "metrics"
-    allow_single = True
-    ingest = staticmethod(services.ingest_metrics)
+points = batch_endpoint(services.ingest_metrics, "metrics", MetricInList, "Record metric points (one or a list)")
 
 
 class MetricQueryView(APIView):

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import validate
-from core.ingest import BATCH_RESPONSES, RECORDS_SCOPES, BatchView
+from core.ingest import RECORDS_SCOPES, batch_endpoint
 from core.openapi import query_parameters
 from quality import reports, services
 from quality.schemas import (
@@ -23,35 +23,9 @@ from quality.schemas import (
     UsageInList,
 )
 
-
-@extend_schema_view(
-    post=extend_schema(request=UsageInList, responses=BATCH_RESPONSES, summary="Record LLM calls (one or a list)")
-)
-class UsageBatch(BatchView):
-    required_scopes = RECORDS_SCOPES
-    key = "usage"
-    allow_single = True
-    ingest = staticmethod(services.ingest_usage)
-
-
-@extend_schema_view(
-    post=extend_schema(request=FeedbackInList, responses=BATCH_RESPONSES, summary="Rate responses (one or a list)")
-)
-class FeedbackBatch(BatchView):
-    required_scopes = RECORDS_SCOPES
-    key = "feedback"
-    allow_single = True
-    ingest = staticmethod(services.ingest_feedback)
-
-
-@extend_schema_view(
-    post=extend_schema(request=TemplateFeedbackInList, responses=BATCH_RESPONSES, summary="Rate templates (one or a list)")
-)
-class TemplateFeedbackBatch(BatchView):
-    required_scopes = RECORDS_SCOPES
-    key = "ratings"
-    allow_single = True
-    ingest = staticmethod(services.ingest_template_feedback)
+usage = batch_endpoint(services.ingest_usage, "usage", UsageInList, "Record LLM calls (one or a list)")
+feedback = batch_endpoint(services.ingest_feedback, "feedback", FeedbackInList, "Rate responses (one or a list)")
+ratings = batch_endpoint(services.ingest_template_feedback, "ratings", TemplateFeedbackInList, "Rate templates (one or a list)")
 
 
 class QualityStatsView(APIView):
