@@ -14,7 +14,7 @@ import pydantic
 from django.db import models, transaction
 
 from core.api import error_body, validation_fields
-from core.fastpaths.bulk_insert import Row, insert_new
+from core.fastpaths.bulk_insert import Row, db_values, insert_new
 
 MayActAs = Callable[[str], bool]  # whether the request's key may act as this agent
 
@@ -123,8 +123,10 @@ class Batch(BatchResults):
         for item in self.valid.values():
             if item.event_id not in first:
                 first[item.event_id] = build(item)
+        rows = list(first.values())
+        values = db_values(model, rows)  # before the transaction: on SQLite it holds the write lock
         with transaction.atomic():
-            stored = insert_new(model, list(first.values()))
+            stored = insert_new(model, rows, values)
             if on_stored and stored:
                 on_stored([first[event_id] for event_id in stored])
         for index, item in self.valid.items():
