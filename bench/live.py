@@ -122,6 +122,7 @@ async def _until(condition, timeout: float) -> None:
 
 def run(db: str) -> dict:
     with environment(db) as env:
+        env = {**env, "WEBSOCKETS_PER_KEY": str(max(CLIENT_COUNTS))}  # the clients share one key
         headers = {"Authorization": agent_headers(("streams:read",))["Authorization"]}
         results = {"database": db, "workers": WORKERS, "feed": [], "raw": []}
         with asgi_server(env, WORKERS) as base:
