@@ -83,6 +83,15 @@ class GroupCommit(Generic[Item, Outcome]):
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+        except BaseException as exc:  # a bug, or the task cancelled: no write of the group waits forever
+            for _, future in group:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
+            raise
         finally:
             waiting.task = None
 
