@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
 from django.views import defaults
@@ -95,6 +95,12 @@ def not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
     if _wants_json(request):
         return JsonResponse(error_body("not_found", f"No such path: {request.path}"), status=404)
     return defaults.page_not_found(request, exception)
+
+
+def unknown_api_path(request: HttpRequest) -> JsonResponse:
+    """The last API pattern: a path under /api/v1/ that no view has gets not_found's JSON 404 with
+    DEBUG on as well, where Django answers its own HTML page instead of calling handler404."""
+    return not_found(request, Http404())
 
 
 def server_error(request: HttpRequest) -> JsonResponse:

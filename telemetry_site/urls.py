@@ -1,11 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals.pages import open_link
 from core.ingest import Ingest
 from core.prometheus import metrics
-from core.views import health
+from core.views import health, unknown_api_path
 from quality.pages import analytics_export, analytics_page
 from streaming.views import live_page
 from traces.pages import trace_page, traces_page
@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/v1/", include("metrics.urls")),
     path("api/v1/", include("traces.urls")),
     path("api/v1/", include("streaming.urls")),
+    re_path(r"^api/v1/", unknown_api_path),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

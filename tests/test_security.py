@@ -227,6 +227,7 @@ def new_id() -> str:
 #       anonymous  key A  key B  read-only key  operator  reviewer  superuser
 MATRIX = {
     "health": {"GET": ("ok ok ok ok ok ok ok", {})},
+    "^api/v1/": {"GET": ("404 404 404 404 404 404 404", {})},  # an unknown API path, to anyone
     "metrics": {"GET": ("401 403 403 403 ok 403 ok", {})},  # keys need metrics:read
     "v1/traces": {"POST": ("401 ok items403 403 401 401 401", lambda w: one_good_span(uuid.uuid4().hex))},  # keys only
     "live/": {"GET": ("login login login login ok 403 ok", {})},

@@ -30,7 +30,9 @@ def test_health_is_503_when_redis_is_down(client, settings):
     assert response.json()["database"]["status"] == "ok"
 
 
-def test_unknown_api_paths_are_json_404s(client):
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_api_paths_are_json_404s(client, settings, debug):
+    settings.DEBUG = debug  # `make run`'s default: Django would answer its own HTML page
     response = client.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
