@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import time
 
-from bench.harness import Load, environment
+from bench.harness import Load, environment, servers
 from tests.runs.factories import run_payload
-from tests.services import asgi_server
 
 WORKERS = 2
 CONCURRENCY = 16
@@ -84,8 +83,8 @@ def run(db: str) -> dict:
     with environment(db) as env:
         raw_rows = raw_bulk_create_rows_per_second()
         headers = agent_headers()
-        with asgi_server(env, WORKERS) as base:
-            load = Load(base, headers, CONCURRENCY, SECONDS)
+        with servers(env, WORKERS) as bases:  # the load's connections spread evenly over the processes
+            load = Load(bases, headers, CONCURRENCY, SECONDS)
             load.run("/api/bench/bare", [b"{}"] * 2000, {200, 429})  # warm up every worker
             # A loaded machine sheds the bare view's requests too (loop lag): counted apart, as the writes'.
             bare = load.run("/api/bench/bare", [json.dumps(sample_run(i)).encode() for i in range(100_000)], {200, 429})
@@ -94,18 +93,18 @@ def run(db: str) -> dict:
             for clients in levels():
                 created = [sample_run(i) for i in range(50_000)]
                 # Past capacity the server sheds with 429 (WEB_MAX_IN_FLIGHT, WEB_MAX_LOOP_LAG_MS): counted, not stored.
-                singles[clients] = Load(base, headers, clients, SECONDS).run(
+                singles[clients] = Load(bases, headers, clients, SECONDS).run(
                     "/api/v1/runs", [json.dumps(run).encode() for run in created], {201, 429}
                 )
                 written(singles[clients], 201)
                 stored = stored_event_ids([run["event_id"] for run in created[: singles[clients]["requests"]]])
-                patches[clients] = Load(base, headers, clients, SECONDS, method="PATCH").run(
+                patches[clients] = Load(bases, headers, clients, SECONDS, method="PATCH").run(
                     [f"/api/v1/runs/{event_id}" for event_id in stored], [PATCH_BODY] * len(stored), {200, 429}
                 )
                 written(patches[clients], 200)
             single = singles[CONCURRENCY]
             batches = [json.dumps([sample_run(i) for i in range(BATCH_SIZE)]).encode() for _ in range(60)]
-            batch = Load(base, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200, 429})
+            batch = Load(bases, headers, WORKERS * 2, SECONDS).run("/api/v1/runs/batch", batches, {200, 429})
             written(batch, 200)
     batch_rows = batch["per_second"] * BATCH_SIZE
     return {
@@ -127,7 +126,7 @@ def run(db: str) -> dict:
 def report(result: dict) -> str:
     return "\n".join(
         [
-            f"runs ingest on {result['database']} (uvicorn x{WORKERS}, {CONCURRENCY} connections, loopback)",
+            f"runs ingest on {result['database']} ({WORKERS} uvicorn processes, {CONCURRENCY} connections, loopback)",
             f"  raw bulk_create           {result['raw_bulk_create_rows_s']:9.0f} rows/s",
             f"  batch POST x{BATCH_SIZE}          {result['batch_rows_s']:9.0f} rows/s   "
             f"{result['batch_vs_bulk_create']:6.1%} of bulk_create (target >= 50%)   p50 {result['batch_p50_ms']:.0f} ms",

@@ -26,8 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.harness import Load, environment
-from tests.services import asgi_server
+from bench.harness import Load, environment, servers
 
 WORKERS = 2
 SECONDS = 8.0
@@ -184,8 +183,8 @@ def run(db: str) -> dict:
         rng = random.Random(11)
         first = raw_rows_per_second()
         headers = agent_headers(scopes=("runs:write", "runs:read", "metrics:read"))
-        with asgi_server(env, WORKERS) as base:
-            load = Load(base, headers, WORKERS * 2, SECONDS)
+        with servers(env, WORKERS) as bases:  # the load's connections spread evenly over the processes
+            load = Load(bases, headers, WORKERS * 2, SECONDS)
             now = datetime.now(UTC)
             warm_up = [json.dumps([stamped(point(rng, now), rng, now)]).encode() for _ in range(200)]
             load.run("/api/v1/metrics", warm_up, {200, 429})
@@ -209,10 +208,10 @@ def run(db: str) -> dict:
                 "Authorization": headers["Authorization"],
                 "Accept": "text/plain;version=0.0.4",
             }  # Prometheus's text
-            with httpx.Client(base_url=base, headers=scrape_headers, timeout=60) as client:
+            with httpx.Client(base_url=bases[0], headers=scrape_headers, timeout=60) as client:
                 body = client.get("/metrics").text
                 scrape = timed(lambda: client.get("/metrics").raise_for_status())
-            with httpx.Client(base_url=base, headers=headers, timeout=60) as client:  # the query answers JSON only
+            with httpx.Client(base_url=bases[0], headers=headers, timeout=60) as client:  # the query answers JSON only
                 query = {"name": "agent_execution_duration_seconds", "labels": "agent_type:type-1,phase:phase-1",
                          "start": (now - timedelta(days=1.75)).isoformat(), "end": now.isoformat(), "interval": "1h"}  # fmt: skip
                 answer = client.get("/api/v1/metrics/query", params=query).json()
@@ -249,7 +248,7 @@ def report(result: dict) -> str:
     engine_per_thousand = result["query_engine_best_ms"] / max(result["query_points"], 1) * 1000
     return "\n".join(
         [
-            f"metrics and traces on {result['database']} (uvicorn x{WORKERS}, loopback)",
+            f"metrics and traces on {result['database']} ({WORKERS} uvicorn processes, loopback)",
             f"  raw insert of metric points        {result['raw_points_s']:9.0f} rows/s",
             f"  POST /api/v1/metrics x{CHUNK}        {result['points_s']:9.0f} points/s = "
             f"{result['points_s'] / result['raw_points_s']:6.1%} of raw; {per_point_ms:.3f} ms a point "
