@@ -114,17 +114,24 @@ class Batch(BatchResults):
         self._set(index, self.valid[index].event_id, "updated" if changed else "duplicate")
 
     def store(
-        self, model: type[models.Model], build: Callable[[Any], Row], on_stored: Callable[[list[Row]], None] | None = None
+        self,
+        model: type[models.Model],
+        build: Callable[[Any], Row],
+        on_stored: Callable[[list[Row]], None] | None = None,
+        prepare: Callable[[list[Row]], None] | None = None,
     ) -> None:
         """Insert the valid items (`build` makes each a row); those whose event_id is stored already
         (or earlier in this batch) are duplicates. The database decides, so concurrent batches
-        cannot both claim one. `on_stored` gets the rows stored, in the same transaction."""
+        cannot both claim one. `on_stored` gets the rows stored, in the same transaction;
+        `prepare`, all the rows to insert, before it."""
         first: dict[str, Row] = {}
         for item in self.valid.values():
             if item.event_id not in first:
                 first[item.event_id] = build(item)
         rows = list(first.values())
         values = db_values(model, rows)  # before the transaction: on SQLite it holds the write lock
+        if prepare:
+            prepare(rows)
         with transaction.atomic():
             stored = insert_new(model, rows, values)
             if on_stored and stored:

@@ -20,7 +20,7 @@ from prometheus_client import Histogram
 
 from core import quotas
 from core.batch import Batch, MayActAs, Row, purge
-from core.fastpaths.bulk_insert import insert_rows, update_rows
+from core.fastpaths.bulk_insert import db_values, insert_rows, update_rows
 from metrics.models import MetricMinute, MetricPoint, MetricSeries, MetricType
 from metrics.schemas import MetricIn
 
@@ -61,8 +61,10 @@ def ingest_metrics(items: list, may_act_as: MayActAs) -> Batch:
 
 def _store(batch: Batch, key) -> None:
     """The points first, then their series locked, checked and added to: on PostgreSQL the locks
-    that batches sharing series wait on are held for the totals and rollups only, not the insert."""
-    series, misses = _remembered(batch)  # before the transaction: on SQLite it holds the write lock from BEGIN
+    that batches sharing series wait on are held for the totals and rollups only, not the insert.
+    What the points add is worked out before the transaction (on SQLite it holds the write lock
+    from BEGIN), on the lock only when some were duplicates."""
+    series, misses = _remembered(batch)  # before the transaction
     # Series found or created join the points' transaction; with none (a busy fleet's usual batch),
     # the points' own (Batch.store) is the only one: no savepoint, one round trip less each way.
     with transaction.atomic() if misses else nullcontext():
@@ -77,7 +79,8 @@ def _store(batch: Batch, key) -> None:
             return {"event_id": item.event_id, "series_id": series[item.series_key][0], "timestamp": item.timestamp,
                     "agent_name": item.agent_name, "value": item.value}  # fmt: skip
 
-        batch.store(MetricPoint, row, on_stored=lambda rows: _add(rows, _locked(series)))
+        additions = Additions({pk: kind for pk, kind in series.values()})
+        batch.store(MetricPoint, row, prepare=additions.work_out, on_stored=lambda rows: additions.apply(rows, _locked(series)))
     if len(_SERIES_IDS) + len(series) > SERIES_IDS_MAX:
         _SERIES_IDS.clear()
     _SERIES_IDS.update(series)
@@ -180,54 +183,68 @@ def _empty(metric_type: str) -> list[int]:
     return [0] * len(BUCKETS) if metric_type == MetricType.HISTOGRAM else []
 
 
-def _add(rows: list[Row], series: dict[int, Row]) -> None:
-    """Add the stored points to their series (locked by _locked) and to their minute rollups."""
-    for series_id, points in groupby(sorted(rows, key=itemgetter("series_id", "timestamp")), itemgetter("series_id")):
-        points = list(points)
-        found, values, latest = series[series_id], [point["value"] for point in points], points[-1]
-        if found["metric_type"] == MetricType.COUNTER:
-            found["value"] += sum(values)
-        elif found["metric_type"] == MetricType.GAUGE:
-            if found["last_at"] is None or latest["timestamp"] >= found["last_at"]:
-                found["value"] = latest["value"]
-        else:
-            for value in values:
-                found["buckets"][bisect.bisect_left(BUCKETS, value)] += 1
-        found["count"] += len(values)
-        found["sum"] += sum(values)
-        found["last_at"] = max(filter(None, [found["last_at"], latest["timestamp"]]))
-    changed = [series[series_id] for series_id in sorted({row["series_id"] for row in rows})]
-    update_rows(MetricSeries, changed, TOTALS[4:])  # the rows locked by _locked
-    _add_to_minutes(rows)
+class Additions:
+    """What stored points add to their series (`kinds`: their metric types by id) and to their
+    minute rollups, worked out from the rows without the database."""
+
+    def __init__(self, kinds: dict[int, str]):
+        self.kinds = kinds
+        self.rows = 0  # how many rows it was worked out from
+        self.series: dict[int, Row] = {}
+        self.minutes: list[Row] = []
+        self.minute_values: list[list] = []
+
+    def work_out(self, rows: list[Row]) -> None:
+        self.rows, self.series = len(rows), {}
+        minutes: dict[tuple[int, datetime], list[float]] = defaultdict(list)
+        for series_id, points in groupby(sorted(rows, key=itemgetter("series_id", "timestamp")), itemgetter("series_id")):
+            points = list(points)
+            values, latest = [point["value"] for point in points], points[-1]
+            buckets = _empty(self.kinds[series_id])
+            for value in values if buckets else ():
+                buckets[bisect.bisect_left(BUCKETS, value)] += 1
+            self.series[series_id] = {"count": len(values), "sum": sum(values), "buckets": buckets,
+                                      "last_at": latest["timestamp"], "last_value": latest["value"]}  # fmt: skip
+            for point in points:
+                minutes[(series_id, point["timestamp"].replace(second=0, microsecond=0))].append(point["value"])
+        self.minutes = [
+            {"series_id": pk, "minute": minute, "count": len(values), "sum": sum(values), "min": min(values), "max": max(values)}
+            for (pk, minute), values in minutes.items()
+        ]
+        self.minute_values = db_values(MetricMinute, self.minutes)
+
+    def apply(self, rows: list[Row], series: dict[int, Row]) -> None:
+        """Add the stored `rows` (those it was worked out from, but for duplicates) to the `series`
+        rows (locked by _locked) and to the minute rollups."""
+        if len(rows) != self.rows:  # some were duplicates (rows are a subset of those worked out)
+            self.work_out(rows)
+        for series_id, added in self.series.items():
+            found = series[series_id]
+            if found["metric_type"] == MetricType.COUNTER:
+                found["value"] += added["sum"]
+            elif found["metric_type"] == MetricType.GAUGE:
+                if found["last_at"] is None or added["last_at"] >= found["last_at"]:
+                    found["value"] = added["last_value"]
+            else:
+                found["buckets"] = [total + more for total, more in zip(found["buckets"], added["buckets"], strict=True)]
+            found["count"] += added["count"]
+            found["sum"] += added["sum"]
+            found["last_at"] = max(filter(None, [found["last_at"], added["last_at"]]))
+        update_rows(MetricSeries, [series[series_id] for series_id in sorted(self.series)], TOTALS[4:])
+        # One upsert per chunk adds counts and sums and keeps the extremes, without reading the rows first.
+        insert_rows(MetricMinute, self.minutes, _minutes_on_conflict(), values=self.minute_values)
 
 
-def _add_to_minutes(rows: list[Row]) -> None:
-    """Add the stored points to their series' minute rollups, in the database: one upsert per
-    chunk adds counts and sums and keeps the extremes, without reading the rows first."""
-    minutes: dict[tuple[int, datetime], list[float]] = defaultdict(list)
-    for row in rows:
-        minutes[(row["series_id"], row["timestamp"].replace(second=0, microsecond=0))].append(row["value"])
+def _minutes_on_conflict() -> str:
     quote = connections[router.db_for_write(MetricMinute)].ops.quote_name
     table = quote(MetricMinute._meta.db_table)
     count, total, low, high = (f"{quote(name)}" for name in ("count", "sum", "min", "max"))
-    on_conflict = (
+    return (
         f"ON CONFLICT ({quote('series_id')}, {quote('minute')}) DO UPDATE SET "
         f"{count} = {table}.{count} + excluded.{count}, {total} = {table}.{total} + excluded.{total}, "
         f"{low} = CASE WHEN excluded.{low} < {table}.{low} THEN excluded.{low} ELSE {table}.{low} END, "
         f"{high} = CASE WHEN excluded.{high} > {table}.{high} THEN excluded.{high} ELSE {table}.{high} END"
     )
-    added = [
-        {
-            "series_id": series_id,
-            "minute": minute,
-            "count": len(values),
-            "sum": sum(values),
-            "min": min(values),
-            "max": max(values),
-        }
-        for (series_id, minute), values in minutes.items()
-    ]
-    insert_rows(MetricMinute, added, on_conflict)
 
 
 def purge_old_metrics(metric_days: float, aggregate_days: float) -> dict[str, int]:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.models import ApprovalRequest
 from core import events
-from metrics.models import MetricSeries
+from metrics.models import MetricMinute, MetricSeries
 from quality.models import LlmUsage
 from tests.conftest import key_client, make_key
 from tests.runs.factories import make_run
@@ -61,9 +61,14 @@ def test_points_add_up_into_series(agent):
     assert (body["inserted"], body["failed"]) == (9, 0)
     again = agent.post("/api/v1/ingest", [{"kind": "metric", **KNOWN[0]}], format="json").json()
     assert again["duplicates"] == 1  # and the counter is not counted twice:
+    new = metric("agent_execution_total", "counter", 4, "m10", agent_type="coder", phase="plan", status="ok")
+    mixed = agent.post("/api/v1/metrics", [KNOWN[1], new], format="json").json()
+    assert (mixed["inserted"], mixed["duplicates"]) == (1, 1)  # only the new one is added, to the total and its minute:
+    coder = MetricSeries.objects.get(name="agent_execution_total", labels_key__contains='"coder"')
+    assert MetricMinute.objects.get(series=coder).sum == 7
     totals = {s.labels_key: s.value for s in MetricSeries.objects.filter(name="agent_execution_total")}
     assert totals == {
-        '{"agent_type":"coder","phase":"plan","status":"ok"}': 3,
+        '{"agent_type":"coder","phase":"plan","status":"ok"}': 7,
         '{"agent_type":"tester","phase":"run","status":"error"}': 1,
     }
     gauge = MetricSeries.objects.get(name="context_window_used_tokens")
