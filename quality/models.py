@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db import models, transaction
 from django.utils import timezone
 
+from core.fastpaths.bulk_insert import insert_rows
 from runs.selectors import RunStatus
 
 
@@ -150,7 +151,7 @@ class ChangedDay(models.Model):
 
     @classmethod
     def note(cls, *moments: datetime) -> None:
-        cls.objects.bulk_create([cls(day=day) for day in {timezone.localdate(moment) for moment in moments}])
+        insert_rows(cls, [{"day": day} for day in {timezone.localdate(moment) for moment in moments}], on_conflict="")
 
 
 # Ended runs by duration: each bucket's name and upper bound in seconds (None: no bound).

@@ -117,14 +117,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     sqlite_file = Path(DATABASES["default"]["NAME"])
     if DATABASES["default"]["NAME"] != ":memory:" and sqlite_file.parent.is_dir() and not sqlite_file.exists():
         write_private(sqlite_file, "")
-elif env.bool("DATABASE_POOL", default=True):
-    # Under ASGI each request runs in a fresh thread: without a pool every request would open a
-    # new PostgreSQL connection. Django's psycopg pool hands connections over instead.
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1,
-        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-        "timeout": 10,
-    }
+else:
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    # The server-side bound statements of core.fastpaths.bulk_insert (Django's own queries are bound
+    # on the client and never prepared) are prepared on a connection after this many runs: a run
+    # insert is planned once, not once a write. Empty for none: a pgbouncer before 1.21 in
+    # transaction mode cannot keep prepared statements.
+    if threshold := env.str("DATABASE_PREPARE_THRESHOLD", default="5"):
+        options["prepare_threshold"] = int(threshold)
+    if env.bool("DATABASE_POOL", default=True):
+        # Under ASGI each request runs in a fresh thread: without a pool every request would open a
+        # new PostgreSQL connection. Django's psycopg pool hands connections over instead.
+        options["pool"] = {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20), "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Covering indexes (Index.include) are PostgreSQL's; SQLite builds them on their key columns alone.
 SILENCED_SYSTEM_CHECKS = ["models.W040"]

@@ -21,10 +21,12 @@ def _insert_value(field: models.Field, row: Row, now: datetime) -> Any:
 
 
 def _values_sql(connection, fields: list[models.Field], values: list[list[Any]]) -> tuple[str, list[Any]]:
-    """The rows to insert as SQL and parameters. PostgreSQL takes one array per column through
-    UNNEST (as Django's own bulk_create does there): a handful of parameters instead of thousands
-    keeps planning and psycopg's query parsing cheap. Elsewhere, a multi-row VALUES."""
-    if connection.vendor == "postgresql":
+    """The rows to insert as SQL and parameters. PostgreSQL takes more than one row as one array per
+    column through UNNEST (as Django's own bulk_create does there): a handful of parameters instead
+    of thousands keeps planning and psycopg's query parsing cheap. One row (a lone single write's
+    group) is a plain VALUES: a run in 0.40 ms instead of 0.73 (prepared), as 4 rows take either
+    way. Elsewhere, a multi-row VALUES."""
+    if connection.vendor == "postgresql" and len(values) > 1:
         casts = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)  # %b: binary (see _cursor)
         return f"SELECT * FROM UNNEST({casts})", [list(column) for column in zip(*values, strict=True)]  # noqa: S608
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
