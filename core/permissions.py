@@ -61,19 +61,22 @@ def may_act_as(request, agent_id: str) -> bool:
     return isinstance(request.auth, AgentKey) and request.auth.may_act_as(agent_id)
 
 
-def agent_checker(request) -> Callable[[str], bool]:
-    """`may_act_as` for one request, remembering each answer (a batch names few agents, many times);
-    its `key` is the request's agent key (None for staff), for the bounds a batch counts per key."""
-    checker = functools.cache(functools.partial(may_act_as, request))
-    checker.key = request.auth if isinstance(request.auth, AgentKey) else None
-    return checker
-
-
 def key_checker(key: AgentKey | None) -> Callable[[str], bool]:
-    """agent_checker for async views, from the key core.api.authorize gave (None: staff)."""
+    """`may_act_as` for one request's key (None: staff, who may act as any agent), remembering each
+    answer (a batch names few agents, many times); its `key` is the key, for the bounds a batch
+    counts per key."""
     checker = functools.cache(key.may_act_as if key is not None else lambda agent_id: True)
     checker.key = key
     return checker
+
+
+def agent_checker(request) -> Callable[[str], bool]:
+    """key_checker for a DRF view's request (async views have the key from core.api.authorize)."""
+    if is_staff(request.user):
+        return key_checker(None)
+    if not isinstance(request.auth, AgentKey):  # HasScope lets no such request through
+        raise exceptions.NotAuthenticated
+    return key_checker(request.auth)
 
 
 def ensure_may_act_as(request, agent_id: str) -> None:
