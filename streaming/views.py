@@ -20,6 +20,7 @@ from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.scopes import permissions_for
 from core.views import staff_only, staff_page
+from quality.pages import PERMISSIONS as ANALYTICS_PERMISSIONS
 from streaming.feed import may_read, private_to, session_reader, session_reader_async
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
@@ -156,8 +157,15 @@ def live_page(request: HttpRequest):
         pending_approvals=approvals.waiting_count() if may_see_approvals else None,
         show_agents=request.user.has_perms(permissions_for("coordination:read")),
         agent_links=agent_links(request.user),
+        page_links=page_links(request.user),
         event_types=streams.event_types(),
     )
+
+
+def page_links(user) -> list[dict[str, str]]:
+    """The other staff pages `user` may open: each link shown only to whom its page would not refuse."""
+    pages = [("Analytics", ANALYTICS_PERMISSIONS, "analytics"), ("Traces", ("traces.view_span",), "traces")]
+    return [{"label": label, "url": reverse(name)} for label, needed, name in pages if user.has_perms(needed)]
 
 
 def agent_links(user) -> list[dict[str, str]]:
