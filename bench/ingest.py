@@ -126,7 +126,7 @@ def run(db: str) -> dict:
 def report(result: dict) -> str:
     return "\n".join(
         [
-            f"runs ingest on {result['database']} ({WORKERS} uvicorn processes, {CONCURRENCY} connections, loopback)",
+            f"runs ingest on {result['database']} (uvicorn x{WORKERS}, {CONCURRENCY} connections, loopback)",
             f"  raw bulk_create           {result['raw_bulk_create_rows_s']:9.0f} rows/s",
             f"  batch POST x{BATCH_SIZE}          {result['batch_rows_s']:9.0f} rows/s   "
             f"{result['batch_vs_bulk_create']:6.1%} of bulk_create (target >= 50%)   p50 {result['batch_p50_ms']:.0f} ms",

@@ -248,7 +248,7 @@ def report(result: dict) -> str:
     engine_per_thousand = result["query_engine_best_ms"] / max(result["query_points"], 1) * 1000
     return "\n".join(
         [
-            f"metrics and traces on {result['database']} ({WORKERS} uvicorn processes, loopback)",
+            f"metrics and traces on {result['database']} (uvicorn x{WORKERS}, loopback)",
             f"  raw insert of metric points        {result['raw_points_s']:9.0f} rows/s",
             f"  POST /api/v1/metrics x{CHUNK}        {result['points_s']:9.0f} points/s = "
             f"{result['points_s'] / result['raw_points_s']:6.1%} of raw; {per_point_ms:.3f} ms a point "
