@@ -24,6 +24,8 @@ from quality.pages import PERMISSIONS as ANALYTICS_PERMISSIONS
 from streaming.feed import may_read, private_to, session_reader, session_reader_async
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
 
+TRACES = ("traces.view_span",)  # the permission /traces/ asks
+
 CONSUME_MAX_BLOCK_MS = 30_000
 STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 
@@ -164,17 +166,21 @@ def live_page(request: HttpRequest):
 
 def page_links(user) -> list[dict[str, str]]:
     """The other staff pages `user` may open: each link shown only to whom its page would not refuse."""
-    pages = [("Analytics", ANALYTICS_PERMISSIONS, "analytics"), ("Traces", ("traces.view_span",), "traces")]
-    return [{"label": label, "url": reverse(name)} for label, needed, name in pages if user.has_perms(needed)]
+    return _permitted(user, [("Analytics", ANALYTICS_PERMISSIONS, reverse("analytics")), ("Traces", TRACES, reverse("traces"))])
 
 
 def agent_links(user) -> list[dict[str, str]]:
     """The pages of an agent's records that `user` may open, each a URL to append the agent's id to."""
     approvals_url = reverse("admin:approvals_approvalrequest_changelist")
     links = [
-        ("runs", "runs.view_run", reverse("admin:runs_run_changelist") + "?agent_name__exact="),
-        ("traces", "traces.view_span", reverse("traces") + "?agent="),
-        ("signals", "coordination.view_agent", reverse("signals") + "?agent_id="),
-        ("approvals", "approvals.view_approvalrequest", approvals_url + "?agent_id__exact="),
+        ("runs", ("runs.view_run",), reverse("admin:runs_run_changelist") + "?agent_name__exact="),
+        ("traces", TRACES, reverse("traces") + "?agent="),
+        ("signals", ("coordination.view_agent",), reverse("signals") + "?agent_id="),
+        ("approvals", ("approvals.view_approvalrequest",), approvals_url + "?agent_id__exact="),
     ]
-    return [{"label": label, "url": url} for label, permission, url in links if user.has_perm(permission)]
+    return _permitted(user, links)
+
+
+def _permitted(user, links: list[tuple[str, tuple[str, ...], str]]) -> list[dict[str, str]]:
+    """The links (label, the permissions its page asks, URL) `user` has the permissions of."""
+    return [{"label": label, "url": url} for label, needed, url in links if user.has_perms(needed)]
