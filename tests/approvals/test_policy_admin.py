@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from django.contrib.auth.models import Group
+from playwright.sync_api import expect
 
 from tests.conftest import logged_in_page, make_key, make_reviewer
 from tests.services import asgi_server
@@ -36,7 +37,7 @@ def test_a_policy_written_in_the_admin_needs_two_of_three_leads(server_env, peop
         root.click("text=two leads")  # the list, then the policy again: 2 after all
         root.fill("#id_approvals_required", "2")
         root.click("input[name=_save]")
-        assert "was changed successfully" in root.locator(".messagelist").inner_text()
+        expect(root.locator(".messagelist")).to_contain_text("was changed successfully")
 
         headers = {"Authorization": f"Api-Key {people}"}
         asked = httpx.post(f"{base}/api/v1/approvals", json={"approval_type": "deploy"}, headers=headers).json()
@@ -48,7 +49,7 @@ def test_a_policy_written_in_the_admin_needs_two_of_three_leads(server_env, peop
             assert "two leads: 2 approval(s) needed; who may decide: leads" in policy
             page.fill("#id_reason", f"{name} agrees")
             page.click("#approve")
-            assert message in page.locator(".messagelist").inner_text()
+            expect(page.locator(".messagelist")).to_contain_text(message)
             if name == "ann":
                 assert "ann\tapprove\tann agrees" in page.locator("#votes").inner_text()
                 assert page.locator(".field-may_still_vote_view").inner_text().endswith("bob, cat, root")  # a superuser may
@@ -74,7 +75,7 @@ def test_a_policy_written_in_the_admin_needs_two_of_three_leads(server_env, peop
         assert root.locator("#result_list tbody tr").count() == 1  # the pending one only
         root.fill("#result_list tbody tr:first-child input[name=reason]", "over budget")
         root.click("#result_list tbody tr:first-child .reject-row")
-        assert "Rejected: spend for deployer" in root.locator(".messagelist").inner_text()
+        expect(root.locator(".messagelist")).to_contain_text("Rejected: spend for deployer")
         assert root.url == change and root.locator("#result_list").count() == 0  # nothing pending is left
         rejected = httpx.get(f"{base}/api/v1/approvals/{spend['request_id']}", headers=headers).json()
         assert (rejected["status"], rejected["decision"]["reason"]) == ("rejected", "over budget")
