@@ -9,7 +9,7 @@ from core.scopes import agent_default, known
 admin.site.unregister(APIKey)  # the library's own key model; ours is AgentKey
 admin.site.site_header = "Agent telemetry"
 admin.site.site_title = "Agent telemetry"
-admin.site.site_url = "/live/"  # the admin's "View site" link goes to the live page
+admin.site.site_url = None  # no "View site": the header links the staff pages (telemetry_site/navigation.py)
 
 
 class AgentKeyForm(forms.ModelForm):

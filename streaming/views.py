@@ -20,11 +20,11 @@ from core.api import async_endpoint, bounded_int, validate
 from core.overload import exempt_from_shedding
 from core.scopes import permissions_for
 from core.views import staff_only, staff_page
-from quality.pages import PERMISSIONS as ANALYTICS_PERMISSIONS
 from streaming.feed import may_read, private_to, session_reader, session_reader_async
 from streaming.schemas import PublishIn, StreamEventList, TrimIn
+from traces.pages import PERMISSIONS as TRACES
 
-TRACES = ("traces.view_span",)  # the permission /traces/ asks
+LIVE_PERMISSIONS = permissions_for("streams:read")  # /live/ is the feed's page
 
 CONSUME_MAX_BLOCK_MS = 30_000
 STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
@@ -143,7 +143,7 @@ async def consume(request: HttpRequest, key) -> dict:
     return {"events": readable(reader, found), "after": positions}
 
 
-@staff_only(*permissions_for("streams:read"))
+@staff_only(*LIVE_PERMISSIONS)
 def live_page(request: HttpRequest):
     """/live/: agents, events and pending approvals as they happen (static/streaming/live.js); for
     staff who may read the streams, as the feed it reads (/ws/live/) checks again. The agents'
@@ -159,14 +159,8 @@ def live_page(request: HttpRequest):
         pending_approvals=approvals.waiting_count() if may_see_approvals else None,
         show_agents=request.user.has_perms(permissions_for("coordination:read")),
         agent_links=agent_links(request.user),
-        page_links=page_links(request.user),
         event_types=streams.event_types(),
     )
-
-
-def page_links(user) -> list[dict[str, str]]:
-    """The other staff pages `user` may open: each link shown only to whom its page would not refuse."""
-    return _permitted(user, [("Analytics", ANALYTICS_PERMISSIONS, reverse("analytics")), ("Traces", TRACES, reverse("traces"))])
 
 
 def agent_links(user) -> list[dict[str, str]]:
@@ -178,9 +172,4 @@ def agent_links(user) -> list[dict[str, str]]:
         ("signals", ("coordination.view_agent",), reverse("signals") + "?agent_id="),
         ("approvals", ("approvals.view_approvalrequest",), approvals_url + "?agent_id__exact="),
     ]
-    return _permitted(user, links)
-
-
-def _permitted(user, links: list[tuple[str, tuple[str, ...], str]]) -> list[dict[str, str]]:
-    """The links (label, the permissions its page asks, URL) `user` has the permissions of."""
     return [{"label": label, "url": url} for label, needed, url in links if user.has_perms(needed)]

@@ -226,6 +226,7 @@ def new_id() -> str:
 # signal payload); for the websocket, ok (it said ready) or the code it closed with.
 #       anonymous  key A  key B  read-only key  operator  reviewer  superuser
 MATRIX = {
+    "": {"GET": ("index index index index index index index", {})},  # the front page: the admin
     "health": {"GET": ("ok ok ok ok ok ok ok", {})},
     "^api/v1/": {"GET": ("404 404 404 404 404 404 404", {})},  # an unknown API path, to anyone
     "metrics": {"GET": ("401 403 403 403 ok 403 ok", {})},  # keys need metrics:read

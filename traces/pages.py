@@ -8,9 +8,11 @@ from django.views.decorators.http import require_GET
 from core.views import staff_only, staff_page
 from traces import selectors
 
+PERMISSIONS = ("traces.view_span",)  # the pages show spans
+
 
 @require_GET
-@staff_only("traces.view_span")
+@staff_only(*PERMISSIONS)
 def traces_page(request):
     """The latest traces (of one agent with ?agent=)."""
     agent = (request.GET.get("agent") or "").strip()[:200]
@@ -18,7 +20,7 @@ def traces_page(request):
 
 
 @require_GET
-@staff_only("traces.view_span")
+@staff_only(*PERMISSIONS)
 def trace_page(request, trace_id: str):
     """One trace as a waterfall: each span under its parent, as a bar on the trace's timeline."""
     bars = selectors.waterfall(trace_id.lower())
