@@ -14,9 +14,10 @@ PERMISSIONS = ("traces.view_span",)  # the pages show spans
 @require_GET
 @staff_only(*PERMISSIONS)
 def traces_page(request):
-    """The latest traces (of one agent with ?agent=)."""
-    agent = (request.GET.get("agent") or "").strip()[:200]
-    return staff_page(request, "traces/traces.html", title="Traces", agent=agent, traces=selectors.recent_traces(agent=agent))
+    """The latest traces (of one agent with ?agent=, of one run's spans with ?run=its event_id)."""
+    agent, run = ((request.GET.get(name) or "").strip()[:200] for name in ("agent", "run"))
+    found = selectors.recent_traces(agent=agent, run=run)
+    return staff_page(request, "traces/traces.html", title="Traces", agent=agent, run=run, traces=found)
 
 
 @require_GET

@@ -51,10 +51,10 @@ def waterfall(trace_id: str) -> list[Bar]:
 RECENT = timedelta(days=7)
 
 
-def recent_traces(limit: int = 100, agent: str = "") -> list[dict[str, Any]]:
-    """The latest traces of the last week: when, how long, how many spans and errors, and the
-    name of their root span."""
-    spans = Span.objects.filter(start_time__gte=timezone.now() - RECENT)
+def recent_traces(limit: int = 100, agent: str = "", run: str = "") -> list[dict[str, Any]]:
+    """The latest traces of the last week (of one run's spans: whenever they were): when, how
+    long, how many spans and errors, and the name of their root span. `run` is its event_id."""
+    spans = Span.objects.filter(run__event_id=run) if run else Span.objects.filter(start_time__gte=timezone.now() - RECENT)
     if agent:
         spans = spans.filter(agent_name=agent)
     found = list(

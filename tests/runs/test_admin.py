@@ -1,8 +1,13 @@
+import html
 import json
+import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from runs.models import Run, RunEvent
+from tests.conftest import make_operator
 from tests.runs.factories import run_payload
 
 pytestmark = pytest.mark.django_db
@@ -60,6 +65,55 @@ def test_the_change_page_shows_the_latest_events(admin_client, runs):
         RunEvent.objects.create(run=runs[0], event_id=f"e{index}", event_type=f"step-{index:02d}")
     page = admin_client.get(f"{CHANGELIST}{runs[0].pk}/change/").content.decode()
     assert "step-59" in page and "step-10" in page and "step-09" not in page
+
+
+def link(page: str, anchor_id: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" id="{anchor_id}">', page)
+    return html.unescape(found.group(1)) if found else None
+
+
+def test_the_change_page_links_the_runs_events_llm_calls_and_traces_to_whom_may_view_them(client, django_user_model, runs):
+    from django.contrib.auth.models import Permission
+
+    from quality.models import LlmUsage
+    from traces.models import Span
+
+    long_ago = timezone.now() - timedelta(days=30)  # the traces page's week does not hide a run's traces
+    for index, run in enumerate(runs[:2]):
+        RunEvent.objects.create(run=run, event_id=f"event-{index}", event_type=f"step-of-run-{index}")
+        LlmUsage.objects.create(event_id=f"usage-{index}", run=run, agent_name=run.agent_name, model=f"model-of-run-{index}")
+        trace = f"{index + 1:032x}"
+        Span.objects.create(
+            event_id=f"{trace}{index:016x}",
+            trace_id=trace,
+            span_id=f"{index:016x}",
+            name=f"root-of-run-{index}",
+            start_time=long_ago,
+            end_time=long_ago + timedelta(seconds=1),
+            agent_name=run.agent_name,
+            run=run,
+        )
+    operator = make_operator(django_user_model, "operator")
+    client.force_login(operator)
+    page = client.get(f"{CHANGELIST}{runs[0].pk}/change/").content.decode()
+    for anchor_id, mine, theirs in (
+        ("run-events", "step-of-run-0", "step-of-run-1"),
+        ("run-llm-usage", "model-of-run-0", "model-of-run-1"),
+        ("run-traces", "root-of-run-0", "root-of-run-1"),
+    ):
+        listed = client.get(link(page, anchor_id))
+        assert listed.status_code == 200, anchor_id
+        rows = re.search(r'<table (?:id="result_list"|class="traces").*?</table>', listed.content.decode(), re.S).group(0)
+        assert mine in rows and theirs not in rows, anchor_id
+
+    operator.user_permissions.set(Permission.objects.filter(codename__in=["view_run", "view_runevent"]))
+    client.force_login(django_user_model.objects.get(pk=operator.pk))  # the permissions anew
+    page = client.get(f"{CHANGELIST}{runs[0].pk}/change/").content.decode()
+    assert [link(page, anchor_id) is not None for anchor_id in ("run-events", "run-llm-usage", "run-traces")] == [
+        True,
+        False,
+        False,
+    ]
 
 
 def test_a_new_key_is_shown_once_in_the_admin(admin_client):
