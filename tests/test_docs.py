@@ -77,6 +77,8 @@ def test_the_link_check_finds_a_missing_file_and_a_wrong_anchor(tmp_path):
 def test_the_readme_is_the_front_door_not_the_reference():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200
+    unlinked = {path.name for path in (ROOT / "docs").glob("*.md")} - {Path(target).name for target in links(ROOT / "README.md")}
+    assert unlinked == set()  # every page of the reference is reachable from the front door
     assert not re.search(r"\bseed \d{3}\b|\battune\b", "\n".join(path.read_text() for path in DOCS), re.IGNORECASE)
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
         assert (ROOT / image).stat().st_size > 10_000, f"{image} is not a real screenshot"
