@@ -161,9 +161,10 @@ class RunAdmin(admin.ModelAdmin):
         form = BulkEditForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             with transaction.atomic():
-                runs = list(queryset.select_for_update())
+                runs, changes = list(queryset.select_for_update()), services.RunChanges()
                 for run in runs:
-                    services.update_run(run, form.cleaned_data["patch"])
+                    services.update_run(run, form.cleaned_data["patch"], changes)
+                changes.write()
             field = form.cleaned_data["field"]
             self.message_user(request, f"Set {field} of {len(runs)} run(s).", messages.SUCCESS)
             return None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from operator import attrgetter
@@ -16,6 +17,7 @@ from rest_framework import exceptions
 from coordination import selectors as coordination
 from core import events
 from core.batch import Batch, MayActAs, Row, row_of
+from core.fastpaths.bulk_insert import update_rows
 from core.group_commit import GroupCommit
 from core.models import AgentKey
 from core.permissions import agent_forbidden
@@ -70,32 +72,68 @@ def create_runs(runs: list[RunIn]) -> list[str]:
 run_creates = GroupCommit(create_runs)
 
 
-def update_run(run: Run, patch: RunPatch) -> list[str]:
-    """Apply a PATCH; returns the names of the fields it set, in the model's order."""
-    changes = patch.changes()
+class RunChanges:
+    """The fields that writes changed on stored runs (their instances), written together by
+    write(): one UPDATE per set of fields and the runs' days announced once, where a save each
+    made two statements a run (bench/ingest.py, PATCH; docs/performance.md)."""
+
+    def __init__(self) -> None:
+        self.changed: dict[int, tuple[Run, set[str]]] = {}  # pk -> the run, the names of its changed fields
+
+    def note(self, run: Run, names: Iterable[str]) -> None:
+        self.changed.setdefault(run.pk, (run, set()))[1].update(names)
+
+    def write(self) -> None:
+        """Inside the caller's transaction; updated_at set to now."""
+        now, by_fields = timezone.now(), defaultdict(list)
+        for run, names in self.changed.values():
+            run.updated_at = now
+            by_fields[tuple(sorted({*names, "updated_at"}))].append(run)
+        for names, runs in by_fields.items():
+            update_rows(Run, [{"id": run.pk, **{name: getattr(run, name) for name in names}} for run in runs], names)
+        if self.changed:
+            runs_changed.send(Run, moments=[run.created_at for run, _ in self.changed.values()])
+        self.changed.clear()
+
+
+def update_run(run: Run, patch: RunPatch, changes: RunChanges | None = None) -> list[str]:
+    """Apply a PATCH; returns the names of the fields it set, in the model's order. The row is
+    written with `changes` (a group's, when the group is), or now."""
+    fields = patch.changes()
     was_running = run.status == RunStatus.RUNNING
-    run.apply(changes)
-    run.save(update_fields=[*changes, "duration_ms", "updated_at"])
+    run.apply(fields)
+    _note(run, [*fields, "duration_ms"], changes)
     if was_running and run.status != RunStatus.RUNNING:
         events.publish(lifecycle_event(row_of(run)))
-    return [f.name for f in Run._meta.fields if f.name in changes]
+    return [f.name for f in Run._meta.fields if f.name in fields]
+
+
+def _note(run: Run, names: list[str], changes: RunChanges | None) -> None:
+    """`run`'s fields `names` changed: written with `changes`, or now when there are none."""
+    written_now = changes is None
+    changes = RunChanges() if changes is None else changes
+    changes.note(run, names)
+    if written_now:
+        changes.write()
 
 
 @dataclass(frozen=True)
 class RunWrite:
     """One request's write to a stored run (a PATCH, a commit, events), by the key that sends it
-    (None: staff): `apply(run)` makes it and returns the request's answer."""
+    (None: staff): `apply(run, changes)` makes it (noting what it changes in `changes`, the
+    group's) and returns the request's answer."""
 
     event_id: str
     key: AgentKey | None
-    apply: Callable[[Run], Any]
+    apply: Callable[[Run, RunChanges], Any]
 
 
 def write_runs(writes: list[RunWrite]) -> list[Any]:
     """Writes to stored runs, in one transaction, in order; for each, its answer, or why not (the
     run unknown, or not the key's to change)."""
-    runs = Run.objects.in_bulk({write.event_id for write in writes}, field_name="event_id")
+    runs = {run.event_id: run for run in Run.objects.filter(event_id__in={write.event_id for write in writes}).order_by()}
     answers: list[Any] = []
+    changes = RunChanges()
     with transaction.atomic():
         for write in writes:
             run = runs.get(write.event_id)
@@ -104,7 +142,8 @@ def write_runs(writes: list[RunWrite]) -> list[Any]:
             elif write.key is not None and not write.key.may_act_as(run.agent_name):
                 answers.append(agent_forbidden(run.agent_name))
             else:
-                answers.append(write.apply(run))
+                answers.append(write.apply(run, changes))
+        changes.write()
     return answers
 
 
@@ -113,8 +152,9 @@ def write_runs(writes: list[RunWrite]) -> list[Any]:
 run_writes = GroupCommit(write_runs)
 
 
-def associate_commit(run: Run, commit: CommitIn) -> bool:
-    """Link `run` to `commit`; whether that changed anything (False: it was linked so already)."""
+def associate_commit(run: Run, commit: CommitIn, changes: RunChanges | None = None) -> bool:
+    """Link `run` to `commit`; whether that changed anything (False: it was linked so already).
+    The row is written with `changes`, or now."""
     values = {
         "git_commit_hash": commit.commit_hash.lower(),
         "git_commit_source": commit.commit_source,
@@ -125,7 +165,7 @@ def associate_commit(run: Run, commit: CommitIn) -> bool:
         return False
     for name, value in values.items():
         setattr(run, name, value)
-    run.save(update_fields=[*values, "updated_at"])
+    _note(run, list(values), changes)
     return True
 
 
@@ -145,29 +185,32 @@ def _runs_for(batch: Batch, may_act_as: MayActAs, run_of=attrgetter("event_id"),
 def end_runs(items: list, may_act_as: MayActAs) -> Batch:
     """How runs ended (the SDK's end_run): any non-identity field; the duration derived if not given."""
     batch = Batch(items, RunEnd)
-    runs = _runs_for(batch, may_act_as)
+    runs, changes = _runs_for(batch, may_act_as), RunChanges()
     with transaction.atomic():
         for index, item in batch.valid.items():
             run = runs[item.event_id]
-            changes = item.model_dump(include=item.model_fields_set - {"event_id"})
-            fields = [*changes, "duration_ms"]
+            ending = item.model_dump(include=item.model_fields_set - {"event_id"})
+            fields = [*ending, "duration_ms"]
             before = [getattr(run, name) for name in fields]
             was_running = run.status == RunStatus.RUNNING
-            run.apply(changes)
+            run.apply(ending)
             changed = [getattr(run, name) for name in fields] != before
             if changed:
-                run.save()
+                changes.note(run, fields)
             if was_running and run.status != RunStatus.RUNNING:
                 events.publish(lifecycle_event(row_of(run)))
             batch.updated(index, changed)
+        changes.write()
     return batch
 
 
 def associate_commits(items: list, may_act_as: MayActAs) -> Batch:
     batch = Batch(items, CommitItem)
-    runs = _runs_for(batch, may_act_as)
-    for index, item in batch.valid.items():
-        batch.updated(index, associate_commit(runs[item.event_id], item))
+    runs, changes = _runs_for(batch, may_act_as), RunChanges()
+    with transaction.atomic():
+        for index, item in batch.valid.items():
+            batch.updated(index, associate_commit(runs[item.event_id], item, changes))
+        changes.write()
     return batch
 
 

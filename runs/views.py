@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import functools
-
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -83,7 +81,8 @@ async def update_run(request, key, event_id: str, body: RunPatch):
     """Update the 11 editable fields"""
     if not body.model_fields_set:
         raise exceptions.ValidationError({"body": ["No fields to update; editable: " + ", ".join(RunPatch.model_fields)]})
-    fields = await services.run_writes.write(RunWrite(event_id, key, functools.partial(services.update_run, patch=body)))
+    patched = RunWrite(event_id, key, lambda run, changes: services.update_run(run, body, changes))
+    fields = await services.run_writes.write(patched)
     return {"event_id": event_id, "updated": True, "fields_updated": fields}
 
 
@@ -91,8 +90,8 @@ async def update_run(request, key, event_id: str, body: RunPatch):
 async def associate_commit(request, key, event_id: str, body: CommitIn):
     """Link a run to the git commit it produced"""
 
-    def linked(run: Run) -> dict:
-        services.associate_commit(run, body)
+    def linked(run: Run, changes: services.RunChanges) -> dict:
+        services.associate_commit(run, body, changes)
         return {"status": "success", "event_id": run.event_id, "run_id": run.run_id, "commit_hash": run.git_commit_hash}
 
     return await services.run_writes.write(RunWrite(event_id, key, linked))
@@ -112,7 +111,7 @@ class RunEvents(APIView):
 async def record_events(request, key, event_id: str):
     """Record one event or a list of events"""
     items = items_of(json_data(request, settings.BATCH_MAX_BODY_BYTES), allow_single=True, key="events")
-    batch = await services.run_writes.write(RunWrite(event_id, key, functools.partial(services.record_events, items=items)))
+    batch = await services.run_writes.write(RunWrite(event_id, key, lambda run, changes: services.record_events(run, items)))
     return batch_response(request, batch)
 
 

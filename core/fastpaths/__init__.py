@@ -50,7 +50,8 @@ sqlite_writer: OneWriterWrapper, the SQLite connection of the agent API's thread
 bulk_insert: insert_rows and insert_new, chunked INSERT ... ON CONFLICT of plain rows (dicts),
     RETURNING what was stored, their parameters bound by PostgreSQL in binary (UNNEST arrays, or
     one row's VALUES) and prepared after DATABASE_PREPARE_THRESHOLD runs;
-    update_rows, the same rows joined into an UPDATE by primary key (metric series totals);
+    update_rows, the same rows joined into an UPDATE by primary key (metric series totals, the fields
+    a group of writes changed on runs: runs.services.RunChanges);
     db_values, the rows' values as sent, for callers to make before their transaction (Batch.store).
     Stands in for QuerySet.bulk_create (which builds a model instance per row, cannot say which
     rows a conflict skipped, and binds every value into the SQL text in Python through Django's

@@ -20,15 +20,19 @@ def _insert_value(field: models.Field, row: Row, now: datetime) -> Any:
     return row[field.attname] if field.attname in row else field.get_default()
 
 
-def _values_sql(connection, fields: list[models.Field], values: list[list[Any]]) -> tuple[str, list[Any]]:
+def _values_sql(connection, fields: list[models.Field], values: list[list[Any]], typed: bool = False) -> tuple[str, list[Any]]:
     """The rows to insert as SQL and parameters. PostgreSQL takes more than one row as one array per
     column through UNNEST (as Django's own bulk_create does there): a handful of parameters instead
     of thousands keeps planning and psycopg's query parsing cheap. One row (a lone single write's
     group) is a plain VALUES: a run in 0.40 ms instead of 0.73 (prepared), as 4 rows take either
-    way. Elsewhere, a multi-row VALUES."""
+    way; `typed`, each value cast to its column's type, as a VALUES that is not an INSERT's needs
+    (its untyped parameters would be text). Elsewhere, a multi-row VALUES."""
     if connection.vendor == "postgresql" and len(values) > 1:
         casts = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)  # %b: binary (see _cursor)
         return f"SELECT * FROM UNNEST({casts})", [list(column) for column in zip(*values, strict=True)]  # noqa: S608
+    if connection.vendor == "postgresql" and typed:
+        row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in fields) + ")"
+        return f"VALUES {row}", values[0]
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     return "VALUES " + ", ".join([row] * len(values)), [value for row_values in values for value in row_values]
 
@@ -98,7 +102,7 @@ def update_rows(model: type[models.Model], rows: list[Row], names: tuple[str, ..
     with _cursor(connection) as cursor:
         for start in range(0, len(rows), chunk):
             values = [[f.get_db_prep_save(row[f.attname], connection) for f in fields] for row in rows[start : start + chunk]]
-            source, params = _values_sql(connection, fields, values)
+            source, params = _values_sql(connection, fields, values, typed=True)
             sql = f"WITH v ({columns}) AS ({source}) UPDATE {table} SET {assignments} FROM v WHERE {table}.{key} = v.{key}"  # noqa: S608
             cursor.execute(sql, params)  # the model's own names; every value a parameter
 

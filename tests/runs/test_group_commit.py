@@ -3,7 +3,6 @@ answered its own outcome: created, duplicate (once stored, or earlier in the sam
 error of the one item the database refused, which fails alone."""
 
 import asyncio
-import functools
 from collections import Counter
 from contextlib import contextmanager
 
@@ -106,9 +105,11 @@ def test_writes_to_runs_made_together_apply_in_order_each_answered_its_own_outco
     key = AgentKey(name="alpha", agents=["alpha"], scopes=["runs:write"])
 
     def patch(**fields):
-        return functools.partial(services.update_run, patch=RunPatch(**fields))
+        return lambda run, changes: services.update_run(run, RunPatch(**fields), changes)
 
-    commit = functools.partial(services.associate_commit, commit=CommitIn(commit_hash="ABC1234", commit_source="llm"))
+    def commit(run, changes):
+        return services.associate_commit(run, CommitIn(commit_hash="ABC1234", commit_source="llm"), changes)
+
     event = {"event_id": "e-1", "event_type": "step", "timestamp": "2026-01-01T00:00:00Z"}
     writes = [
         RunWrite(mine.event_id, key, patch(status="success")),
@@ -118,7 +119,7 @@ def test_writes_to_runs_made_together_apply_in_order_each_answered_its_own_outco
         RunWrite(other.event_id, None, patch(error_summary="x" * 10)),  # staff
         RunWrite(mine.event_id, key, commit),
         RunWrite(mine.event_id, key, commit),  # linked so already
-        RunWrite(other.event_id, key, functools.partial(services.record_events, items=[event, event, {"event_id": "e-2"}])),
+        RunWrite(other.event_id, key, lambda run, _: services.record_events(run, [event, event, {"event_id": "e-2"}])),
     ]
 
     async def write_all():

@@ -115,3 +115,16 @@ def test_ending_a_run_derives_its_duration_unless_given(agent):
     assert Run.objects.get(event_id=payload["event_id"]).duration_ms == 2500
     agent.patch(url(payload), {"end_time": "2026-01-01T10:00:04Z", "duration_ms": 7}, format="json")
     assert Run.objects.get(event_id=payload["event_id"]).duration_ms == 7
+
+
+def test_a_patch_sets_nullable_fields_back_to_null_and_moves_updated_at(agent, stored):
+    agent.patch(url(stored), {"end_time": "2026-01-01T00:00:00Z", "context_json": {"k": 1}}, format="json")
+    before = snapshot(stored)
+    response = agent.patch(url(stored), {"end_time": None, "context_json": None, "metrics_json": None}, format="json")
+    assert response.status_code == 200 and response.json()["fields_updated"] == ["end_time", "metrics_json", "context_json"]
+    after = snapshot(stored)
+    assert (after["end_time"], after["metrics_json"], after["context_json"]) == (None, None, None)
+    assert after["updated_at"] > before["updated_at"]
+    assert {
+        name: value for name, value in after.items() if name not in ("end_time", "metrics_json", "context_json", "updated_at")
+    } == {name: value for name, value in before.items() if name not in ("end_time", "metrics_json", "context_json", "updated_at")}
