@@ -60,8 +60,9 @@ from runs.models import Run
 from streaming.routing import websocket_urlpatterns
 from telemetry_site.asgi import application
 from tests.conftest import key_client, make_key
+from tests.fakes import http_receiver
 from tests.runs.factories import make_run, otlp_json, run_payload
-from tests.services import ROOT, asgi_server, celery_processes, http_receiver
+from tests.services import ROOT, asgi_server, celery_processes
 from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
 
 # The operator is staff with every view permission and no other; the reviewer, staff who may see and
