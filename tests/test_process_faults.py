@@ -29,7 +29,8 @@ from notifications.models import Delivery, NotificationChannel
 from operations.embedded_redis import free_port
 from runs.models import Run, RunEvent
 from tests.conftest import key_client, make_key
-from tests.services import ROOT, asgi_server, celery_processes, http_receiver
+from tests.fakes import http_receiver
+from tests.services import ROOT, asgi_server, celery_processes
 
 FAST = {"STALE_SWEEP_SECONDS": "1", "APPROVAL_SWEEP_SECONDS": "1", "ALERT_EVALUATE_SECONDS": "1"}
 FLEET = 300

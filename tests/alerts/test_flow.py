@@ -11,8 +11,9 @@ import httpx
 from alerts.models import AlertRule
 from notifications.models import NotificationChannel
 from tests.conftest import make_key
+from tests.fakes import http_receiver
 from tests.runs.factories import run_payload
-from tests.services import asgi_server, celery_processes, http_receiver
+from tests.services import asgi_server, celery_processes
 
 FAST = {"STALE_SWEEP_SECONDS": "1", "ALERT_EVALUATE_SECONDS": "1", "FORWARD_SECONDS": "1", "DELIVERY_RETRY_SECONDS": "1"}
 

@@ -22,8 +22,8 @@ from core.redis import get_redis
 from notifications.models import NotificationChannel
 from quality.models import LlmUsage
 from tests.conftest import at_once, go_silent
+from tests.fakes import http_receiver
 from tests.runs.factories import make_run
-from tests.services import http_receiver
 
 
 def rule(kind: str, channels: list[NotificationChannel] = (), **fields) -> AlertRule:

@@ -18,7 +18,8 @@ from approvals import services
 from approvals.models import ApprovalRequest
 from notifications.models import Delivery, NotificationChannel
 from tests.conftest import make_key
-from tests.services import asgi_server, celery_processes, http_receiver
+from tests.fakes import http_receiver
+from tests.services import asgi_server, celery_processes
 from tests.test_scale_out import PLAIN_HTTP_COOKIES, csrf_token, log_in
 
 CHANNELS = "/admin/notifications/notificationchannel/"

@@ -20,7 +20,7 @@ from approvals.models import ApprovalPolicy, ApprovalRequest
 from chatops.models import SlackUser
 from notifications.models import Delivery, NotificationChannel, PostedMessage
 from notifications.sending import send
-from tests.services import fake_slack
+from tests.fakes import fake_slack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # a Slack app's signing secret (this one: Slack's docs' example)
 

@@ -17,7 +17,7 @@ from core import events, streams
 from core.redis import get_redis
 from notifications import forwarding, sending, services
 from notifications.models import Delivery, Notification, NotificationChannel
-from tests.services import http_receiver
+from tests.fakes import http_receiver
 
 DEAD = "http://127.0.0.1:9/hook"  # the discard port: nothing listens there
 

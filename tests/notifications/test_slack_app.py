@@ -14,7 +14,7 @@ from approvals import services
 from approvals.models import ApprovalRequest
 from notifications.models import Delivery, NotificationChannel, PostedMessage
 from notifications.sending import forget_failures, send
-from tests.services import fake_slack
+from tests.fakes import fake_slack
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from notifications import services
 from notifications.models import Delivery, Notification, NotificationChannel
 from notifications.sending import send
 from tests.conftest import key_client, make_key
-from tests.services import http_receiver
+from tests.fakes import http_receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

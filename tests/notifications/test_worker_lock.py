@@ -11,7 +11,8 @@ import pytest
 
 from notifications import sending, services
 from notifications.models import Delivery, Notification, NotificationChannel
-from tests.services import celery_processes, http_receiver
+from tests.fakes import http_receiver
+from tests.services import celery_processes
 
 DEADLINE = 60  # seconds any one step may take on a loaded machine
 

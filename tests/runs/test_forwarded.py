@@ -10,8 +10,9 @@ import pytest
 
 from notifications.models import NotificationChannel
 from tests.conftest import make_key
+from tests.fakes import http_receiver
 from tests.runs.factories import run_payload
-from tests.services import asgi_server, celery_processes, http_receiver
+from tests.services import asgi_server, celery_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -85,7 +85,7 @@ def test_an_item_the_database_refuses_fails_alone_and_its_neighbours_are_stored(
 
 def test_a_locked_database_fails_each_write_of_the_group_and_stores_none_of_it():
     if connection.vendor != "sqlite":
-        pytest.skip("SQLite's lock; PostgreSQL stopped mid-ingest: tests/test_faults.py")
+        pytest.skip("SQLite's lock; PostgreSQL stopped mid-ingest: tests/faults/test_database.py")
     runs = [run_payload() for _ in range(5)]
     options = connections.settings["default"]["OPTIONS"]  # the writer's connection is opened from these
     busy_timeout, options["timeout"] = options["timeout"], 0.2

@@ -98,7 +98,7 @@ def locked_database():
 
 def test_writes_queued_on_a_locked_sqlite_database_are_each_answered_503_and_store_nothing(server_env):
     if connection.vendor != "sqlite":
-        pytest.skip("SQLite's write lock (PostgreSQL's outage: tests/test_faults.py)")
+        pytest.skip("SQLite's write lock (PostgreSQL's outage: tests/faults/test_database.py)")
     _, raw_key = make_key("alpha")
     runs = [run_payload(status="success") for _ in range(8)]
     posts = [("POST", "/api/v1/runs", run) for run in runs]

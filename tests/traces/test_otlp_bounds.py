@@ -12,8 +12,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from operations.tasks import export_otlp
 from tests.conftest import make_key
+from tests.fakes import http_receiver
 from tests.runs.factories import otlp_json
-from tests.services import http_receiver
 from traces.models import Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
