@@ -65,7 +65,7 @@ def _only_while_connected(connparams):
     attribute 'hostname'): not an error the teardown ignores, so the worker dies ("Unrecoverable
     error") instead of reconnecting, and under `make run` honcho then stops every process. As a
     connection error it is ignored and the worker reconnects; the task stays in Redis's
-    unacknowledged set, which kombu restores after its visibility timeout (tests/test_faults.py)."""
+    unacknowledged set, which kombu restores after its visibility timeout (tests/faults/test_redis.py)."""
 
     @functools.wraps(connparams)
     def checked(channel, *args, **kwargs):
