@@ -139,3 +139,37 @@ def test_writes_to_runs_made_together_apply_in_order_each_answered_its_own_outco
     }
     assert list(RunEvent.objects.values_list("run__event_id", "event_id")) == [(other.event_id, "e-1")]
     assert announced("run.ended") == Counter({mine.event_id: 1})
+
+
+def test_patches_made_together_store_each_runs_own_values_json_and_nulls_included():
+    runs = [
+        Run.objects.create(**run_payload("alpha", metrics_json={"old": i}, end_time="2026-01-01T00:00:00Z")) for i in range(4)
+    ]
+    bodies = [
+        {"metrics_json": {"n": 0}, "status": "success"},
+        {"metrics_json": None, "status": "failed"},
+        {"metrics_json": {"n": 2}, "end_time": None},  # another set of fields: another UPDATE
+        {"context_json": {"nested": ["x", 1]}, "end_time": None},
+    ]
+
+    async def write_all():
+        writes = [
+            services.run_writes.write(
+                RunWrite(run.event_id, None, lambda run, changes, body=body: services.update_run(run, RunPatch(**body), changes))
+            )
+            for run, body in zip(runs, bodies, strict=True)
+        ]
+        return await asyncio.gather(*writes)
+
+    asyncio.run(write_all())
+    assert services.run_writes.sizes[-1] == len(runs)
+    stored = {
+        row[0]: row[1:] for row in Run.objects.values_list("event_id", "metrics_json", "context_json", "status", "end_time")
+    }
+    assert [stored[run.event_id][:3] for run in runs] == [
+        ({"n": 0}, None, "success"),
+        (None, None, "failed"),
+        ({"n": 2}, None, "running"),
+        ({"old": 3}, {"nested": ["x", 1]}, "running"),
+    ]
+    assert [stored[run.event_id][3] is None for run in runs] == [False, False, True, True]
