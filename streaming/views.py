@@ -4,6 +4,7 @@ no thread while it waits (an async view on the asyncio Redis client)."""
 from __future__ import annotations
 
 import re
+import time
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -25,6 +26,7 @@ from streaming.schemas import PublishIn, StreamEventList, TrimIn
 from traces.pages import PERMISSIONS as TRACES
 
 LIVE_PERMISSIONS = permissions_for("streams:read")  # /live/ is the feed's page
+LIVE_PAGE_HISTORY_SECONDS = 60  # the page opens on the events of the last minute, replayed by the feed
 
 CONSUME_MAX_BLOCK_MS = 30_000
 STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
@@ -155,6 +157,7 @@ def live_page(request: HttpRequest):
         request,
         "streaming/live.html",
         feed_url="/ws/live/",
+        since=streams.format_stream_id((int((time.time() - LIVE_PAGE_HISTORY_SECONDS) * 1000), 0)),
         stale_seconds=settings.HEARTBEAT_STALE_SECONDS,
         pending_approvals=approvals.waiting_count() if may_see_approvals else None,
         show_agents=request.user.has_perms(permissions_for("coordination:read")),

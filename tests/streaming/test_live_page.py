@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import httpx
@@ -300,3 +302,21 @@ def test_the_live_page_shows_the_agents_and_the_pending_count_each_to_whom_may_v
         text = page.content.decode()
         seen[name] = ('id="agents"' in text, 'id="pending-approvals"' in text)
     assert seen == {"feed only": (False, False), "agents": (True, False), "approvals": (False, True)}
+
+
+def test_the_live_page_opens_on_the_last_minutes_events_and_not_on_older_ones(live_asgi, reviewer, browser):
+    from core.redis import get_redis
+    from core.streams import TYPES_KEY, stream_key
+
+    two_minutes_ago = int((time.time() - 120) * 1000)
+    old = {"event_type": "deploy.finished", "timestamp": "", "source": "test", "data": json.dumps({"service": "two minutes ago"})}
+    get_redis().xadd(stream_key("deploy.finished"), old, id=f"{two_minutes_ago}-0")
+    get_redis().sadd(TYPES_KEY, "deploy.finished")
+    events.publish_now([events.Event("deploy.finished", {"service": "before the page"})])
+
+    page = logged_in_page(browser, f"{live_asgi}/live/", "reviewer")
+    page.wait_for_selector("#connection.connected")
+    feed = page.locator("#feed li[data-type='deploy.finished']")
+    feed.filter(has_text="before the page").wait_for()
+    assert feed.count() == 1  # the one of two minutes ago is not replayed
+    assert page.inner_text("#rate") in ("0", "0.0")  # replayed events did not arrive now

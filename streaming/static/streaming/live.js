@@ -26,7 +26,7 @@
   let thisSecond = 0;
   let foldedCount = 0;
   let live = false; // past the replay of a reconnect: events arriving now
-  let lastEventId = null;
+  let lastEventId = root.dataset.since || null; // where the feed resumes: first the last minute, as the server said
   let retryDelay = 1000;
 
   function text(tag, className, value) {
@@ -283,6 +283,7 @@
     socket.onmessage = (message) => {
       const body = JSON.parse(message.data);
       if (body.type === "ready") {
+        if (body.live_after) lastEventId = body.live_after; // replayed up to here: a reconnect resumes after it
         live = true;
         setConnection("connected", "live");
         retryDelay = 1000;
