@@ -12,6 +12,8 @@ import typing
 import pydantic
 from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import JSONRenderer
 
 from core.api import AsyncEndpointDoc
 
@@ -113,3 +115,13 @@ def query_parameters(schema: type[pydantic.BaseModel]) -> list[OpenApiParameter]
         ]
         parameters.append(OpenApiParameter(name, str, required=field.is_required(), enum=choices or None))
     return parameters
+
+
+class SchemaView(SpectacularAPIView):
+    """/api/schema/: the OpenAPI schema (YAML; JSON with ?format=json). A refusal (a 429 past
+    API_RATE_LIMIT) is answered in the API's JSON error body, as at every other endpoint."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)

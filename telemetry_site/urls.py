@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from approvals.pages import open_link
 from core.ingest import Ingest
+from core.openapi import SchemaView
 from core.prometheus import metrics
 from core.views import health, unknown_api_path
 from quality.pages import analytics_export, analytics_page
@@ -24,7 +25,7 @@ urlpatterns = [
     path("api/v1/", include("traces.urls")),
     path("api/v1/", include("streaming.urls")),
     re_path(r"^api/v1/", unknown_api_path),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),  # the admin, linking the staff pages
     path("admin/", admin.site.urls),
