@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 REFUSALS_KEY = "telemetry:quota-refusals"
 SLOTS_PREFIX = "telemetry:quota:slots:"  # + bound + key prefix: sorted set, slot id -> end of its lease (ms)
 CREATED_PREFIX = "telemetry:quota:created:"  # + bound + key prefix: what the key created (a set)
-WINDOW_PREFIX = "telemetry:quota:window:"  # + bound + key prefix: requests in the current window
 # A script refuses by returning redis.error_reply(QUOTA_ERROR .. bound), having written nothing.
 QUOTA_ERROR = "QUOTA "
 
@@ -215,29 +214,9 @@ async def held(key, seconds: float):
             await slot.give_back()
 
 
-# KEYS: the window's counter. ARGV: the window (ms), the cap, the bound.
-_WINDOW = Script(
-    f"""
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
-if count > tonumber(ARGV[2]) then
-  {lua_refuse("ARGV[3]")}
-end
-return count
-""",
-    get_pipelined_redis,
-)
-
-
 async def count_in_window(bound: str, key, cap: int, window_seconds: int) -> None:
-    """One more request of `bound` by `key` in the current window of `window_seconds`; refused
-    past `cap` (0: no bound)."""
-    if key is None or not cap:
-        return
-    window = int(time.time() // window_seconds)
-    try:
-        await call(_WINDOW, [f"{WINDOW_PREFIX}{bound}:{key.prefix}:{window}"], [window_seconds * 1000, cap, bound])
-    except REDIS_DOWN as exc:
-        logger.warning("%s: Redis is unavailable (%s); not counted", bound, exc)
+    """One more request of `bound` by `key` in the last `window_seconds`, refused past `cap` (0: no
+    bound). A sliding window: each request holds one of the `cap` slots for `window_seconds`, so
+    no burst of twice the bound passes around a turn of the clock's minute."""
+    if key is not None and cap:
+        await Slot(bound, key, cap).take(window_seconds)
