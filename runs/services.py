@@ -128,15 +128,10 @@ class RunWrite:
     apply: Callable[[Run, RunChanges], Any]
 
 
-def by_event_id(event_ids: set[str], runs=Run.objects) -> dict[str, Run]:
-    """The runs of `runs` with these event_ids, by event_id (a query without in_bulk's ordering)."""
-    return {run.event_id: run for run in runs.filter(event_id__in=event_ids).order_by()}
-
-
 def write_runs(writes: list[RunWrite]) -> list[Any]:
     """Writes to stored runs, in one transaction, in order; for each, its answer, or why not (the
     run unknown, or not the key's to change)."""
-    runs = by_event_id({write.event_id for write in writes})
+    runs = {run.event_id: run for run in Run.objects.filter(event_id__in={write.event_id for write in writes}).order_by()}
     answers: list[Any] = []
     changes = RunChanges()
     with transaction.atomic():
@@ -177,7 +172,7 @@ def associate_commit(run: Run, commit: CommitIn, changes: RunChanges | None = No
 def _runs_for(batch: Batch, may_act_as: MayActAs, run_of=attrgetter("event_id"), runs=Run.objects) -> dict[str, Run]:
     """The runs the valid items of `batch` name (by `run_of(item)`, a run's event_id), by that
     name; items naming an unknown run, or one the key may not act for, are rejected."""
-    found = by_event_id({run_of(item) for item in batch.valid.values()}, runs)
+    found = runs.in_bulk({run_of(item) for item in batch.valid.values()}, field_name="event_id")
     for index, item in list(batch.valid.items()):
         run = found.get(run_of(item))
         if run is None:
