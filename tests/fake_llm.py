@@ -7,12 +7,11 @@ breaks off with an error event after its first chunk."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from tests.fakes import serving
 
 MISSING = "no-such-model"
 UNCOUNTED = "gpt-uncounted"
@@ -127,5 +126,12 @@ class FakeLLM(BaseHTTPRequestHandler):
 @contextmanager
 def fake_llm() -> Iterator[str]:
     """The fake on a free port: its base URL (OpenAI's clients take it with /v1)."""
-    with serving(FakeLLM) as base:
-        yield base
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -30,8 +30,14 @@ def http_receiver(statuses: list[int] | None = None, hold=None):
         def log_message(self, *args):
             pass
 
-    with serving(Handler) as base:
-        yield f"{base}/hook", received
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager
@@ -65,17 +71,11 @@ def fake_slack():
         def log_message(self, *args):
             pass
 
-    with serving(Handler) as base:
-        yield f"{base}/api/", calls, errors
-
-
-@contextmanager
-def serving(handler: type[http.server.BaseHTTPRequestHandler]):
-    """`handler` served by a threading HTTP server on a free loopback port; yields its base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/", calls, errors
     finally:
         server.shutdown()
         server.server_close()

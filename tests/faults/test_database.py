@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from runs.models import Run
 from tests.conftest import make_key
 from tests.faults.ingest import OUTAGE_SECONDS, wait_for
 from tests.runs.factories import run_payload
-from tests.runs.test_single_writes import locked_database, together
+from tests.runs.test_single_writes import together
 from tests.services import ROOT, ThrowawayPostgres, asgi_server, postgres_bin_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,10 +49,22 @@ def fragile_database(server_env, tmp_path) -> FragileDatabase:
     short, so its writes fail instead of waiting out the lock). On PostgreSQL, a cluster of its
     own, stopped and started again."""
     if connection.vendor == "sqlite":
+        path = connection.settings_dict["NAME"]
+
+        @contextmanager
+        def locked():
+            lock = sqlite3.connect(path, timeout=30, isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                lock.execute("COMMIT")
+                lock.close()
+
         yield FragileDatabase(
             {**server_env, "SQLITE_BUSY_TIMEOUT": "1"},
             make_key("alpha")[1],
-            locked_database,
+            locked,
             lambda: list(Run.objects.values_list("run_id", flat=True)),
         )
         return

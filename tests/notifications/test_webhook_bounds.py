@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import threading
 import time
 from contextlib import contextmanager
 
@@ -16,7 +17,7 @@ from notifications import services
 from notifications.models import Delivery, Notification, NotificationChannel
 from notifications.sending import send
 from tests.conftest import key_client, make_key
-from tests.fakes import http_receiver, serving
+from tests.fakes import http_receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,8 +52,13 @@ def answering(respond):
         def log_message(self, *args):
             pass
 
-    with serving(Handler) as base:
-        yield f"{base}/hook", outcome
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", outcome
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def deliver_one(url: str) -> Delivery:

@@ -3,14 +3,14 @@ the test) that parses what it gets."""
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from operations.tasks import export_otlp
-from tests.fakes import serving
 from tests.metrics.test_exports import POINTS
 from tests.runs.factories import otlp_json
 from traces import otlp, services
@@ -46,8 +46,10 @@ class Collector(BaseHTTPRequestHandler):
 @pytest.fixture
 def collector():
     Collector.received, Collector.statuses = [], []
-    with serving(Collector) as base:
-        yield base
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
 
 
 def test_otlp_export_sends_spans_once_and_metrics(stored, agent, collector, settings):
